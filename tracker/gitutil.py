@@ -1,0 +1,124 @@
+"""Small, safe calls into git: where the log lives, refs to SHAs, ancestry, clean environments.
+
+Every ref is validated before it reaches git; git's own per-repository variables (`GIT_DIR`,
+`GIT_INDEX_FILE`, ...) are removed from the environment of every child we start.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from tracker.errors import UsageError
+
+FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+SHORT_SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
+# What git accepts as a revision is broad; we refuse what could be an option or a shell trick.
+_SAFE_REV = re.compile(r"^[A-Za-z0-9_./@{}~^:+-]{1,255}$")
+
+# `git rev-parse --local-env-vars` on git 2.39, plus GIT_PREFIX which hooks also get.
+GIT_LOCAL_ENV = (
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_CONFIG",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_GRAFT_FILE",
+    "GIT_INDEX_FILE",
+    "GIT_NO_REPLACE_OBJECTS",
+    "GIT_REPLACE_REF_BASE",
+    "GIT_PREFIX",
+    "GIT_INTERNAL_SUPER_PREFIX",
+    "GIT_SHALLOW_FILE",
+    "GIT_COMMON_DIR",
+)
+
+
+def clean_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment without git's per-repository variables."""
+    source = os.environ if env is None else env
+    return {
+        k: v
+        for k, v in source.items()
+        if k not in GIT_LOCAL_ENV and not k.startswith("GIT_CONFIG_KEY_")
+        and not k.startswith("GIT_CONFIG_VALUE_")
+    }  # fmt: skip
+
+
+def git(args: list[str], cwd: Path | str | None = None, timeout: float = 10.0) -> str | None:
+    """Run git; its stdout stripped, or None when it fails."""
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, env=clean_env(), capture_output=True, text=True,
+            timeout=timeout, check=False, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def common_dir(cwd: Path | str = ".") -> Path | None:
+    """The git common dir (shared by all worktrees) of the repository at `cwd`, or None."""
+    out = git(["rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=cwd)
+    return Path(out) if out else None
+
+
+def toplevel(cwd: Path | str = ".") -> Path | None:
+    out = git(["rev-parse", "--show-toplevel"], cwd=cwd)
+    return Path(out) if out else None
+
+
+def default_db_path(cwd: Path | str = ".") -> Path | None:
+    """`<git common dir>/tracker/events.db`, or None outside a repository."""
+    found = common_dir(cwd)
+    return found / "tracker" / "events.db" if found else None
+
+
+def check_rev(ref: str) -> str:
+    """Refuse a revision that could be read as an option or carries shell or control characters."""
+    if not ref or ref.startswith("-") or not _SAFE_REV.match(ref) or ".." in ref:
+        raise UsageError(f"not a valid revision: {ref!r}")
+    return ref
+
+
+def resolve_commit(ref: str, cwd: Path | str = ".") -> str | None:
+    """The full SHA of the one commit `ref` names in the repository at `cwd`, or None."""
+    check_rev(ref)
+    return git(["rev-parse", "-q", "--verify", "--end-of-options", f"{ref}^{{commit}}"], cwd=cwd)
+
+
+def is_ancestor(ancestor: str, descendant: str, cwd: Path | str = ".") -> bool | None:
+    """Whether `ancestor` is contained in `descendant`; None when git cannot tell."""
+    if not (FULL_SHA.match(ancestor) and FULL_SHA.match(descendant)):
+        return None
+    try:
+        done = subprocess.run(
+            ["git", "merge-base", "--is-ancestor", ancestor, descendant], cwd=cwd,
+            env=clean_env(), capture_output=True, timeout=10, check=False,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {0: True, 1: False}.get(done.returncode)
+
+
+def strip_credentials(url: str) -> str:
+    """A remote URL without user and password (`https://tok@host/x` → `https://host/x`)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    if parts.scheme and parts.netloc and "@" in parts.netloc:
+        host = parts.netloc.rsplit("@", 1)[1]
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    if not parts.scheme and "@" in url.split(":", 1)[0] and ":" in url:
+        # scp-like `user@host:path`: the user is an account name, not a secret; keep the host
+        return url.split("@", 1)[1]
+    return url

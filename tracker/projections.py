@@ -1,0 +1,342 @@
+"""Projections: pure folds of the event log into the rows of `schema.sql`'s projection tables.
+
+No I/O and no clock here. `apply(row, event)` is the fold step: the store calls it inside the
+append transaction (the inline projection), and `tracker rebuild` replays the whole log through
+it; the two must give identical rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass
+from functools import singledispatch
+from typing import Any
+
+from tracker.clock import parse_iso
+from tracker.events import (
+    DeploymentFailed,
+    DeploymentPolled,
+    DeploymentSucceeded,
+    DeploymentSuperseded,
+    Event,
+    LogsFetched,
+    MonitorStarted,
+    MonitorStopped,
+    MonitorTimedOut,
+    NotificationIngested,
+    PushConfirmed,
+    PushRecorded,
+    PushRejected,
+)
+
+TERMINAL_STATES = frozenset(
+    {"succeeded", "failed", "canceled", "superseded", "timed_out", "rejected"}
+)
+OPEN_STATES = frozenset({"pending", "in_progress"})
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as the log holds it: its position, stream, version and time."""
+
+    seq: int
+    stream: str
+    version: int
+    type: str
+    recorded_at: str
+    data: dict[str, Any]
+    key: str | None = None
+
+    @property
+    def at(self) -> float:
+        """`recorded_at` as epoch seconds."""
+        return parse_iso(self.recorded_at) or 0.0
+
+
+@dataclass
+class DeploymentRow:
+    """One row of the `deployments` table: everything known about one commit."""
+
+    sha: str
+    state: str
+    first_seq: int
+    last_seq: int
+    last_event_at: float
+    branch: str | None = None
+    remote: str | None = None
+    remote_url: str | None = None
+    pushed_by: str | None = None
+    host: str | None = None
+    push_source: str | None = None
+    phase: str | None = None
+    deployment_id: str | None = None
+    pushed_at: float | None = None
+    confirmed_at: float | None = None
+    first_seen_at: float | None = None
+    finished_at: float | None = None
+    push_to_live_s: float | None = None
+    platform_finished_at: float | None = None
+    detection_lag_s: float | None = None
+    polls: int = 0
+    api_calls: int = 0
+    db_queries: int = 0
+    errors: int = 0
+    retries: int = 0
+    steps_done: int | None = None
+    steps_total: int | None = None
+    reason_code: str | None = None
+    reason_message: str | None = None
+    failed_step: str | None = None
+    log_tail: str | None = None
+    superseded_by: str | None = None
+    superseded_went_live: int | None = None
+    phases: str | None = None
+    monitor_pid: int | None = None
+    monitor_host: str | None = None
+    monitor_started_at: float | None = None
+    monitor_stopped: int = 0
+    terminal_source: str | None = None
+    event_count: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+ROW_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(DeploymentRow))
+
+
+@dataclass(frozen=True)
+class SourceCallRow:
+    """One row of the `source_calls` table: one event that cost calls to a source."""
+
+    seq: int
+    sha: str
+    at: float
+    source: str
+    kind: str
+    api_calls: int
+    db_queries: int
+    ok: int
+    error_kind: str | None
+    retry: int
+    latency_ms: float | None
+    ratelimit_remaining: int | None
+
+
+CALL_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SourceCallRow))
+
+
+def exit_code_of(state: str, went_live: bool | int | None = None) -> int:
+    """SPEC §4: the exit code a state means (codes 0-2; 3 is 'no such commit in the log')."""
+    if state == "succeeded" or (state == "superseded" and went_live):
+        return 0
+    if state in TERMINAL_STATES:
+        return 1
+    return 2
+
+
+def apply(row: DeploymentRow | None, event: Event, stored: StoredEvent) -> DeploymentRow | None:
+    """The fold step: the row after `event`; the input row is not modified."""
+    return evolve(copy.copy(row) if row is not None else None, event, stored)
+
+
+def evolve(row: DeploymentRow | None, event: Event, stored: StoredEvent) -> DeploymentRow | None:
+    """Like `apply`, but may modify `row` in place (for rebuild, which owns its rows)."""
+    at = stored.at
+    if isinstance(event, PushRecorded) and (row is None or row.terminal):
+        row = DeploymentRow(
+            sha=stored.stream, state="pending", first_seq=stored.seq, last_seq=stored.seq,
+            last_event_at=at,
+        )  # fmt: skip
+    if row is None:
+        return None  # an event about a commit nobody pushed: kept in the log, not projected
+    _fold(event, row, at)
+    row.last_seq = stored.seq
+    row.last_event_at = at
+    row.event_count += 1
+    return row
+
+
+def source_call(event: Event, stored: StoredEvent) -> SourceCallRow | None:
+    """The `source_calls` row an event adds, if it cost a call to a source."""
+    if isinstance(event, DeploymentPolled):
+        return SourceCallRow(
+            seq=stored.seq, sha=stored.stream, at=stored.at, source=event.source, kind="poll",
+            api_calls=event.api_calls, db_queries=event.db_queries, ok=int(event.ok),
+            error_kind=event.error_kind if not event.ok else None, retry=int(event.retry),
+            latency_ms=event.latency_ms, ratelimit_remaining=event.ratelimit_remaining,
+        )  # fmt: skip
+    if isinstance(event, LogsFetched):
+        return SourceCallRow(
+            seq=stored.seq, sha=stored.stream, at=stored.at, source="digitalocean", kind="logs",
+            api_calls=event.api_calls, db_queries=0, ok=int(event.error is None),
+            error_kind="logs" if event.error else None, retry=0, latency_ms=None,
+            ratelimit_remaining=None,
+        )  # fmt: skip
+    return None
+
+
+@singledispatch
+def _fold(event: Event, row: DeploymentRow, at: float) -> None:
+    """Events with no effect on the row beyond its position (SourcesDisagreed, ...)."""
+
+
+@_fold.register
+def _(event: PushRecorded, row: DeploymentRow, at: float) -> None:
+    if row.pushed_at is not None:
+        return  # the same commit pushed again while its deployment is open: one deployment
+    row.branch = event.branch
+    row.remote = event.remote or None
+    row.remote_url = event.remote_url or None
+    row.pushed_by = event.pushed_by or None
+    row.host = event.host or None
+    row.push_source = event.source
+    row.pushed_at = parse_iso(event.pushed_at or "") or at
+
+
+@_fold.register
+def _(event: PushConfirmed, row: DeploymentRow, at: float) -> None:
+    if row.confirmed_at is None:
+        row.confirmed_at = at
+
+
+@_fold.register
+def _(event: PushRejected, row: DeploymentRow, at: float) -> None:
+    if row.terminal or row.confirmed_at is not None:
+        return  # a push that reached one remote is not undone by another that did not
+    row.state = "rejected"
+    row.finished_at = at
+    row.reason_message = event.reason or "the remote did not accept the push"
+
+
+@_fold.register
+def _(event: MonitorStarted, row: DeploymentRow, at: float) -> None:
+    row.monitor_pid = event.pid
+    row.monitor_host = event.host
+    row.monitor_started_at = at
+    row.monitor_stopped = 0
+
+
+@_fold.register
+def _(event: MonitorStopped, row: DeploymentRow, at: float) -> None:
+    if row.monitor_pid == event.pid:
+        row.monitor_stopped = 1
+
+
+@_fold.register
+def _(event: DeploymentPolled, row: DeploymentRow, at: float) -> None:
+    row.polls += 1
+    row.api_calls += event.api_calls
+    row.db_queries += event.db_queries
+    row.errors += 0 if event.ok else 1
+    row.retries += 1 if event.retry else 0
+    if row.terminal or not (event.ok and event.found):
+        return
+    row.state = "in_progress"
+    if event.deployment_id:
+        row.deployment_id = event.deployment_id
+    if row.first_seen_at is None:
+        row.first_seen_at = at
+    if event.steps_total is not None:
+        row.steps_done, row.steps_total = event.steps_done, event.steps_total
+    if event.phase:
+        row.phase = event.phase
+        _note_phase(row, event.phase, parse_iso(event.platform_at or "") or at)
+
+
+@_fold.register
+def _(event: LogsFetched, row: DeploymentRow, at: float) -> None:
+    row.api_calls += event.api_calls
+
+
+@_fold.register
+def _(event: NotificationIngested, row: DeploymentRow, at: float) -> None:
+    if row.terminal:
+        return
+    if event.deployment_id:
+        row.deployment_id = event.deployment_id
+    if event.phase:
+        row.phase = event.phase
+        row.state = "in_progress"
+        _note_phase(row, event.phase, at)
+
+
+@_fold.register
+def _(event: DeploymentSucceeded, row: DeploymentRow, at: float) -> None:
+    if row.terminal:
+        return
+    _finish(row, "succeeded", event.phase, event.deployment_id, event.detected_at, at)
+    _platform_time(row, event.platform_at)
+    row.terminal_source = event.source or None
+    row.push_to_live_s = event.push_to_live_s
+    if row.push_to_live_s is None and row.pushed_at is not None and row.finished_at is not None:
+        row.push_to_live_s = round(row.finished_at - row.pushed_at, 3)
+
+
+@_fold.register
+def _(event: DeploymentFailed, row: DeploymentRow, at: float) -> None:
+    if row.terminal:
+        return
+    state = "canceled" if event.phase == "CANCELED" else "failed"
+    _finish(row, state, event.phase, event.deployment_id, event.detected_at, at)
+    _platform_time(row, event.platform_at)
+    row.terminal_source = event.source or None
+    row.reason_code = event.reason.get("code") or None
+    row.reason_message = event.reason.get("message") or None
+    row.failed_step = event.failed_step
+    row.log_tail = json.dumps(event.log_tail) if event.log_tail else None
+
+
+@_fold.register
+def _(event: DeploymentSuperseded, row: DeploymentRow, at: float) -> None:
+    if row.terminal:
+        return
+    _finish(row, "superseded", "SUPERSEDED", None, event.detected_at, at)
+    _platform_time(row, event.platform_at)
+    row.terminal_source = event.source or None
+    row.superseded_by = event.by_sha
+    row.superseded_went_live = None if event.went_live is None else int(event.went_live)
+
+
+@_fold.register
+def _(event: MonitorTimedOut, row: DeploymentRow, at: float) -> None:
+    if row.terminal:
+        return
+    row.state = "timed_out"
+    row.finished_at = at
+    row.reason_message = f"no verdict after {event.waited_s:g} s (last phase {event.last_phase})"
+
+
+def _finish(
+    row: DeploymentRow,
+    state: str,
+    phase: str | None,
+    deployment_id: str | None,
+    detected_at: str | None,
+    at: float,
+) -> None:
+    row.state = state
+    if phase:
+        row.phase = phase
+    if deployment_id:
+        row.deployment_id = deployment_id
+    row.finished_at = parse_iso(detected_at or "") or at
+    if phase:
+        _note_phase(row, phase, row.finished_at)
+
+
+def _platform_time(row: DeploymentRow, platform_at: str | None) -> None:
+    when = parse_iso(platform_at or "")
+    row.platform_finished_at = when
+    if when is not None and row.finished_at is not None:
+        row.detection_lag_s = round(max(0.0, row.finished_at - when), 3)
+
+
+def _note_phase(row: DeploymentRow, phase: str, when: float) -> None:
+    phases: dict[str, float] = json.loads(row.phases) if row.phases else {}
+    if phase not in phases:
+        phases[phase] = when
+        row.phases = json.dumps(phases, separators=(",", ":"))

@@ -1,0 +1,519 @@
+"""The SQLite event log: append, read, lock. The only module that touches SQLite and the lock.
+
+Every append takes an exclusive `flock` on `events.db.lock`, opens `BEGIN IMMEDIATE`, inserts the
+event, folds it into the projection rows and the checkpoint, and commits: one transaction, so a
+crash leaves all of it or none of it. Standard library only: the push hook's confirmer imports it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass
+from pathlib import Path
+from typing import Any
+
+from tracker.clock import SYSTEM_CLOCK, Clock, iso
+from tracker.errors import LockTimeoutError, LogError, UsageError
+from tracker.events import Event, event_from
+from tracker.projections import (
+    CALL_COLUMNS,
+    ROW_COLUMNS,
+    DeploymentRow,
+    SourceCallRow,
+    StoredEvent,
+    apply,
+    evolve,
+    source_call,
+)
+
+PROJECTION = "deployments"
+_MIGRATION = re.compile(r"^-- migration: (\d+)\s*$", re.MULTILINE)
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+def schema_text() -> str:
+    """`schema.sql`: inside the package in a wheel, at the repository's top in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "schema.sql", here.parent / "schema.sql"):
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8")
+    raise LogError(f"schema.sql not found beside {here}: the installation is broken")
+
+
+def migrations(text: str | None = None) -> list[tuple[int, str]]:
+    """The numbered migrations of `schema.sql`, in order."""
+    text = schema_text() if text is None else text
+    parts = _MIGRATION.split(text)
+    return [(int(parts[i]), parts[i + 1]) for i in range(1, len(parts), 2)]
+
+
+@dataclass(frozen=True)
+class Append:
+    """One event to append to one stream, with its optional idempotency key."""
+
+    stream: str
+    event: Event
+    key: str | None = None
+    at: float | None = None  # recorded_at; default: the store's clock
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    """What `rebuild` found: how many rows differed between the inline projection and a replay."""
+
+    events: int
+    rows: int
+    differing: tuple[str, ...]
+    calls_differing: int
+
+
+class Store:
+    """The event log at `path` (created owner-only, migrated on open)."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        lock_timeout: float = 10.0,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 30_000,
+    ) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.clock = clock
+        self.lock_timeout = lock_timeout
+        if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
+            raise UsageError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        self.synchronous = synchronous.upper()
+        self.busy_timeout_ms = busy_timeout_ms
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self.queries = 0
+
+    # -- connection -------------------------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            self._conn = self._open()
+            self._pid = os.getpid()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        with _log_errors(self.path, "open"):
+            _create_private(self.path)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000,
+                check_same_thread=False,
+            )  # fmt: skip
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA journal_size_limit = 67108864")
+            self._migrate(conn)
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        pending = [(n, sql) for n, sql in migrations() if n > current]
+        if not pending:
+            return
+        with self.locked():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = conn.execute("PRAGMA user_version").fetchone()[0]
+                for number, sql in pending:
+                    if number > current:
+                        for statement in _statements(sql):
+                            conn.execute(statement)
+                        conn.execute(f"PRAGMA user_version = {number}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- lock -------------------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold the exclusive file lock beside the database (kernel `flock`, fair and cheap)."""
+        with _log_errors(self.lock_path, "lock"):
+            _create_private(self.lock_path)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            _flock(fd, self.lock_timeout if timeout is None else timeout, self.lock_path)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def append(
+        self, stream: str, event: Event, *, key: str | None = None, at: float | None = None
+    ) -> StoredEvent | None:
+        """Append one event; None when its key was already recorded or it is a late verdict."""
+        stored = self.append_all([Append(stream, event, key, at)])
+        return stored[0] if stored else None
+
+    def append_all(self, batch: Sequence[Append]) -> list[StoredEvent]:
+        """Append events in one transaction; returns those actually written, in order."""
+        if not batch:
+            return []
+        conn = self.conn
+        with _log_errors(self.path, "append to"), self.locked():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                written = [s for s in (self._insert(conn, item) for item in batch) if s]
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return written
+
+    def _insert(self, conn: sqlite3.Connection, item: Append) -> StoredEvent | None:
+        if item.key is not None:
+            hit = conn.execute("SELECT 1 FROM events WHERE key = ?", (item.key,)).fetchone()
+            if hit:
+                return None
+        row = self._row(conn, item.stream)
+        if item.event.TERMINAL and row is not None and row.terminal:
+            return None  # the outcome is recorded once; a second verdict is not a new fact
+        version = conn.execute(
+            "SELECT coalesce(max(version), 0) + 1 FROM events WHERE stream = ?", (item.stream,)
+        ).fetchone()[0]
+        recorded_at = iso(self.clock.now() if item.at is None else item.at)
+        data = item.event.to_data()
+        cursor = conn.execute(
+            "INSERT INTO events (stream, version, type, recorded_at, data, key)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (item.stream, version, item.event.TYPE, recorded_at, _dumps(data), item.key),
+        )
+        seq = int(cursor.lastrowid or 0)
+        stored = StoredEvent(
+            seq, item.stream, version, item.event.TYPE, recorded_at, data, item.key
+        )
+        new_row = apply(row, item.event, stored)
+        if new_row is not None:
+            _upsert_row(conn, new_row)
+        call = source_call(item.event, stored)
+        if call is not None:
+            _insert_calls(conn, [call])
+        conn.execute(
+            "INSERT INTO projection_checkpoints (name, last_seq) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq"
+            " WHERE excluded.last_seq > projection_checkpoints.last_seq",
+            (PROJECTION, seq),
+        )
+        return stored
+
+    def _row(self, conn: sqlite3.Connection, sha: str) -> DeploymentRow | None:
+        cursor = conn.execute(
+            f"SELECT {', '.join(ROW_COLUMNS)} FROM deployments WHERE sha = ?", (sha,)
+        )
+        found = cursor.fetchone()
+        return DeploymentRow(*found) if found else None
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def deployment(self, sha: str) -> DeploymentRow | None:
+        """The projection row of one commit."""
+        with _log_errors(self.path, "read"):
+            self.queries += 1
+            return self._row(self.conn, sha)
+
+    def deployments(
+        self, *, since: float | None = None, branch: str | None = None
+    ) -> list[DeploymentRow]:
+        """Projection rows, oldest push first, optionally since a time and on one branch."""
+        sql = f"SELECT {', '.join(ROW_COLUMNS)} FROM deployments WHERE 1"
+        args: list[Any] = []
+        if since is not None:
+            sql += " AND coalesce(pushed_at, last_event_at) >= ?"
+            args.append(since)
+        if branch is not None:
+            sql += " AND branch = ?"
+            args.append(branch)
+        with _log_errors(self.path, "read"):
+            self.queries += 1
+            rows = self.conn.execute(sql + " ORDER BY pushed_at, sha", args).fetchall()
+        return [DeploymentRow(*r) for r in rows]
+
+    def source_calls(self, *, since: float | None = None) -> list[SourceCallRow]:
+        """Rows of the `source_calls` projection, oldest first."""
+        sql = f"SELECT {', '.join(CALL_COLUMNS)} FROM source_calls"
+        args: tuple[Any, ...] = ()
+        if since is not None:
+            sql, args = sql + " WHERE at >= ?", (since,)
+        with _log_errors(self.path, "read"):
+            self.queries += 1
+            rows = self.conn.execute(sql + " ORDER BY seq", args).fetchall()
+        return [SourceCallRow(*r) for r in rows]
+
+    def call_totals(self, since: float) -> tuple[int, int]:
+        """API calls and database queries made since `since` (for rate-limit windows)."""
+        with _log_errors(self.path, "read"):
+            self.queries += 1
+            found = self.conn.execute(
+                "SELECT coalesce(sum(api_calls), 0), coalesce(sum(db_queries), 0)"
+                " FROM source_calls WHERE at >= ?",
+                (since,),
+            ).fetchone()
+        return int(found[0]), int(found[1])
+
+    def last_ratelimit_remaining(self) -> int | None:
+        with _log_errors(self.path, "read"):
+            self.queries += 1
+            found = self.conn.execute(
+                "SELECT ratelimit_remaining FROM source_calls"
+                " WHERE ratelimit_remaining IS NOT NULL ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+        return None if found is None else int(found[0])
+
+    def events(
+        self,
+        *,
+        stream: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+        newest: bool = False,
+    ) -> list[StoredEvent]:
+        """Events in log order; with `newest`, the last `limit` of them (still in log order)."""
+        sql = "SELECT seq, stream, version, type, recorded_at, data, key FROM events WHERE seq > ?"
+        args: list[Any] = [after_seq]
+        if stream is not None:
+            sql += " AND stream = ?"
+            args.append(stream)
+        sql += " ORDER BY seq DESC" if newest else " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with _log_errors(self.path, "read"):
+            self.queries += 1
+            rows = self.conn.execute(sql, args).fetchall()
+        found = [StoredEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
+        return found[::-1] if newest else found
+
+    def shas_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        """Commits in the log whose SHA starts with `prefix` (lowercase hex)."""
+        upper = prefix + "g"  # 'g' sorts after every hex digit
+        with _log_errors(self.path, "read"):
+            self.queries += 1
+            rows = self.conn.execute(
+                "SELECT DISTINCT stream FROM events WHERE stream >= ? AND stream < ? LIMIT ?",
+                (prefix, upper, limit),
+            ).fetchall()
+        return [r[0] for r in rows if _SHA.match(r[0])]
+
+    def last_seq(self) -> int:
+        with _log_errors(self.path, "read"):
+            return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+
+    def integrity_check(self) -> str:
+        with _log_errors(self.path, "check"):
+            return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    # -- rebuild ----------------------------------------------------------------------------
+
+    def replay(self) -> tuple[dict[str, DeploymentRow], list[SourceCallRow], int, int]:
+        """Fold the whole log from scratch: rows, call rows, event count, last seq."""
+        rows: dict[str, DeploymentRow] = {}
+        calls: list[SourceCallRow] = []
+        count = last = 0
+        cursor = self.conn.execute(
+            "SELECT seq, stream, version, type, recorded_at, data, key FROM events ORDER BY seq"
+        )
+        for seq, stream, version, type_, recorded_at, data, key in cursor:
+            stored = StoredEvent(seq, stream, version, type_, recorded_at, json.loads(data), key)
+            event = event_from(type_, stored.data)
+            row = evolve(rows.get(stream), event, stored)
+            if row is not None:
+                rows[stream] = row
+            call = source_call(event, stored)
+            if call is not None:
+                calls.append(call)
+            count, last = count + 1, seq
+        return rows, calls, count, last
+
+    def rebuild(self) -> RebuildReport:
+        """Recompute every projection from the log alone and report rows that differed."""
+        conn = self.conn
+        with _log_errors(self.path, "rebuild"), self.locked():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                report = self._rebuild(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return report
+
+    def _rebuild(self, conn: sqlite3.Connection) -> RebuildReport:
+        rows, calls, count, last = self.replay()
+        old = {
+            r[0]: DeploymentRow(*r)
+            for r in conn.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM deployments")
+        }
+        differing = sorted(
+            sha for sha in set(rows) | set(old) if _key(rows.get(sha)) != _key(old.get(sha))
+        )
+        old_calls = conn.execute(f"SELECT {', '.join(CALL_COLUMNS)} FROM source_calls").fetchall()
+        calls_differing = len(set(old_calls) ^ {astuple(c) for c in calls})
+        conn.execute("DELETE FROM deployments")
+        conn.execute("DELETE FROM source_calls")
+        conn.executemany(_UPSERT_ROW, (astuple(r) for r in rows.values()))
+        _insert_calls(conn, calls)
+        conn.execute("DELETE FROM projection_checkpoints WHERE name = ?", (PROJECTION,))
+        conn.execute(
+            "INSERT INTO projection_checkpoints (name, last_seq) VALUES (?, ?)", (PROJECTION, last)
+        )
+        return RebuildReport(count, len(rows), tuple(differing), calls_differing)
+
+
+def _key(row: DeploymentRow | None) -> tuple[Any, ...] | None:
+    return None if row is None else astuple(row)
+
+
+_UPSERT_ROW = (
+    f"INSERT OR REPLACE INTO deployments ({', '.join(ROW_COLUMNS)})"
+    f" VALUES ({', '.join('?' for _ in ROW_COLUMNS)})"
+)
+
+
+def _upsert_row(conn: sqlite3.Connection, row: DeploymentRow) -> None:
+    conn.execute(_UPSERT_ROW, astuple(row))
+
+
+def _insert_calls(conn: sqlite3.Connection, calls: Iterable[SourceCallRow]) -> None:
+    conn.executemany(
+        f"INSERT INTO source_calls ({', '.join(CALL_COLUMNS)})"
+        f" VALUES ({', '.join('?' for _ in CALL_COLUMNS)})",
+        (astuple(c) for c in calls),
+    )
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements (triggers contain `;` inside BEGIN ... END)."""
+    statements, buffer = [], ""
+    for line in sql.splitlines(keepends=True):
+        if line.lstrip().startswith("--") and not buffer.strip():
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
+
+
+def _create_private(path: Path) -> None:
+    """Create `path` (and its directory) readable by the owner only, if missing."""
+    if path.exists():
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+
+
+def _flock(fd: int, timeout: float, path: Path) -> None:
+    """Take an exclusive flock on `fd`, waiting at most `timeout` seconds.
+
+    The fast path is one non-blocking attempt. Under contention a helper thread makes a
+    blocking (kernel-queued) `flock` call while we wait on an event with a timeout: the kernel
+    wakes the waiter the moment the lock is free, without the polling that starves the holder of
+    CPU on a small machine (see reference/sqlite-event-store.md). If we give up first, the helper
+    releases the lock as soon as it gets it.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    if timeout <= 0:
+        raise _lock_timeout(path, timeout)
+    helper_fd = os.dup(fd)  # flock locks belong to the open file description, shared by dups
+    got = threading.Event()
+    abandoned = threading.Event()
+    guard = threading.Lock()
+
+    def wait_for_lock() -> None:
+        try:
+            fcntl.flock(helper_fd, fcntl.LOCK_EX)
+            with guard:
+                if abandoned.is_set():
+                    fcntl.flock(helper_fd, fcntl.LOCK_UN)
+                else:
+                    got.set()
+        finally:
+            os.close(helper_fd)
+
+    threading.Thread(target=wait_for_lock, name="tracker-lock", daemon=True).start()
+    if got.wait(timeout):
+        return
+    with guard:
+        if got.is_set():
+            return
+        abandoned.set()
+    raise _lock_timeout(path, timeout)
+
+
+def _lock_timeout(path: Path, timeout: float) -> LockTimeoutError:
+    return LockTimeoutError(
+        f"another process has held the lock {path} for more than {timeout:g} s; try again"
+        " (`fuser` on that file shows who holds it)"
+    )
+
+
+@contextmanager
+def _log_errors(path: Path, doing: str) -> Iterator[None]:
+    """Turn SQLite and file-system failures into `LogError` with one clear line."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise LogError(_explain(path, doing, exc)) from exc
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise LogError(f"cannot {doing} the log {path}: the disk is full") from exc
+        raise LogError(f"cannot {doing} the log {path}: {exc.strerror or exc}") from exc
+
+
+def _explain(path: Path, doing: str, exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return (
+            f"the log {path} is corrupt ({text}); move it aside (mv {path} {path}.corrupt) to"
+            f" start a new one, and try `sqlite3 {path}.corrupt .recover` to save its events"
+        )
+    if "disk is full" in text or "disk I/O" in text:
+        return f"cannot {doing} the log {path}: {text} (is the disk full?)"
+    if "readonly" in text or "unable to open" in text:
+        return f"cannot {doing} the log {path}: {text} (check the permissions of its directory)"
+    return f"cannot {doing} the log {path}: {text}"
