@@ -1,0 +1,228 @@
+"""`MySQLSource`: the deployments table, one bound-parameter query per poll (pymysql).
+
+The table and column names enter the SQL only after the identifier check, backquoted; the SHA is
+always a bound parameter. One connection is kept across polls (autocommit, so every poll sees
+rows committed since the last one) and dropped on any connection failure, so the next poll
+reconnects. `poll` never raises: every failure becomes an `Observation` with a short, scrubbed
+error that never carries the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from tracker.clock import SYSTEM_CLOCK, Clock
+from tracker.config import MySQLSettings, identifier, is_loopback
+from tracker.sources.base import ErrorKind, LogTail, Observation
+
+if TYPE_CHECKING:
+    from pymysql.connections import Connection
+
+SUCCESS_STATUS = "success"
+FAILED_STATUS = "failed"
+CHECK_SHA = "0" * 40  # a commit no table holds: `check()` proves the query runs, not a match
+MAX_ERROR_CHARS = 200
+
+# pymysql / MySQL error numbers that mean "not allowed in".
+_AUTH_ERRORS = {1044, 1045, 1698, 1862, 2049}
+# Client-side errors: no connection, lost connection, TLS failure.
+_CONNECTION_ERRORS = {2002, 2003, 2005, 2006, 2013, 2026, 2055}
+
+
+def build_query(settings: MySQLSettings) -> str:
+    """The poll query with the checked, backquoted names; `%s` is the bound SHA."""
+    table = identifier(settings.table, "TRACKER_MYSQL_TABLE")
+    sha = identifier(settings.sha_column, "TRACKER_MYSQL_SHA_COLUMN")
+    status = identifier(settings.status_column, "TRACKER_MYSQL_STATUS_COLUMN")
+    created = identifier(settings.time_column, "TRACKER_MYSQL_TIME_COLUMN")
+    return f"SELECT `{status}` FROM `{table}` WHERE `{sha}` = %s ORDER BY `{created}` DESC LIMIT 1"
+
+
+def phase_of(status: str | None) -> str | None:
+    """`success` is ACTIVE, `failed` is ERROR; anything else (or no row) is still in progress."""
+    normalised = (status or "").strip().lower()
+    return {SUCCESS_STATUS: "ACTIVE", FAILED_STATUS: "ERROR"}.get(normalised)
+
+
+def tls_arguments(settings: MySQLSettings) -> dict[str, Any]:
+    """pymysql's TLS arguments for the configured mode.
+
+    `required` verifies the certificate (against `ssl_ca`, else the system store) and the host
+    name; `disabled` never negotiates TLS; `preferred` is pymysql's own default (TLS when the
+    server offers it, with no verification).
+    """
+    if settings.ssl == "disabled":
+        return {"ssl_disabled": True}
+    if settings.ssl == "preferred":
+        return {}
+    context = ssl.create_default_context(cafile=settings.ssl_ca)
+    return {"ssl": context}
+
+
+class MySQLSource:
+    """The `DeploymentSource` for a MySQL/MariaDB deployments table."""
+
+    name = "mysql"
+
+    def __init__(self, settings: MySQLSettings, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._query = build_query(settings)
+        self._conn: Connection[Any] | None = None
+
+    @property
+    def query(self) -> str:
+        return self._query
+
+    @property
+    def server_thread_id(self) -> int | None:
+        """The server's id of our connection (for `KILL` in tests, and for diagnostics)."""
+        if self._conn is None:
+            return None
+        thread_id: int = self._conn.thread_id()  # type: ignore[no-untyped-call]
+        return thread_id
+
+    def poll(self, sha: str) -> Observation:
+        """One query for the newest row of `sha`; failures come back as `ok=False`."""
+        started = self._clock.monotonic()
+        try:
+            row = self._fetch(sha)
+        except Exception as exc:  # a monitor must never crash on a bad answer
+            return self._failure(exc, started)
+        latency = self._latency_ms(started)
+        if row is None:
+            return Observation(self.name, ok=True, found=False, latency_ms=latency, db_queries=1)
+        status = None if row[0] is None else str(row[0])
+        return Observation(
+            self.name,
+            ok=True,
+            found=True,
+            phase=phase_of(status),
+            status=status,
+            latency_ms=latency,
+            db_queries=1,
+        )
+
+    def fetch_logs(self, deployment_id: str, lines: int = 20) -> LogTail:
+        """The table holds no logs."""
+        return LogTail()
+
+    def check(self) -> Observation:
+        """One real query: proves the server is reachable, we are let in, and the table fits."""
+        return self.poll(CHECK_SHA)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already gone is as good as closed
+                conn.close()
+
+    def _fetch(self, sha: str) -> tuple[Any, ...] | None:
+        conn = self._connection()
+        with conn.cursor() as cursor:
+            cursor.execute(self._query, (sha,))
+            row: tuple[Any, ...] | None = cursor.fetchone()
+        return row
+
+    def _connection(self) -> Connection[Any]:
+        if self._conn is None:
+            import pymysql
+
+            cfg = self._settings
+            self._conn = pymysql.connect(
+                host=cfg.host,
+                port=cfg.port,
+                user=cfg.user,
+                password=cfg.password,
+                database=cfg.database,
+                connect_timeout=cfg.connect_timeout,
+                read_timeout=cfg.connect_timeout,
+                write_timeout=cfg.connect_timeout,
+                autocommit=True,  # else REPEATABLE READ would hide rows added after the 1st poll
+                charset="utf8mb4",
+                **tls_arguments(cfg),
+            )
+        return self._conn
+
+    def _failure(self, exc: Exception, started: float) -> Observation:
+        kind, message = describe_error(exc, self._settings)
+        self.close()  # whatever broke, the next poll starts from a fresh connection
+        return Observation(
+            self.name,
+            ok=False,
+            error=message,
+            error_kind=kind,
+            latency_ms=self._latency_ms(started),
+            db_queries=1,
+        )
+
+    def _latency_ms(self, started: float) -> float:
+        return round((self._clock.monotonic() - started) * 1000.0, 3)
+
+
+def describe_error(exc: BaseException, settings: MySQLSettings) -> tuple[ErrorKind, str]:
+    """A secret-free (kind, one-line message) for any exception a poll can raise."""
+    code = _error_code(exc)
+    where = f"{settings.host}:{settings.port}"
+    if code in _AUTH_ERRORS:
+        return "auth", f"MySQL refused user {settings.user!r} on {where} (error {code})"
+    if _is_timeout(exc):
+        return "timeout", f"MySQL on {where} did not answer within {settings.connect_timeout:g} s"
+    if code == 2026 or isinstance(exc, ssl.SSLError):
+        return "connection", _tls_message(exc, settings)
+    if code in _CONNECTION_ERRORS or isinstance(exc, OSError) or _is_interface_error(exc):
+        return "connection", f"MySQL on {where}: {scrub(_reason(exc), settings.password)}"
+    if code is None and not _is_pymysql_error(exc):
+        return "database", f"MySQL client failed: {type(exc).__name__}"
+    return "database", f"MySQL error {code}: {scrub(_reason(exc), settings.password)}"
+
+
+def scrub(text: str, secret: str) -> str:
+    """`text` on one short line, with every occurrence of `secret` (and its URL form) masked."""
+    from urllib.parse import quote
+
+    if secret:
+        for form in {secret, quote(secret, safe="")}:
+            text = text.replace(form, "***")
+    line = " ".join(text.split())
+    return line if len(line) <= MAX_ERROR_CHARS else line[: MAX_ERROR_CHARS - 3] + "..."
+
+
+def _error_code(exc: BaseException) -> int | None:
+    if _is_pymysql_error(exc) and exc.args and isinstance(exc.args[0], int):
+        return exc.args[0]
+    return None
+
+
+def _is_pymysql_error(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("pymysql")
+
+
+def _is_interface_error(exc: BaseException) -> bool:
+    return _is_pymysql_error(exc) and type(exc).__name__ == "InterfaceError"
+
+
+def _reason(exc: BaseException) -> str:
+    if _is_pymysql_error(exc) and len(exc.args) >= 2:
+        return str(exc.args[1])
+    return str(exc) or type(exc).__name__
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    original = getattr(exc, "original_exception", None)
+    if isinstance(exc, TimeoutError) or isinstance(original, TimeoutError):
+        return True
+    return _error_code(exc) in (2003, 2013) and "timed out" in _reason(exc)
+
+
+def _tls_message(exc: BaseException, settings: MySQLSettings) -> str:
+    where = f"{settings.host}:{settings.port}"
+    if _error_code(exc) == 2026:
+        hint = "set TRACKER_MYSQL_SSL=disabled only if the network is trusted"
+        if not is_loopback(settings.host):
+            hint = "enable TLS on the server"
+        return f"MySQL on {where} does not offer TLS, which is required ({hint})"
+    reason = scrub(str(exc), settings.password)
+    return f"TLS with MySQL on {where} failed: {reason} (TRACKER_MYSQL_SSL_CA names a CA file)"
