@@ -47,18 +47,25 @@ def clean_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return {
         k: v
         for k, v in source.items()
-        if k not in GIT_LOCAL_ENV and not k.startswith("GIT_CONFIG_KEY_")
+        if k not in GIT_LOCAL_ENV
+        and not k.startswith("GIT_CONFIG_KEY_")
         and not k.startswith("GIT_CONFIG_VALUE_")
-    }  # fmt: skip
+    }
 
 
 def git(args: list[str], cwd: Path | str | None = None, timeout: float = 10.0) -> str | None:
     """Run git; its stdout stripped, or None when it fails."""
     try:
         done = subprocess.run(
-            ["git", *args], cwd=cwd, env=clean_env(), capture_output=True, text=True,
-            timeout=timeout, check=False, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            ["git", *args],
+            cwd=cwd,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -100,10 +107,14 @@ def is_ancestor(ancestor: str, descendant: str, cwd: Path | str = ".") -> bool |
         return None
     try:
         done = subprocess.run(
-            ["git", "merge-base", "--is-ancestor", ancestor, descendant], cwd=cwd,
-            env=clean_env(), capture_output=True, timeout=10, check=False,
+            ["git", "merge-base", "--is-ancestor", ancestor, descendant],
+            cwd=cwd,
+            env=clean_env(),
+            capture_output=True,
+            timeout=10,
+            check=False,
             stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return {0: True, 1: False}.get(done.returncode)

@@ -148,9 +148,12 @@ def evolve(row: DeploymentRow | None, event: Event, stored: StoredEvent) -> Depl
     at = stored.at
     if isinstance(event, PushRecorded) and (row is None or row.terminal):
         row = DeploymentRow(
-            sha=stored.stream, state="pending", first_seq=stored.seq, last_seq=stored.seq,
+            sha=stored.stream,
+            state="pending",
+            first_seq=stored.seq,
+            last_seq=stored.seq,
             last_event_at=at,
-        )  # fmt: skip
+        )
     if row is None:
         return None  # an event about a commit nobody pushed: kept in the log, not projected
     _fold(event, row, at)
@@ -164,18 +167,34 @@ def source_call(event: Event, stored: StoredEvent) -> SourceCallRow | None:
     """The `source_calls` row an event adds, if it cost a call to a source."""
     if isinstance(event, DeploymentPolled):
         return SourceCallRow(
-            seq=stored.seq, sha=stored.stream, at=stored.at, source=event.source, kind="poll",
-            api_calls=event.api_calls, db_queries=event.db_queries, ok=int(event.ok),
-            error_kind=event.error_kind if not event.ok else None, retry=int(event.retry),
-            latency_ms=event.latency_ms, ratelimit_remaining=event.ratelimit_remaining,
-        )  # fmt: skip
+            seq=stored.seq,
+            sha=stored.stream,
+            at=stored.at,
+            source=event.source,
+            kind="poll",
+            api_calls=event.api_calls,
+            db_queries=event.db_queries,
+            ok=int(event.ok),
+            error_kind=event.error_kind if not event.ok else None,
+            retry=int(event.retry),
+            latency_ms=event.latency_ms,
+            ratelimit_remaining=event.ratelimit_remaining,
+        )
     if isinstance(event, LogsFetched):
         return SourceCallRow(
-            seq=stored.seq, sha=stored.stream, at=stored.at, source="digitalocean", kind="logs",
-            api_calls=event.api_calls, db_queries=0, ok=int(event.error is None),
-            error_kind="logs" if event.error else None, retry=0, latency_ms=None,
+            seq=stored.seq,
+            sha=stored.stream,
+            at=stored.at,
+            source="digitalocean",
+            kind="logs",
+            api_calls=event.api_calls,
+            db_queries=0,
+            ok=int(event.error is None),
+            error_kind="logs" if event.error else None,
+            retry=0,
+            latency_ms=None,
             ratelimit_remaining=None,
-        )  # fmt: skip
+        )
     return None
 
 

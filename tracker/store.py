@@ -112,9 +112,11 @@ class Store:
         with _log_errors(self.path, "open"):
             _create_private(self.path)
             conn = sqlite3.connect(
-                self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000,
+                self.path,
+                isolation_level=None,
+                timeout=self.busy_timeout_ms / 1000,
                 check_same_thread=False,
-            )  # fmt: skip
+            )
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")

@@ -1,0 +1,403 @@
+"""The Python face of the tracker, for agents and managers: `from tracker import Tracker`.
+
+Every method returns frozen dataclasses with the same fields as the CLI's JSON output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tracker import gitutil
+from tracker.clock import SYSTEM_CLOCK, Clock, iso
+from tracker.errors import UsageError
+from tracker.events import PushRecorded
+from tracker.projections import OPEN_STATES, TERMINAL_STATES, DeploymentRow, exit_code_of
+from tracker.store import Store
+
+if TYPE_CHECKING:
+    from tracker.config import Settings
+    from tracker.stats import Stats
+    from tracker.store import RebuildReport
+
+STALE_AFTER_S = 300.0  # an open deployment whose monitor said nothing for this long is stale
+NOT_FOUND = 3
+
+
+@dataclass(frozen=True)
+class MonitorInfo:
+    pid: int | None
+    host: str | None
+    alive: bool
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One event of the log, as `tracker events --json` prints it."""
+
+    seq: int
+    stream: str
+    version: int
+    type: str
+    recorded_at: str
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class DeploymentStatus:
+    """The status of one commit (SPEC §5: the fields of `tracker status --json`)."""
+
+    sha: str
+    short_sha: str
+    branch: str | None
+    state: str  # pending ... stale, or not_found
+    exit_code: int
+    phase: str | None = None
+    deployment_id: str | None = None
+    pushed_at: str | None = None
+    finished_at: str | None = None
+    push_to_live_s: float | None = None
+    polls: int = 0
+    api_calls: int = 0
+    errors: int = 0
+    reason: dict[str, str | None] | None = None
+    failed_step: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+    superseded_by: str | None = None
+    monitor: MonitorInfo = MonitorInfo(None, None, False)
+    last_event_at: str | None = None
+    steps_done: int | None = None
+    steps_total: int | None = None
+    db_queries: int = 0
+    watched: bool = True  # False: nothing is watching it (no monitor, no source configured)
+    recent_events: list[EventRecord] = field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Tracker:
+    """The log of one repository (or of any `db_path`), and what can be asked of it."""
+
+    def __init__(
+        self,
+        db_path: Path | str,
+        *,
+        repo: Path | str | None = None,
+        settings: Settings | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.db_path = Path(db_path)
+        self.repo = Path(repo) if repo is not None else None
+        self.clock = clock
+        self._settings = settings
+        self.store = Store(
+            self.db_path,
+            clock=clock,
+            lock_timeout=self.settings.lock_timeout,
+            synchronous=self.settings.synchronous,
+        )
+        self._spool_checked = False
+
+    @classmethod
+    def open(
+        cls, repo: Path | str = ".", *, db: Path | str | None = None, **kwargs: Any
+    ) -> Tracker:
+        """The tracker of the repository at `repo`; `db` or `TRACKER_DB` override the location."""
+        return cls(locate_db(repo, db), repo=gitutil.toplevel(repo) or Path(repo), **kwargs)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from tracker.config import load_settings
+
+            self._settings = load_settings(self.repo)
+        return self._settings
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def take_in_spool(self) -> int:
+        """Append the pushes the hook has spooled but nobody has recorded yet."""
+        from tracker import spool
+
+        return spool.take_in(self.store, self.db_path.parent)
+
+    def _fresh(self) -> None:
+        if not self._spool_checked:
+            self._spool_checked = True
+            self.take_in_spool()
+
+    def resolve(self, ref: str = "HEAD") -> str | None:
+        """The full SHA `ref` names (SPEC §5), or None for a full SHA the log does not hold.
+
+        A full 40-hex SHA is taken as it is; anything else must name exactly one commit, in the
+        repository or (for an abbreviated SHA) in the log; otherwise `UsageError`.
+        """
+        ref = ref.strip()
+        if gitutil.FULL_SHA.match(ref.lower()):
+            return ref.lower()
+        gitutil.check_rev(ref)
+        found = gitutil.resolve_commit(ref, self.repo or ".") if self.repo else None
+        if found:
+            return found
+        if gitutil.SHORT_SHA.match(ref):
+            matches = self.store.shas_with_prefix(ref.lower())
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise UsageError(f"the abbreviated SHA {ref} is ambiguous in the log")
+        where = f"the repository at {self.repo}" if self.repo else "the log"
+        raise UsageError(f"{ref!r} does not name a commit in {where}")
+
+    def status(self, ref: str = "HEAD", *, recent: int = 5) -> DeploymentStatus:
+        """The status of the commit `ref` names, answered from the log alone (no network)."""
+        self._fresh()
+        sha = self.resolve(ref)
+        assert sha is not None
+        row = self.store.deployment(sha)
+        if row is None:
+            return DeploymentStatus(sha, sha[:7], None, "not_found", NOT_FOUND)
+        events = self.events(sha, limit=recent, newest=True) if recent else []
+        return self._status_of(row, events)
+
+    def _status_of(self, row: DeploymentRow, recent: list[EventRecord]) -> DeploymentStatus:
+        alive = monitor_alive(row.monitor_pid, row.monitor_host)
+        state = row.state
+        if state in OPEN_STATES and row.monitor_pid is not None:
+            silent = self.clock.now() - row.last_event_at > STALE_AFTER_S
+            if row.monitor_stopped or not alive or silent:
+                state = "stale"
+        watched = not (state == "pending" and row.monitor_pid is None and not self._sources())
+        reason = None
+        if row.reason_code or row.reason_message:
+            reason = {"code": row.reason_code, "message": row.reason_message}
+        return DeploymentStatus(
+            sha=row.sha,
+            short_sha=row.sha[:7],
+            branch=row.branch,
+            state=state,
+            exit_code=exit_code_of(state, row.superseded_went_live),
+            phase=row.phase,
+            deployment_id=row.deployment_id,
+            pushed_at=_iso(row.pushed_at),
+            finished_at=_iso(row.finished_at),
+            push_to_live_s=row.push_to_live_s,
+            polls=row.polls,
+            api_calls=row.api_calls,
+            errors=row.errors,
+            reason=reason,
+            failed_step=row.failed_step,
+            log_tail=json.loads(row.log_tail) if row.log_tail else [],
+            superseded_by=row.superseded_by,
+            monitor=MonitorInfo(row.monitor_pid, row.monitor_host, alive),
+            last_event_at=_iso(row.last_event_at),
+            steps_done=row.steps_done,
+            steps_total=row.steps_total,
+            db_queries=row.db_queries,
+            watched=watched,
+            recent_events=recent,
+        )
+
+    def _sources(self) -> list[str]:
+        return list(self.settings.sources())
+
+    def events(
+        self,
+        ref: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+        *,
+        newest: bool = False,
+    ) -> list[EventRecord]:
+        """Events of the log (of one commit when `ref` is given), oldest first."""
+        self._fresh()
+        stream = self.resolve(ref) if ref else None
+        found = self.store.events(stream=stream, after_seq=after_seq, limit=limit, newest=newest)
+        return [
+            EventRecord(e.seq, e.stream, e.version, e.type, e.recorded_at, e.data) for e in found
+        ]
+
+    def stats(self, *, since: float | None = None, branch: str | None = None) -> Stats:
+        """Outcomes, durations, API calls and detection lag over the log (SPEC §5)."""
+        from tracker.stats import compute_stats
+
+        self._fresh()
+        return compute_stats(self.store, now=self.clock.now(), since=since, branch=branch)
+
+    def rebuild(self) -> RebuildReport:
+        """Recompute every projection from the log alone; report rows that differed."""
+        return self.store.rebuild()
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def wait(
+        self,
+        ref: str = "HEAD",
+        timeout: float = 30.0,
+        *,
+        interval: float = 0.5,
+        on_change: Callable[[DeploymentStatus], None] | None = None,
+        resume: bool = True,
+    ) -> DeploymentStatus:
+        """Wait up to `timeout` seconds (0: until the end) for a terminal state; never raises
+        for a deployment still in progress: check `.exit_code` (2 = still going)."""
+        sha = self.resolve(ref)
+        assert sha is not None
+        deadline = self.clock.monotonic() + timeout if timeout > 0 else None
+        current = self.status(sha)
+        if resume and current.state == "stale":
+            self.start_monitor(sha)
+        if on_change:
+            on_change(current)
+        while current.state not in TERMINAL_STATES and current.state != "not_found":
+            if deadline is not None and self.clock.monotonic() >= deadline:
+                break
+            step = (
+                interval if deadline is None else min(interval, deadline - self.clock.monotonic())
+            )
+            self.clock.sleep(max(step, 0.0))
+            self._spool_checked = False
+            latest = self.status(sha)
+            if on_change and _changed(current, latest):
+                on_change(latest)
+            current = latest
+        return current
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def record_push(
+        self,
+        sha: str,
+        branch: str | None = None,
+        remote: str = "",
+        *,
+        remote_url: str = "",
+        source: str = "api",
+        monitor: bool = True,
+    ) -> DeploymentStatus:
+        """Record a push made by other means and (unless `monitor=False`) start its monitor."""
+        full = self.resolve(sha)
+        assert full is not None
+        now = self.clock.now()
+        event = PushRecorded(
+            sha=full,
+            branch=branch or self.settings.branch,
+            remote=remote,
+            remote_url=gitutil.strip_credentials(remote_url),
+            pushed_by=_user(),
+            host=_host(),
+            source=source,
+            pushed_at=iso(now),
+        )
+        self.store.append(full, event, at=now)
+        if monitor and self._sources():
+            self.start_monitor(full)
+        return self.status(full)
+
+    def ingest(self, notification: Mapping[str, Any]) -> DeploymentStatus:
+        """Append a deployment notification from a webhook system (see `tracker ingest`)."""
+        from tracker.ingest import events_for
+
+        note = events_for(notification, now=self.clock.now())
+        if self.store.deployment(note.sha) is None:
+            raise UsageError(f"no push of {note.sha} in the log: record the push first")
+        self.store.append(note.sha, note.raw, at=self.clock.now())
+        if note.outcome is not None:
+            self.store.append(note.sha, note.outcome, key=note.key, at=self.clock.now())
+        return self.status(note.sha)
+
+    def start_monitor(self, sha: str) -> int:
+        """Start a detached monitor process for `sha`; its pid."""
+        from tracker.monitor import spawn_detached
+
+        return spawn_detached(self.db_path, sha, repo=self.repo)
+
+
+def locate_db(repo: Path | str = ".", db: Path | str | None = None) -> Path:
+    """SPEC §2: `--db`, else `TRACKER_DB`, else `<git common dir>/tracker/events.db`."""
+    chosen = db or os.environ.get("TRACKER_DB")
+    if chosen:
+        return Path(chosen).expanduser().absolute()
+    found = gitutil.default_db_path(repo)
+    if found is None:
+        raise UsageError(
+            f"{Path(repo).absolute()} is not inside a git repository;"
+            " run from one, or set TRACKER_DB or --db to choose the log"
+        )
+    return found
+
+
+def monitor_alive(pid: int | None, host: str | None) -> bool:
+    """Whether the monitor process `pid` on `host` still runs (a zombie does not count)."""
+    if pid is None or host != _host():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
+    except OSError:
+        return True
+
+
+def _changed(a: DeploymentStatus, b: DeploymentStatus) -> bool:
+    return (a.state, a.phase, a.steps_done, a.deployment_id) != (
+        b.state,
+        b.phase,
+        b.steps_done,
+        b.deployment_id,
+    )
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else iso(ts)
+
+
+def _host() -> str:
+    return socket.gethostname()
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (KeyError, ImportError):
+        return os.environ.get("USER", "")
+
+
+def status_for_notification(payload: str) -> dict[str, Any]:
+    """Parse a notification's JSON text into a dict; `UsageError` when it is not an object."""
+    try:
+        value = json.loads(payload)
+    except ValueError as exc:
+        raise UsageError(f"the notification is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise UsageError("the notification must be a JSON object")
+    return value

@@ -1,0 +1,397 @@
+"""The `tracker` command: parse, call into the package, print, exit.
+
+Each command builds the library object, calls one method, prints, and returns its exit code.
+Only this module decides exit codes (SPEC §4) and prints. Usage errors exit 64, never 2 (2 means
+"in progress" here, whatever cyclopts would do by default).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from cyclopts import App, CycloptsError, Parameter
+
+from tracker import __version__
+from tracker.api import DeploymentStatus, Tracker
+from tracker.errors import TrackerError, UsageError
+
+USAGE = 64
+INTERNAL = 70
+
+
+@dataclass
+class _Context:
+    db: Path | None = None
+
+
+_CTX = _Context()
+
+app = App(
+    name="tracker",
+    help="Follow every push to the deployed branch until it is live or has failed.",
+    version=__version__,
+    help_format="plaintext",
+)
+hooks_app = App(name="hooks", help="Wire the push hook into a repository.")
+app.command(hooks_app)
+
+
+def _tracker() -> Tracker:
+    return Tracker.open(".", db=_CTX.db)
+
+
+def _emit(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def _colour() -> bool:
+    from tracker.render import use_colour
+
+    return use_colour(sys.stdout)
+
+
+# -- read commands ------------------------------------------------------------------------------
+
+
+@app.command
+def status(ref: str = "HEAD", *, json: bool = False) -> int:
+    """Show whether the deployment of a commit is live.
+
+    Exit 0 live, 1 failed (or canceled, timed out, rejected), 2 in progress, 3 not found.
+
+    Parameters
+    ----------
+    ref
+        A full or abbreviated SHA, or any git revision.
+    json
+        Print the status as one JSON object.
+    """
+    with _tracker() as tracker:
+        st = tracker.status(ref)
+    return _print_status(st, as_json=json)
+
+
+def _print_status(st: DeploymentStatus, *, as_json: bool) -> int:
+    if as_json:
+        _emit(_status_json(st))
+    else:
+        from tracker.render import status_text
+
+        print(status_text(st, colour=_colour()))
+    return st.exit_code
+
+
+def _status_json(st: DeploymentStatus) -> dict[str, Any]:
+    data = st.to_dict()
+    data["recent_events"] = [e.to_dict() for e in st.recent_events]
+    return data
+
+
+@app.command
+def wait(ref: str = "HEAD", *, timeout: float = 30.0, json: bool = False) -> int:
+    """Wait a bounded time for the deployment of a commit to finish.
+
+    Prints one line per change (a live view on a terminal). At the timeout it says the deployment
+    is still in progress and exits 2: it warns, it does not block. A stale monitor is resumed.
+
+    Parameters
+    ----------
+    ref
+        A full or abbreviated SHA, or any git revision.
+    timeout
+        Seconds to wait; 0 waits until the end.
+    json
+        Print the final status as one JSON object (no progress lines).
+    """
+    from tracker.watch import wait_command
+
+    if timeout < 0 or timeout != timeout:
+        raise UsageError(f"--timeout must be 0 or more seconds, not {timeout}")
+    with _tracker() as tracker:
+        st = wait_command(tracker, ref, timeout, as_json=json, colour=_colour())
+    if json:
+        _emit(_status_json(st))
+    return st.exit_code
+
+
+@app.command
+def events(
+    ref: str | None = None, *, follow: bool = False, json: bool = False, limit: int | None = None
+) -> int:
+    """Print the raw event log, newest last.
+
+    Parameters
+    ----------
+    ref
+        Only the events of this commit.
+    follow
+        Keep printing new events as they are recorded (Ctrl-C stops).
+    json
+        One JSON object per line (NDJSON).
+    limit
+        Only the last N events.
+    """
+    from tracker.watch import events_command
+
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be at least 1, not {limit}")
+    with _tracker() as tracker:
+        events_command(tracker, ref, follow=follow, as_json=json, limit=limit)
+    return 0
+
+
+@app.command
+def stats(*, json: bool = False, since: str | None = None, branch: str | None = None) -> int:
+    """Deployments by outcome, durations, API calls, rate limits, errors, detection lag.
+
+    Parameters
+    ----------
+    json
+        Print everything as one JSON object.
+    since
+        Only deployments pushed within this duration (e.g. 90s, 30m, 12h, 7d).
+    branch
+        Only deployments of this branch.
+    """
+    from tracker.stats import parse_since, stats_text
+
+    with _tracker() as tracker:
+        window = parse_since(since, now=tracker.clock.now()) if since else None
+        result = tracker.stats(since=window, branch=branch)
+    if json:
+        _emit(result.to_dict())
+    else:
+        print(stats_text(result, colour=_colour()))
+    return 0
+
+
+@app.command
+def rebuild() -> int:
+    """Recompute the projections from the log alone and report any difference."""
+    with _tracker() as tracker:
+        report = tracker.rebuild()
+    print(f"replayed {report.events} events into {report.rows} deployments")
+    if report.differing or report.calls_differing:
+        shown = ", ".join(s[:7] for s in report.differing[:10])
+        print(
+            f"fixed {len(report.differing)} deployment rows that differed ({shown})"
+            f" and {report.calls_differing} source-call rows"
+        )
+    else:
+        print("the projections matched the log exactly")
+    return 0
+
+
+# -- write commands -----------------------------------------------------------------------------
+
+
+@app.command
+def push(
+    ref: str = "HEAD",
+    *,
+    branch: str | None = None,
+    remote: str = "",
+    no_monitor: bool = False,
+) -> int:
+    """Record a push made by other means, and start its monitor.
+
+    Parameters
+    ----------
+    ref
+        The commit that was pushed.
+    branch
+        The branch it was pushed to (default: the deployed branch).
+    remote
+        The remote it was pushed to.
+    no_monitor
+        Only record the push; start no monitor.
+    """
+    with _tracker() as tracker:
+        st = tracker.record_push(
+            ref, branch=branch, remote=remote, monitor=not no_monitor, source="cli"
+        )
+    from tracker.render import verdict
+
+    print(f"recorded the push of {st.sha}")
+    print(verdict(st))
+    return 0
+
+
+@app.command
+def monitor(ref: str, *, detach: bool = False) -> int:
+    """Poll the platform for a commit until its deployment is live or has failed.
+
+    At most one monitor per commit runs on a machine: a second one says who holds it and exits 0.
+
+    Parameters
+    ----------
+    ref
+        The commit to follow.
+    detach
+        Run in the background, detached from this terminal.
+    """
+    from tracker.monitor import monitor_command
+
+    with _tracker() as tracker:
+        return monitor_command(tracker, ref, detach=detach, colour=_colour())
+
+
+@app.command
+def ingest(*, json: bool = False) -> int:
+    """Append a deployment notification read as a JSON object from standard input.
+
+    It needs `sha` and `status` or `phase`; `deployment_id`, `source` and `log_tail` are
+    optional. A terminal notification stops a running monitor at once.
+
+    Parameters
+    ----------
+    json
+        Print the resulting status as JSON.
+    """
+    from tracker.api import status_for_notification
+
+    note = status_for_notification(sys.stdin.read(1_000_001)[:1_000_000])
+    with _tracker() as tracker:
+        st = tracker.ingest(note)
+    return _print_status(st, as_json=json) if json else _say(st)
+
+
+def _say(st: DeploymentStatus) -> int:
+    from tracker.render import verdict
+
+    print(verdict(st))
+    return st.exit_code
+
+
+@app.command
+def doctor(*, json: bool = False) -> int:
+    """Check the log, the lock, the hook and each deployment source; say what to fix.
+
+    Parameters
+    ----------
+    json
+        Print the checks as JSON.
+    """
+    from tracker.doctor import doctor_command
+
+    return doctor_command(_CTX.db, as_json=json)
+
+
+@app.command
+def demo(*, keep: bool = False) -> int:
+    """Run the whole job on a simulated platform: no credentials, no network beyond loopback.
+
+    Parameters
+    ----------
+    keep
+        Keep the temporary repository and log, and print where they are.
+    """
+    from tracker.demo import run_demo
+
+    return run_demo(keep=keep, colour=_colour())
+
+
+# -- hooks --------------------------------------------------------------------------------------
+
+
+@hooks_app.command
+def install(*, husky: bool = False, pre_commit: bool = False) -> int:
+    """Install the pre-push hook (chaining any existing one).
+
+    Parameters
+    ----------
+    husky
+        Add the hook to `.husky/pre-push` instead (husky ignores .git/hooks).
+    pre_commit
+        Show how to use the hook through the pre-commit framework.
+    """
+    from tracker import hooks_install
+
+    for line in hooks_install.install(Path("."), husky=husky, pre_commit=pre_commit):
+        print(line)
+    return 0
+
+
+@hooks_app.command
+def uninstall() -> int:
+    """Remove what `tracker hooks install` added, and only that."""
+    from tracker import hooks_install
+
+    for line in hooks_install.uninstall(Path(".")):
+        print(line)
+    return 0
+
+
+@hooks_app.command(name="status")
+def hooks_status(*, json: bool = False) -> int:
+    """Show where the hook is installed and what it calls.
+
+    Parameters
+    ----------
+    json
+        Print as JSON.
+    """
+    from tracker import hooks_install
+
+    info = hooks_install.status(Path("."))
+    if json:
+        _emit(info)
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+# -- entry point --------------------------------------------------------------------------------
+
+
+@app.meta.default
+def _launcher(
+    *tokens: Annotated[str, Parameter(show=False, allow_leading_hyphen=True)],
+    db: Annotated[Path | None, Parameter(name="--db", help="The event log to use.")] = None,
+) -> Any:
+    _CTX.db = db
+    command, bound, _ = app.parse_args(tokens, exit_on_error=False, print_error=False)
+    return command(*bound.args, **bound.kwargs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; the process exit code."""
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = app.meta(
+            tokens, exit_on_error=False, print_error=False, result_action="return_value"
+        )
+    except CycloptsError as exc:
+        return _fail(USAGE, _one_line(str(exc)) + " (see `tracker --help`)")
+    except TrackerError as exc:
+        return _fail(exc.exit_code, str(exc))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug: say so, and where to look
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return _fail(
+            INTERNAL,
+            f"internal error: {type(exc).__name__}: {exc} (at {Path(where.filename).name}:"
+            f"{where.lineno}; this is a bug in tracker {__version__}, please report it)",
+        )
+    if isinstance(result, bool) or not isinstance(result, int):
+        return 0
+    return result
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"tracker: error: {message}", file=sys.stderr)
+    return code
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip("│╭╮╰╯─ ") for part in text.splitlines() if part.strip("│╭╮╰╯─ "))

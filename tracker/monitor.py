@@ -1,0 +1,529 @@
+"""The monitor: poll the sources for one commit on an economical schedule until a verdict.
+
+The decisions are pure functions (`judge`, `polled`); `Monitor.run` is the loop around them that
+does the I/O: it polls, appends every poll as an event, sleeps by the policy (or as a rate limit
+or a fault says), fetches the failure logs, and records the outcome exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from tracker import gitutil
+from tracker.clock import SYSTEM_CLOCK, Clock, iso
+from tracker.errors import ConfigError, SourceUnavailableError
+from tracker.events import (
+    DeploymentFailed,
+    DeploymentPolled,
+    DeploymentSucceeded,
+    DeploymentSuperseded,
+    Event,
+    LogsFetched,
+    MonitorStarted,
+    MonitorStopped,
+    MonitorTimedOut,
+    SourcesDisagreed,
+)
+from tracker.policies import PollPolicy, policy_from_settings, retry_delay
+from tracker.sources.base import TERMINAL_PHASES, DeploymentSource, Observation, outcome_of
+from tracker.store import Store
+
+if TYPE_CHECKING:
+    from tracker.api import Tracker
+    from tracker.config import Settings
+
+CHECK_EVERY_S = 1.0  # while waiting, look at the log this often (an ingested verdict stops us)
+LOG_LINES = 20
+
+
+# -- pure decisions -----------------------------------------------------------------------------
+
+
+def polled(obs: Observation, *, retry: bool) -> DeploymentPolled:
+    """The event one poll makes."""
+    return DeploymentPolled(
+        source=obs.source,
+        ok=obs.ok,
+        found=obs.found,
+        phase=obs.phase,
+        status=obs.status,
+        deployment_id=obs.deployment_id,
+        http_status=obs.http_status,
+        latency_ms=round(obs.latency_ms, 3),
+        ratelimit_remaining=obs.ratelimit_remaining,
+        error=obs.error,
+        error_kind=obs.error_kind,
+        api_calls=obs.api_calls,
+        db_queries=obs.db_queries,
+        retry=retry,
+        steps_done=obs.steps_done,
+        steps_total=obs.steps_total,
+        platform_at=iso(obs.platform_at) if obs.platform_at is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What a round of polls means: a terminal event (or None), and a disagreement to note."""
+
+    outcome: Event | None
+    disagreement: SourcesDisagreed | None = None
+    needs_logs: str | None = None  # the deployment id whose logs to fetch
+    following: str | None = None  # superseded, waiting for the successor's own verdict
+
+
+def judge(
+    observations: Sequence[Observation],
+    *,
+    now: float,
+    pushed_at: float | None,
+    contains: bool | None = None,
+) -> Judgement:
+    """Decide from one round of observations. `contains`: our commit is in the successor's."""
+    api = _pick(observations, "digitalocean")
+    db = _pick(observations, "mysql")
+    api_out = outcome_of(api.phase) if api else None
+    db_out = outcome_of(db.phase) if db else None
+    disagreement = None
+    if db is not None and db_out is not None and api is not None and api_out != db_out:
+        disagreement = SourcesDisagreed(
+            mysql_status=db.status,
+            api_phase=api.phase,
+            detail=f"the database says {db.status}, the API says {api.phase}",
+        )
+    chosen = api if api_out is not None else db if db_out is not None else None
+    if chosen is None:
+        return Judgement(None, disagreement)
+    return _outcome(chosen, now=now, pushed_at=pushed_at, contains=contains, note=disagreement)
+
+
+def _pick(observations: Sequence[Observation], source: str) -> Observation | None:
+    for obs in observations:
+        if obs.source == source and obs.ok and obs.found:
+            return obs
+    return None
+
+
+def _outcome(
+    obs: Observation,
+    *,
+    now: float,
+    pushed_at: float | None,
+    contains: bool | None,
+    note: SourcesDisagreed | None,
+) -> Judgement:
+    detected = iso(now)
+    platform = iso(obs.platform_at) if obs.platform_at is not None else None
+    kind = outcome_of(obs.phase)
+    if kind == "succeeded":
+        live_at = obs.platform_at if obs.platform_at is not None else now
+        to_live = round(live_at - pushed_at, 3) if pushed_at is not None else None
+        event: Event = DeploymentSucceeded(
+            obs.deployment_id,
+            "ACTIVE",
+            push_to_live_s=to_live,
+            detected_at=detected,
+            platform_at=platform,
+            source=obs.source,
+        )
+        return Judgement(event, note)
+    if kind in {"failed", "canceled"}:
+        event = DeploymentFailed(
+            obs.deployment_id,
+            obs.phase or "ERROR",
+            reason={
+                "code": obs.reason_code or "",
+                "message": obs.reason_message or obs.status or "",
+            },
+            failed_step=obs.failed_step,
+            detected_at=detected,
+            platform_at=platform,
+            source=obs.source,
+        )
+        logs = obs.deployment_id if obs.source == "digitalocean" and obs.deployment_id else None
+        return Judgement(event, note, needs_logs=logs)
+    # superseded: resolved through the successor, once the successor has a verdict of its own
+    if obs.successor_phase is not None and obs.successor_phase not in TERMINAL_PHASES:
+        return Judgement(None, note, following=obs.successor_id)
+    went_live = obs.successor_phase == "ACTIVE" and contains is True
+    event = DeploymentSuperseded(
+        obs.successor_sha,
+        obs.successor_id,
+        went_live=went_live,
+        successor_phase=obs.successor_phase,
+        detected_at=detected,
+        platform_at=platform,
+        source=obs.source,
+    )
+    return Judgement(event, note)
+
+
+def _db_says_going(obs: Observation) -> bool:
+    return obs.source == "mysql" and obs.ok and obs.found and outcome_of(obs.phase) is None
+
+
+def next_delay(
+    observations: Sequence[Observation],
+    *,
+    policy: PollPolicy,
+    elapsed: float,
+    polls: int,
+    failures: int,
+    now: float,
+    rand: float,
+) -> float:
+    """Seconds until the next round: the policy's, unless a fault or a rate limit says longer
+    (or a transient fault says retry sooner)."""
+    interval = policy.delay_after(elapsed, polls)
+    troubled = [o for o in observations if not o.ok or o.ratelimit_remaining == 0]
+    if not troubled:
+        return interval
+    return max(retry_delay(o, now, max(failures - 1, 0), interval, rand) for o in troubled)
+
+
+# -- the loop -----------------------------------------------------------------------------------
+
+
+class Monitor:
+    """Follows one commit until a verdict or `max_wait`; appends everything it learns."""
+
+    def __init__(
+        self,
+        store: Store,
+        sha: str,
+        sources: Sequence[DeploymentSource],
+        *,
+        settings: Settings,
+        clock: Clock = SYSTEM_CLOCK,
+        rand: Callable[[], float] = random.random,
+        repo: Path | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store, self.sha, self.sources = store, sha, list(sources)
+        self.settings, self.clock, self.rand, self.repo = settings, clock, rand, repo
+        self.policy = policy_from_settings(settings)
+        self.progress = progress or (lambda _line: None)
+        self._ancestry: dict[str, bool | None] = {}
+        self._last_shown: str | None = None
+
+    def run(self) -> str:
+        """Poll until a verdict; the final state of the commit."""
+        started = self.clock.now()
+        self.store.append(self.sha, self._started_event(), at=started)
+        polls = failures = 0
+        while True:
+            row = self.store.deployment(self.sha)
+            if row is None or row.terminal:
+                return row.state if row else "not_found"
+            observations = self._round(retry=failures > 0)
+            polls += 1
+            failures = failures + 1 if any(not o.ok for o in observations) else 0
+            self._raise_if_refused(observations)
+            finished = self._conclude(observations, row.pushed_at)
+            if finished is not None:
+                return finished
+            now = self.clock.now()
+            elapsed = now - started
+            if elapsed >= self.settings.max_wait:
+                return self._time_out(elapsed, observations)
+            delay = next_delay(
+                observations,
+                policy=self.policy,
+                elapsed=elapsed,
+                polls=polls,
+                failures=failures,
+                now=now,
+                rand=self.rand(),
+            )
+            if not self._sleep(min(delay, self.settings.max_wait - elapsed)):
+                row = self.store.deployment(self.sha)
+                return row.state if row else "not_found"
+
+    def _started_event(self) -> MonitorStarted:
+        return MonitorStarted(
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            policy=self.policy.name,
+            sources=[s.name for s in self.sources],
+            max_wait_s=self.settings.max_wait,
+        )
+
+    def _round(self, *, retry: bool) -> list[Observation]:
+        """One poll of each source, the cheap database first. While the database says the
+        deployment is going, the API is not asked; it is asked for the phase and the logs once
+        the database has a verdict, and whenever the database cannot answer."""
+        observations: list[Observation] = []
+        for source in self.sources:
+            if source.name != "mysql" and any(_db_says_going(o) for o in observations):
+                continue
+            observations.append(self._poll(source, retry=retry))
+        return observations
+
+    def _poll(self, source: DeploymentSource, *, retry: bool) -> Observation:
+        obs = source.poll(self.sha)
+        self.store.append(self.sha, polled(obs, retry=retry), at=self.clock.now())
+        self._show(obs)
+        return obs
+
+    def _show(self, obs: Observation) -> None:
+        if not obs.ok:
+            self.progress(f"{obs.source}: {obs.error_kind}: {obs.error}")
+            return
+        what = (obs.phase or obs.status or "in progress") if obs.found else "not found yet"
+        steps = f" ({obs.steps_done}/{obs.steps_total} steps)" if obs.steps_total else ""
+        line = f"{obs.source}: {what}{steps}"
+        if line != self._last_shown:
+            self._last_shown = line
+            self.progress(line)
+
+    def _raise_if_refused(self, observations: Sequence[Observation]) -> None:
+        refused = [o for o in observations if o.error_kind == "auth"]
+        if refused and len(refused) == len(observations):
+            names = ", ".join(o.source for o in refused)
+            self.store.append(self.sha, MonitorStopped(os.getpid(), f"refused by {names}"))
+            raise SourceUnavailableError(
+                f"{names} refused our credentials ({refused[0].error}); run `tracker doctor`"
+            )
+
+    def _conclude(self, observations: Sequence[Observation], pushed_at: float | None) -> str | None:
+        contains = self._contains(observations)
+        verdict = judge(observations, now=self.clock.now(), pushed_at=pushed_at, contains=contains)
+        if verdict.disagreement is not None:
+            self.store.append(self.sha, verdict.disagreement, key=f"disagree:{self.sha}")
+        if verdict.outcome is None:
+            return None
+        outcome = verdict.outcome
+        if verdict.needs_logs and isinstance(outcome, DeploymentFailed):
+            outcome = self._with_logs(outcome, verdict.needs_logs)
+        self.store.append(self.sha, outcome, at=self.clock.now())
+        row = self.store.deployment(self.sha)
+        state = row.state if row else "not_found"
+        self.progress(f"verdict: {state}")
+        return state
+
+    def _contains(self, observations: Sequence[Observation]) -> bool | None:
+        for obs in observations:
+            if obs.successor_sha and obs.successor_sha not in self._ancestry:
+                self._ancestry[obs.successor_sha] = gitutil.is_ancestor(
+                    self.sha, obs.successor_sha.lower(), cwd=self.repo or "."
+                )
+            if obs.successor_sha:
+                return self._ancestry[obs.successor_sha]
+        return None
+
+    def _with_logs(self, failed: DeploymentFailed, deployment_id: str) -> DeploymentFailed:
+        api = next((s for s in self.sources if s.name == "digitalocean"), None)
+        if api is None:
+            return failed
+        tail = api.fetch_logs(deployment_id, LOG_LINES)
+        self.store.append(
+            self.sha,
+            LogsFetched(
+                deployment_id, api_calls=tail.api_calls, lines=len(tail.lines), error=tail.error
+            ),
+            at=self.clock.now(),
+        )
+        return DeploymentFailed(
+            failed.deployment_id,
+            failed.phase,
+            failed.reason,
+            failed.failed_step,
+            list(tail.lines),
+            failed.detected_at,
+            failed.platform_at,
+            failed.source,
+        )
+
+    def _time_out(self, elapsed: float, observations: Sequence[Observation]) -> str:
+        last = next((o.phase for o in observations if o.phase), None)
+        self.store.append(self.sha, MonitorTimedOut(round(elapsed, 3), last), at=self.clock.now())
+        self.progress(f"gave up after {elapsed:.1f} s")
+        row = self.store.deployment(self.sha)
+        return row.state if row else "timed_out"
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep in slices, looking at the log; False when a verdict arrived meanwhile."""
+        deadline = self.clock.monotonic() + max(seconds, 0.0)
+        while True:
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                return True
+            self.clock.sleep(min(left, CHECK_EVERY_S))
+            row = self.store.deployment(self.sha)
+            if row is None or row.terminal:
+                return False
+
+
+# -- wiring: sources, the per-commit lock, the command, detaching -------------------------------
+
+
+def build_sources(settings: Settings, clock: Clock) -> list[DeploymentSource]:
+    """The configured sources, the cheap database first."""
+    sources: list[DeploymentSource] = []
+    if settings.mysql is not None:
+        from tracker.sources.mysql import MySQLSource
+
+        sources.append(MySQLSource(settings.mysql, clock=clock))
+    if settings.do is not None:
+        from tracker.sources.digitalocean import DigitalOceanSource
+
+        sources.append(
+            DigitalOceanSource(
+                api_url=settings.do.api_url,
+                token=settings.do.token,
+                app_id=settings.do.app_id,
+                clock=clock,
+                timeout=settings.http_timeout,
+            )
+        )
+    return sources
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    host: str
+    started_at: str
+
+
+@contextmanager
+def commit_lock(log_dir: Path, sha: str) -> Iterator[Holder | None]:
+    """Hold the one-monitor-per-commit lock; yields None when we hold it, else who does."""
+    from filelock import FileLock, Timeout
+
+    folder = log_dir / "monitors"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = FileLock(str(folder / f"{sha}.lock"), timeout=0, mode=0o600, thread_local=False)
+    info = folder / f"{sha}.json"
+    try:
+        lock.acquire()
+    except Timeout:
+        yield _holder(info)
+        return
+    try:
+        me = Holder(os.getpid(), socket.gethostname(), iso(SYSTEM_CLOCK.now()))
+        fd = os.open(info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(me.__dict__, out)
+        yield None
+    finally:
+        lock.release()
+
+
+def _holder(info: Path) -> Holder:
+    try:
+        data = json.loads(info.read_text())
+        return Holder(int(data["pid"]), str(data["host"]), str(data["started_at"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return Holder(0, "unknown", "unknown")
+
+
+def monitor_command(tracker: Tracker, ref: str, *, detach: bool, colour: bool) -> int:
+    """`tracker monitor REF [--detach]`."""
+    sha = tracker.resolve(ref)
+    assert sha is not None
+    settings = tracker.settings
+    if not settings.sources():
+        raise ConfigError(
+            "no deployment source is configured: set DIGITALOCEAN_TOKEN and TRACKER_DO_APP_ID,"
+            " or TRACKER_MYSQL_URL (see `tracker doctor`)"
+        )
+    if tracker.store.deployment(sha) is None:
+        tracker.take_in_spool()
+        if tracker.store.deployment(sha) is None:
+            print(f"no push of {sha[:7]} in the log; record one with `tracker push {sha[:7]}`")
+            return 3
+    if detach:
+        pid = spawn_detached(tracker.db_path, sha, repo=tracker.repo)
+        print(f"monitor for {sha[:7]} started in the background (pid {pid})")
+        return 0
+    return run_foreground(tracker, sha)
+
+
+def run_foreground(tracker: Tracker, sha: str) -> int:
+    """Run the monitor in this process, printing progress; the exit code of the verdict."""
+    from tracker.projections import exit_code_of
+
+    with commit_lock(tracker.db_path.parent, sha) as holder:
+        if holder is not None:
+            print(
+                f"a monitor for {sha[:7]} is already running: pid {holder.pid} on {holder.host}"
+                f" since {holder.started_at}"
+            )
+            return 0
+        sources = build_sources(tracker.settings, tracker.clock)
+        monitor = Monitor(
+            tracker.store,
+            sha,
+            sources,
+            settings=tracker.settings,
+            clock=tracker.clock,
+            repo=tracker.repo,
+            progress=lambda line: print(f"{sha[:7]} {line}", flush=True),
+        )
+        with _stop_on_signals(tracker.store, sha):
+            try:
+                state = monitor.run()
+            finally:
+                for source in sources:
+                    source.close()
+    row = tracker.store.deployment(sha)
+    return exit_code_of(state, row.superseded_went_live if row else None)
+
+
+class _Stopped(Exception):
+    pass
+
+
+@contextmanager
+def _stop_on_signals(store: Store, sha: str) -> Iterator[None]:
+    """On SIGTERM/SIGHUP/SIGINT, record that this monitor stopped, then exit."""
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise _Stopped(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    except (_Stopped, KeyboardInterrupt) as exc:
+        store.append(sha, MonitorStopped(os.getpid(), f"stopped by {exc or 'SIGINT'}"))
+        raise SystemExit(130) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def spawn_detached(db_path: Path, sha: str, *, repo: Path | None = None) -> int:
+    """Start `tracker monitor SHA` fully detached: its own session, no inherited descriptors."""
+    if not gitutil.FULL_SHA.match(sha):
+        raise ValueError(f"not a full SHA: {sha!r}")
+    env = gitutil.clean_env()
+    env["TRACKER_DB"] = str(db_path)
+    log = db_path.parent / "monitor.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tracker", "monitor", sha],
+            cwd=str(repo or db_path.parent),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            close_fds=True,
+            start_new_session=True,
+        )
+    finally:
+        os.close(fd)
+    return child.pid
