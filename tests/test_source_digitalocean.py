@@ -1,0 +1,380 @@
+"""DigitalOceanSource against the simulated App Platform on a real loopback port.
+
+Every scenario ends by checking that the API calls the source reported equal the API requests
+the server received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from tracker.clock import FakeClock
+from tracker.sim import (
+    BUILD_FAILURE_LINE,
+    DEPLOY_FAILURE_LINE,
+    SimulatedPlatform,
+)
+from tracker.sources.base import LogTail, Observation, outcome_of
+from tracker.sources.digitalocean import DigitalOceanSource
+
+TOKEN = "dop_v1_" + "5ec7e7" * 10
+
+
+def sha_of(name: str) -> str:
+    return hashlib.sha1(name.encode()).hexdigest()
+
+
+@dataclass
+class Harness:
+    """A sim and a source sharing one FakeClock, and everything the source reported."""
+
+    clock: FakeClock
+    sim: SimulatedPlatform
+    source: DigitalOceanSource
+    observations: list[Observation] = field(default_factory=list)
+    tails: list[LogTail] = field(default_factory=list)
+
+    def poll(self, sha: str) -> Observation:
+        obs = self.source.poll(sha)
+        self.observations.append(obs)
+        return obs
+
+    def logs(self, deployment_id: str, lines: int = 20) -> LogTail:
+        tail = self.source.fetch_logs(deployment_id, lines)
+        self.tails.append(tail)
+        return tail
+
+    def follow(self, sha: str, every: float = 5.0, limit: int = 200) -> list[Observation]:
+        """Poll every `every` simulated seconds until a terminal phase."""
+        seen = []
+        for _ in range(limit):
+            obs = self.poll(sha)
+            seen.append(obs)
+            if outcome_of(obs.phase) is not None:
+                return seen
+            self.clock.sleep(every)
+        raise AssertionError(f"no terminal phase after {limit} polls: {seen[-1]}")
+
+    def assert_counted(self) -> None:
+        reported = sum(o.api_calls for o in self.observations) + sum(
+            t.api_calls for t in self.tails
+        )
+        assert reported == self.sim.api_requests > 0
+
+
+@pytest.fixture
+def h() -> Iterator[Harness]:
+    clock = FakeClock()
+    with SimulatedPlatform(clock=clock, token=TOKEN) as sim:
+        source = DigitalOceanSource(sim.base_url, TOKEN, sim.app_id, clock, timeout=2.0)
+        try:
+            yield Harness(clock, sim, source)
+        finally:
+            source.close()
+
+
+def test_success_walks_the_phases_then_polls_only_its_deployment(h: Harness) -> None:
+    sha = sha_of("ok")
+    dep = h.sim.add_deployment(sha, build_s=60, deploy_s=90, appear_after_s=12)
+    seen = h.follow(sha)
+    assert seen[0].ok and not seen[0].found and seen[0].api_calls == 1
+    phases = [o.phase for o in seen if o.found]
+    assert {"PENDING_BUILD", "BUILDING", "PENDING_DEPLOY", "DEPLOYING"} <= set(phases)
+    last = seen[-1]
+    assert (last.phase, last.deployment_id, last.http_status) == ("ACTIVE", dep, 200)
+    assert last.steps_done == last.steps_total == 6
+    assert last.failed_step is None and last.reason_code is None
+    assert last.platform_at is not None and last.platform_at <= h.clock.now()
+    assert last.ratelimit_remaining == 5000 - h.sim.api_requests
+    matched_at = next(i for i, o in enumerate(seen) if o.found)
+    later = [r.path for r in h.sim.requests[matched_at + 1 :]]
+    assert later and all(p.endswith(f"/deployments/{dep}") for p in later)
+    h.assert_counted()
+
+
+def test_pending_build_reads_omitted_counters_as_zero_and_zero_time_as_unset(h: Harness) -> None:
+    sha = sha_of("pending")
+    h.sim.add_deployment(sha, pending_build_s=30)
+    obs = h.poll(sha)
+    assert obs.phase == "PENDING_BUILD"
+    assert (obs.steps_done, obs.steps_total) == (0, 6)
+    # phase_last_updated_at is Go's zero time here, so updated_at stands in.
+    assert obs.platform_at == pytest.approx(h.clock.now(), abs=1)
+    h.assert_counted()
+
+
+def test_build_failure_reports_step_reason_and_build_log_tail(h: Harness) -> None:
+    sha = sha_of("build-fails")
+    dep = h.sim.add_deployment(sha, build_s=40, outcome="build_error")
+    last = h.follow(sha)[-1]
+    assert last.phase == "ERROR"
+    assert last.failed_step == "build.components.web"
+    assert last.reason_code == "BuildJobExitNonZero"
+    assert last.reason_message and "non-zero exit code" in last.reason_message
+    tail = h.logs(dep)
+    assert tail.error is None and tail.stages == ("BUILD",)
+    assert len(tail.lines) == 20
+    assert tail.lines[-1].endswith(BUILD_FAILURE_LINE)
+    assert tail.api_calls == 2  # BUILD, then DEPLOY answered 400: never reached
+    archive = [r for r in h.sim.requests if not r.api]
+    assert len(archive) == 1 and not archive[0].authorization
+    assert all(r.authorization for r in h.sim.requests if r.api)
+    h.assert_counted()
+
+
+def test_deploy_failure_reads_build_then_deploy_logs(h: Harness) -> None:
+    sha = sha_of("deploy-fails")
+    dep = h.sim.add_deployment(sha, outcome="deploy_error")
+    last = h.follow(sha, every=15)[-1]
+    assert last.phase == "ERROR"
+    assert last.failed_step == "deploy.components.web.wait"
+    assert last.reason_code == "DeployContainerHealthChecksFailed"
+    tail = h.logs(dep, lines=200)
+    assert tail.stages == ("BUILD", "DEPLOY")
+    assert tail.lines[-1].endswith(DEPLOY_FAILURE_LINE)
+    first_deploy = next(i for i, line in enumerate(tail.lines) if "deploying web" in line)
+    assert any("npm run build" in line for line in tail.lines[:first_deploy])
+    assert sum(1 for r in h.sim.requests if not r.api and not r.authorization) == 2
+    h.assert_counted()
+
+
+def test_cancel_is_terminal_without_a_failed_step(h: Harness) -> None:
+    sha = sha_of("cancel")
+    h.sim.add_deployment(sha, outcome="canceled", cancel_after_s=20)
+    last = h.follow(sha)[-1]
+    assert (last.phase, last.failed_step) == ("CANCELED", None)
+    h.assert_counted()
+
+
+def test_superseded_reports_the_successor(h: Harness) -> None:
+    ours, theirs = sha_of("slow-build"), sha_of("quick-fix")
+    h.sim.add_deployment(ours, build_s=120, deploy_s=90)
+    newer = h.sim.add_deployment(theirs, appear_after_s=10, build_s=20, deploy_s=20)
+    last = h.follow(ours)[-1]
+    assert last.phase == "SUPERSEDED"
+    assert (last.successor_id, last.successor_sha, last.successor_phase) == (
+        newer,
+        theirs,
+        "ACTIVE",
+    )
+    h.assert_counted()
+
+
+def test_our_deployment_on_page_three(h: Harness) -> None:
+    sha = sha_of("old")
+    dep = h.sim.add_deployment(sha, build_s=600, deploy_s=600)
+    for n in range(45):
+        h.sim.add_deployment(sha_of(f"newer-{n}"), appear_after_s=1, build_s=5, deploy_s=5)
+    h.clock.advance(2)
+    first = h.poll(sha)
+    assert (first.found, first.deployment_id, first.api_calls) == (True, dep, 3)
+    assert [r.query for r in h.sim.requests] == [
+        "page=1&per_page=20",
+        "page=2&per_page=20",
+        "page=3&per_page=20",
+    ]
+    assert h.poll(sha).api_calls == 1
+    h.assert_counted()
+
+
+def test_an_absent_deployment_costs_one_call_per_poll_after_the_first_scan(h: Harness) -> None:
+    for n in range(45):
+        h.sim.add_deployment(sha_of(f"other-{n}"), build_s=5, deploy_s=5)
+    h.clock.advance(1)
+    sha = sha_of("not-yet")
+    assert h.poll(sha).api_calls == 3  # the whole recent history once
+    for _ in range(3):
+        obs = h.poll(sha)
+        assert (obs.ok, obs.found, obs.api_calls) == (True, False, 1)
+    h.assert_counted()
+
+
+def test_a_known_push_time_stops_the_search_at_older_deployments(h: Harness) -> None:
+    for n in range(45):
+        h.sim.add_deployment(sha_of(f"yesterday-{n}"), build_s=5, deploy_s=5)
+    h.clock.advance(7200)
+    sha = sha_of("just-pushed")
+    h.source.expect(sha, pushed_at=h.clock.now())
+    obs = h.poll(sha)
+    assert (obs.found, obs.api_calls) == (False, 1)
+    h.assert_counted()
+
+
+@pytest.mark.parametrize(
+    ("sha_in", "component"),
+    [
+        ("components", "services"),
+        ("cause_details", "services"),
+        ("components", "static_sites"),
+        ("components", "workers"),
+        ("components", "jobs"),
+        ("components", "functions"),
+    ],
+)
+def test_matches_the_full_sha_wherever_it_shows(h: Harness, sha_in: str, component: str) -> None:
+    sha = sha_of(f"{sha_in}-{component}")
+    h.sim.add_deployment(sha_of("decoy"))  # same short SHA prefix is impossible; a decoy anyway
+    dep = h.sim.add_deployment(sha, sha_in=sha_in, component=component)  # type: ignore[arg-type]
+    h.sim.add_deployment(None)  # a manual deploy with no SHA at all
+    obs = h.poll(sha.upper())
+    assert (obs.found, obs.deployment_id) == (True, dep)
+    h.assert_counted()
+
+
+def test_429_with_retry_after(h: Harness) -> None:
+    sha = sha_of("busy")
+    h.sim.add_deployment(sha)
+    h.sim.inject("429", times=2, retry_after=3)
+    for _ in range(2):
+        obs = h.poll(sha)
+        assert (obs.ok, obs.error_kind, obs.http_status) == (False, "rate_limited", 429)
+        assert obs.retry_after_s == 3 and obs.ratelimit_remaining == 0
+    assert h.poll(sha).found
+    h.assert_counted()
+
+
+def test_429_without_retry_after_waits_for_ratelimit_reset(h: Harness) -> None:
+    sha = sha_of("busy-hour")
+    h.sim.inject("429", reset_in_s=42)
+    obs = h.poll(sha)
+    assert obs.error_kind == "rate_limited"
+    assert obs.retry_after_s == pytest.approx(42, abs=1)
+    assert obs.ratelimit_reset == pytest.approx(h.clock.now() + 42, abs=1)
+    h.assert_counted()
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_server_errors(h: Harness, status: int) -> None:
+    h.sim.inject("5xx", times=3, status=status)
+    for _ in range(3):
+        obs = h.poll(sha_of("x"))
+        assert (obs.ok, obs.error_kind, obs.http_status) == (False, "server_error", status)
+        assert obs.error and obs.error.startswith(f"HTTP {status}")
+    assert h.poll(sha_of("x")).ok
+    h.assert_counted()
+
+
+@pytest.mark.parametrize("kind", ["malformed", "wrong_shape", "huge"])
+def test_malformed_answers_before_and_after_the_match(h: Harness, kind: str) -> None:
+    sha = sha_of(kind)
+    dep = h.sim.add_deployment(sha)
+    h.sim.inject(kind, size_bytes=5 * 1024 * 1024)  # type: ignore[arg-type]
+    obs = h.poll(sha)
+    assert (obs.ok, obs.error_kind) == (False, "malformed")
+    assert h.poll(sha).found
+    h.sim.inject(kind, size_bytes=5 * 1024 * 1024)  # type: ignore[arg-type]
+    obs = h.poll(sha)
+    assert (obs.ok, obs.error_kind, obs.deployment_id) == (False, "malformed", dep)
+    h.assert_counted()
+
+
+@pytest.mark.parametrize("kind", ["truncated", "reset"])
+def test_broken_connections(h: Harness, kind: str) -> None:
+    sha = sha_of(kind)
+    h.sim.add_deployment(sha)
+    h.sim.inject(kind)  # type: ignore[arg-type]
+    obs = h.poll(sha)
+    assert (obs.ok, obs.error_kind, obs.api_calls) == (False, "connection", 1)
+    assert h.poll(sha).found
+    h.assert_counted()
+
+
+def test_a_hanging_server_times_out() -> None:
+    clock = FakeClock()
+    with SimulatedPlatform(clock=clock, token=TOKEN) as sim:
+        source = DigitalOceanSource(sim.base_url, TOKEN, sim.app_id, clock, timeout=0.2)
+        sim.inject("slow", delay_s=30)
+        obs = source.poll(sha_of("hang"))
+        source.close()
+    assert (obs.ok, obs.error_kind, obs.api_calls) == (False, "timeout", 1)
+    assert obs.error == "timed out after 0.2s"
+    assert sim.api_requests == 1
+
+
+def test_a_wrong_token_is_an_auth_error_that_never_shows_the_token() -> None:
+    clock = FakeClock()
+    wrong = "dop_v1_" + "bad" * 20
+    with SimulatedPlatform(clock=clock, token=TOKEN) as sim:
+        source = DigitalOceanSource(sim.base_url, wrong, sim.app_id, clock, timeout=2.0)
+        sim.add_deployment(sha_of("auth"))
+        seen = [source.poll(sha_of("auth")), source.check()]
+        tail = source.fetch_logs("whatever")
+        source.close()
+    for obs in seen:
+        assert (obs.ok, obs.error_kind, obs.http_status) == (False, "auth", 401)
+        assert obs.error and "DIGITALOCEAN_TOKEN" in obs.error
+        assert wrong not in repr(obs) and TOKEN not in repr(obs)
+    assert tail.error and wrong not in tail.error and "401" in tail.error
+    assert wrong not in repr(source)
+    assert sum(o.api_calls for o in seen) + tail.api_calls == sim.api_requests == 4
+
+
+def test_a_header_the_token_cannot_be_sent_in_is_reported_without_it() -> None:
+    clock = FakeClock()
+    with SimulatedPlatform(clock=clock, token=TOKEN) as sim:
+        bad = "secret-with-newline\nX-Evil: 1"
+        source = DigitalOceanSource(sim.base_url, bad, sim.app_id, clock)
+        obs = source.poll(sha_of("x"))
+        source.close()
+    assert not obs.ok and obs.error and "secret" not in repr(obs)
+
+
+def test_check_is_one_authorised_call(h: Harness) -> None:
+    obs = h.source.check()
+    h.observations.append(obs)
+    assert (obs.ok, obs.found, obs.http_status, obs.api_calls) == (True, True, 200, 1)
+    h.assert_counted()
+
+
+def test_an_unreachable_api_is_a_connection_error() -> None:
+    with SimulatedPlatform(clock=FakeClock()) as sim:
+        url = sim.base_url
+    source = DigitalOceanSource(url, TOKEN, "app", FakeClock(), timeout=1.0)
+    obs = source.poll(sha_of("x"))
+    source.close()
+    assert (obs.ok, obs.error_kind, obs.api_calls) == (False, "connection", 1)
+
+
+def test_log_archive_failures_come_back_in_the_tail(h: Harness) -> None:
+    sha = sha_of("archive-down")
+    dep = h.sim.add_deployment(sha, outcome="build_error")
+    h.clock.advance(3600)
+    h.sim.inject("5xx", path="/archive/")
+    tail = h.logs(dep)
+    assert tail.lines == () and tail.error and "archive" in tail.error
+    assert tail.api_calls == 2
+    h.assert_counted()
+
+
+def test_platform_time_is_the_phase_change(h: Harness) -> None:
+    sha = sha_of("times")
+    dep = h.sim.add_deployment(sha, build_s=60, deploy_s=60, pending_build_s=5)
+    h.clock.advance(20)
+    obs = h.poll(sha)
+    assert obs.phase == "BUILDING" and obs.deployment_id == dep
+    assert obs.platform_at == pytest.approx(h.clock.now() - 15, abs=1)
+    h.assert_counted()
+
+
+def test_a_next_link_to_another_host_never_gets_the_token() -> None:
+    """A hostile or broken `links.pages.next` must not receive the bearer token."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        page = request.url.params.get("page", "1")
+        links = {"pages": {"next": "http://evil.example/v2/apps/a/deployments?page=2"}}
+        body = {"deployments": [{"id": "d1", "phase": "ACTIVE"}], "links": links}
+        return httpx.Response(200, json=body if page == "1" else {"deployments": []})
+
+    source = DigitalOceanSource(
+        "https://api.example", TOKEN, "a", FakeClock(), transport=httpx.MockTransport(answer)
+    )
+    source.poll(sha_of("x"))
+    source.close()
+    assert seen and all(r.url.host == "api.example" for r in seen)

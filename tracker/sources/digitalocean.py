@@ -1,0 +1,483 @@
+"""DigitalOcean App Platform as a deployment source (httpx).
+
+Finds a commit's deployment by its full SHA in the deployments list (newest first), then polls
+that one deployment. One `poll` is one attempt: every failure comes back inside the
+`Observation` (never as an exception, never with the token in it); the monitor decides retries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import httpx
+
+from tracker.clock import SYSTEM_CLOCK, Clock, parse_iso
+from tracker.sources.base import ErrorKind, LogTail, Observation
+
+Json = dict[str, Any]
+
+COMPONENT_KINDS = ("services", "static_sites", "workers", "jobs", "functions")
+MAX_BODY_BYTES = 4 * 1024 * 1024  # a page of 20 deployments with full specs is far smaller
+MAX_LOG_BYTES = 64 * 1024 * 1024
+SKEW_MARGIN_S = 600.0  # our clock against the platform's, when cutting the list off by time
+USER_AGENT = "deploy-tracker (+https://github.com/)"
+
+
+class _Failure(Exception):
+    """Why one request of a poll went wrong; turned into an `Observation` at the edge."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.status, self.retry_after = kind, message, status, retry_after
+
+
+@dataclass
+class _Tally:
+    """What the requests of one poll cost and what their headers said."""
+
+    started: float
+    calls: int = 0
+    status: int | None = None
+    remaining: int | None = None
+    reset: float | None = None
+
+    def saw(self, response: httpx.Response) -> None:
+        self.status = response.status_code
+        self.remaining = _int_header(response, "ratelimit-remaining", self.remaining)
+        reset = _int_header(response, "ratelimit-reset", None)
+        self.reset = float(reset) if reset is not None else self.reset
+
+
+def _int_header(response: httpx.Response, name: str, default: int | None) -> int | None:
+    try:
+        return int(response.headers[name])
+    except (KeyError, ValueError):
+        return default
+
+
+class DigitalOceanSource:
+    """The `DeploymentSource` for one App Platform app."""
+
+    name = "digitalocean"
+
+    def __init__(
+        self,
+        api_url: str,
+        token: str,
+        app_id: str,
+        clock: Clock = SYSTEM_CLOCK,
+        timeout: float = 10.0,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        client: httpx.Client | None = None,
+        per_page: int = 20,
+        max_pages: int = 10,
+        lookback_s: float = 6 * 3600.0,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.app_id = app_id
+        self.timeout = timeout
+        self.per_page, self.max_pages, self.lookback_s = per_page, max_pages, lookback_s
+        self.max_body_bytes = max_body_bytes
+        self._token = token
+        self._clock = clock
+        self._client = client or httpx.Client(timeout=timeout, transport=transport)
+        # Pre-signed archive URLs get a client of their own that never carries the token.
+        self._archive = httpx.Client(timeout=timeout, transport=transport, follow_redirects=True)
+        self._app_url = f"{self.api_url}/v2/apps/{quote(app_id, safe='')}"
+        self._matched: dict[str, str] = {}  # sha -> deployment id
+        self._scanned: dict[str, set[str]] = {}  # sha -> ids already seen not to match
+        self._cutoff: dict[str, float] = {}  # sha -> deployments created before are not ours
+
+    def __repr__(self) -> str:
+        return f"DigitalOceanSource(api_url={self.api_url!r}, app_id={self.app_id!r})"
+
+    def close(self) -> None:
+        self._client.close()
+        self._archive.close()
+
+    def expect(self, sha: str, pushed_at: float) -> None:
+        """Say when `sha` was pushed, so the list search stops at older deployments."""
+        self._cutoff[sha.lower()] = pushed_at - SKEW_MARGIN_S
+
+    # --- the protocol ---------------------------------------------------------------------
+
+    def poll(self, sha: str) -> Observation:
+        """One poll for the deployment of the full 40-hex `sha`."""
+        sha = sha.lower()
+        self._cutoff.setdefault(sha, self._clock.now() - self.lookback_s)
+        tally = _Tally(started=self._clock.monotonic())
+        known = self._matched.get(sha)
+        try:
+            if known is not None:
+                data = self._get_json(f"{self._app_url}/deployments/{quote(known, safe='')}", tally)
+                deployment = _object(data, "deployment")
+            else:
+                found = self._find(sha, tally)
+                if found is None:
+                    return self._observation(tally, ok=True)
+                deployment = found
+                self._matched[sha] = deployment["id"]
+                self._scanned.pop(sha, None)
+            return self._observe(deployment, tally)
+        except _Failure as failure:
+            return self._failed(failure, tally, self._matched.get(sha))
+
+    def check(self) -> Observation:
+        """One cheap authorised request (`GET /v2/apps/{id}`), for `tracker doctor`."""
+        tally = _Tally(started=self._clock.monotonic())
+        try:
+            _object(self._get_json(self._app_url, tally), "app")
+        except _Failure as failure:
+            return self._failed(failure, tally, None)
+        return self._observation(tally, ok=True, found=True)
+
+    def fetch_logs(self, deployment_id: str, lines: int = 20) -> LogTail:
+        """The last `lines` lines of the BUILD then DEPLOY logs; a stage never run is skipped."""
+        tally = _Tally(started=self._clock.monotonic())
+        tail: deque[str] = deque(maxlen=max(lines, 0))
+        stages: list[str] = []
+        errors: list[str] = []
+        url = f"{self._app_url}/deployments/{quote(deployment_id, safe='')}/logs"
+        for stage in ("BUILD", "DEPLOY"):
+            try:
+                data = self._get_json(url, tally, {"type": stage, "follow": "false"})
+                urls = data.get("historic_urls") or []
+                if not isinstance(urls, list):
+                    raise _Failure("malformed", "historic_urls is not a list")
+            except _Failure as failure:
+                if failure.status != 400:  # 400: the stage was never reached
+                    errors.append(f"{stage}: {failure.message}")
+                continue
+            if self._read_archives([u for u in urls if isinstance(u, str)], tail, errors, stage):
+                stages.append(stage)
+        return LogTail(
+            lines=tuple(tail),
+            api_calls=tally.calls,
+            error=self._scrub("; ".join(errors)) if errors else None,
+            stages=tuple(stages),
+        )
+
+    # --- finding and reading a deployment -------------------------------------------------
+
+    def _find(self, sha: str, tally: _Tally) -> Json | None:
+        """Page through the list, newest first, until `sha` matches or older ground is reached."""
+        seen = self._scanned.setdefault(sha, set())
+        url, params = f"{self._app_url}/deployments", {"page": 1, "per_page": self.per_page}
+        for _ in range(self.max_pages):
+            data = self._get_json(url, tally, params)
+            deployments = data.get("deployments")
+            if not isinstance(deployments, list):
+                raise _Failure("malformed", "deployments is not a list")
+            stop = False
+            for item in deployments:
+                deployment = _deployment(item)
+                if sha in _shas_of(deployment):
+                    return deployment
+                created = parse_iso(str(deployment.get("created_at") or ""))
+                stop = stop or deployment["id"] in seen
+                stop = stop or (created is not None and created < self._cutoff[sha])
+                if _shas_of(deployment) or deployment.get("cause") == "manual":
+                    seen.add(deployment["id"])  # settled: it will never turn into ours
+            next_url = _dig(data, "links", "pages", "next")
+            if stop or not isinstance(next_url, str) or not deployments:
+                return None
+            url, params = self._next_page(next_url, int(params["page"]) + 1)
+        return None
+
+    def _next_page(self, link: str, page: int) -> tuple[str, dict[str, int]]:
+        """Follow `links.pages.next` only on our own API origin: the token goes nowhere else."""
+        ours, theirs = urlsplit(self.api_url), urlsplit(link)
+        params = {"page": page, "per_page": self.per_page}
+        if (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc):
+            linked = parse_qs(theirs.query).get("page", [""])[0]
+            if linked.isdigit() and int(linked) >= 1:
+                params["page"] = int(linked)
+        return f"{self._app_url}/deployments", params
+
+    def _observe(self, deployment: Json, tally: _Tally) -> Observation:
+        phase = deployment.get("phase")
+        progress = deployment.get("progress") or {}
+        if not isinstance(phase, str) or not isinstance(progress, dict):
+            raise _Failure("malformed", "deployment has no phase or a bad progress")
+        failed_step, reason = _failed_step(progress) if phase == "ERROR" else (None, {})
+        successor: tuple[str | None, str | None, str | None] = (None, None, None)
+        if phase == "SUPERSEDED":
+            successor = self._successor(deployment, tally)
+        platform_at = parse_iso(str(deployment.get("phase_last_updated_at") or ""))
+        if platform_at is None:
+            platform_at = parse_iso(str(deployment.get("updated_at") or ""))
+        return self._observation(
+            tally,
+            ok=True,
+            found=True,
+            phase=phase,
+            deployment_id=deployment["id"],
+            steps_done=_counter(progress, "success_steps"),
+            steps_total=_counter(progress, "total_steps"),
+            failed_step=failed_step,
+            reason_code=reason.get("code"),
+            reason_message=reason.get("message"),
+            platform_at=platform_at,
+            successor_id=successor[0],
+            successor_sha=successor[1],
+            successor_phase=successor[2],
+        )
+
+    def _successor(self, ours: Json, tally: _Tally) -> tuple[str | None, str | None, str | None]:
+        """The deployment that replaced ours: the app's live one if newer, else the newest."""
+        created = parse_iso(str(ours.get("created_at") or "")) or 0.0
+
+        def newer(d: Json) -> bool:
+            when = parse_iso(str(d.get("created_at") or ""))
+            return d["id"] != ours["id"] and (when is None or when > created)
+
+        app = _object(self._get_json(self._app_url, tally), "app")
+        active = app.get("active_deployment")
+        candidates = [_deployment(active)] if isinstance(active, dict) else []
+        if not candidates or not newer(candidates[0]):
+            data = self._get_json(
+                f"{self._app_url}/deployments", tally, {"page": 1, "per_page": self.per_page}
+            )
+            listed = data.get("deployments")
+            if not isinstance(listed, list):
+                raise _Failure("malformed", "deployments is not a list")
+            candidates = [d for d in map(_deployment, listed) if newer(d)]
+            candidates.sort(key=lambda d: d.get("phase") != "ACTIVE")  # stable: newest first
+        if not candidates or not newer(candidates[0]):
+            return None, None, None
+        best = candidates[0]
+        shas = sorted(_shas_of(best))
+        phase = best.get("phase")
+        return best["id"], shas[0] if shas else None, phase if isinstance(phase, str) else None
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    def _get_json(self, url: str, tally: _Tally, params: dict[str, Any] | None = None) -> Json:
+        """One counted, authorised GET that must answer 2xx with a JSON object."""
+        headers = {
+            "Authorization": f"Bearer {self._token}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        tally.calls += 1
+        try:
+            with self._client.stream("GET", url, params=params, headers=headers) as response:
+                tally.saw(response)
+                body = self._read(response)
+        except httpx.TimeoutException as exc:
+            raise _Failure("timeout", f"timed out after {self.timeout:g}s") from exc
+        except httpx.HTTPError as exc:
+            raise _Failure("connection", f"connection failed ({type(exc).__name__})") from exc
+        if not 200 <= response.status_code < 300:
+            raise self._http_failure(response, body)
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise _Failure("malformed", "the answer is not JSON", response.status_code) from exc
+        if not isinstance(data, dict):
+            raise _Failure("malformed", "the answer is not a JSON object", response.status_code)
+        return data
+
+    def _read(self, response: httpx.Response) -> bytes:
+        """The body, refusing anything over `max_body_bytes` without reading it all."""
+        declared = _int_header(response, "content-length", 0) or 0
+        if declared > self.max_body_bytes:
+            raise _Failure("malformed", f"answer of {declared} bytes refused", response.status_code)
+        chunks, size = [], 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                msg = f"answer over {self.max_body_bytes} bytes refused"
+                raise _Failure("malformed", msg, response.status_code)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _http_failure(self, response: httpx.Response, body: bytes) -> _Failure:
+        status = response.status_code
+        detail = _error_detail(body)
+        message = self._scrub(f"HTTP {status}" + (f": {detail}" if detail else ""))
+        if status == 429:
+            return _Failure("rate_limited", message, status, self._retry_after(response))
+        if status in (401, 403):
+            return _Failure("auth", message + " (check DIGITALOCEAN_TOKEN)", status)
+        kind: ErrorKind = "server_error" if status >= 500 else "client_error"
+        return _Failure(kind, message, status)
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        """`retry-after` in seconds, else the wait until `ratelimit-reset`."""
+        try:
+            return max(0.0, float(response.headers["retry-after"]))
+        except (KeyError, ValueError):
+            pass
+        reset = _int_header(response, "ratelimit-reset", None)
+        if reset is None:
+            return None
+        return min(3600.0, max(0.0, reset - self._clock.now()))
+
+    def _read_archives(
+        self, urls: list[str], tail: deque[str], errors: list[str], stage: str
+    ) -> bool:
+        got = False
+        for url in urls:
+            try:
+                for line in self._archive_lines(url):
+                    tail.append(line)
+                    got = True
+            except _Failure as failure:
+                errors.append(f"{stage} archive: {failure.message}")
+        return got
+
+    def _archive_lines(self, url: str) -> Iterator[str]:
+        """The lines of one pre-signed archive, fetched with no Authorization (not an API call)."""
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise _Failure("malformed", "archive URL is not http(s)")
+        size = 0
+        try:
+            with self._archive.stream("GET", url, headers={"User-Agent": USER_AGENT}) as response:
+                if response.status_code != 200:
+                    raise _Failure("client_error", f"HTTP {response.status_code}")
+                for line in response.iter_lines():
+                    size += len(line) + 1
+                    if size > MAX_LOG_BYTES:
+                        raise _Failure("malformed", "log archive too large; tail incomplete")
+                    if line.strip():
+                        yield line.rstrip()
+        except httpx.TimeoutException as exc:
+            raise _Failure("timeout", "archive fetch timed out") from exc
+        except httpx.HTTPError as exc:
+            raise _Failure("connection", f"archive fetch failed ({type(exc).__name__})") from exc
+
+    # --- results --------------------------------------------------------------------------
+
+    def _observation(self, tally: _Tally, **fields: Any) -> Observation:
+        return Observation(
+            source=self.name,
+            http_status=tally.status,
+            latency_ms=round((self._clock.monotonic() - tally.started) * 1000.0, 3),
+            ratelimit_remaining=tally.remaining,
+            ratelimit_reset=tally.reset,
+            api_calls=tally.calls,
+            **fields,
+        )
+
+    def _failed(self, failure: _Failure, tally: _Tally, deployment_id: str | None) -> Observation:
+        return self._observation(
+            tally,
+            ok=False,
+            found=deployment_id is not None,
+            deployment_id=deployment_id,
+            error=self._scrub(failure.message),
+            error_kind=failure.kind,
+            retry_after_s=failure.retry_after,
+        )
+
+    def _scrub(self, text: str) -> str:
+        """Short, and never the token, whatever a server echoed back."""
+        if self._token:
+            text = text.replace(self._token, "***")
+        return text[:200]
+
+
+# --- pure helpers over the JSON -----------------------------------------------------------
+
+
+def _dig(data: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _object(data: Json, key: str) -> Json:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise _Failure("malformed", f"{key} is not an object")
+    return _deployment(value) if key == "deployment" else value
+
+
+def _deployment(item: Any) -> Json:
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+        raise _Failure("malformed", "a deployment without an id")
+    return item
+
+
+def _shas_of(deployment: Json) -> set[str]:
+    """Every full commit SHA the deployment names: components' and the git push's."""
+    shas = set()
+    for kind in COMPONENT_KINDS:
+        pieces = deployment.get(kind)
+        for piece in pieces if isinstance(pieces, list) else []:
+            commit = piece.get("source_commit_hash") if isinstance(piece, dict) else None
+            if isinstance(commit, str) and commit:
+                shas.add(commit.lower())
+    pushed = _dig(deployment, "cause_details", "git_push", "commit_sha")
+    if isinstance(pushed, str) and pushed:
+        shas.add(pushed.lower())
+    return shas
+
+
+def _counter(progress: Json, key: str) -> int:
+    """A progress counter; the API omits zero counters."""
+    value = progress.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Failure("malformed", f"progress.{key} is not an integer")
+    return value
+
+
+def _failed_step(progress: Json) -> tuple[str | None, dict[str, str]]:
+    """The dotted path of the failing leaf step and the nearest `reason` above it."""
+    for key in ("steps", "summary_steps"):
+        steps = progress.get(key)
+        found = _error_leaf(steps if isinstance(steps, list) else [], [], {})
+        if found is not None:
+            return found
+    return None, {}
+
+
+def _error_leaf(
+    steps: list[Any], path: list[str], inherited: dict[str, str]
+) -> tuple[str, dict[str, str]] | None:
+    for step in steps:
+        if not isinstance(step, dict) or step.get("status") != "ERROR":
+            continue
+        here = [*path, str(step.get("name") or "?")]
+        reason = _reason(step.get("reason")) or inherited
+        children = step.get("steps")
+        if isinstance(children, list):
+            deeper = _error_leaf(children, here, reason)
+            if deeper is not None:
+                return deeper
+        return ".".join(here), reason
+    return None
+
+
+def _reason(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: str(value[k]) for k in ("code", "message") if isinstance(value.get(k), str)}
+
+
+def _error_detail(body: bytes) -> str:
+    """The `message` of a DigitalOcean error body, if it is one; short."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    parts = [str(data[k]) for k in ("id", "message") if isinstance(data.get(k), str)]
+    return ": ".join(parts)[:120]
