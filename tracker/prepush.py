@@ -1,0 +1,131 @@
+"""`tracker-pre-push`: the push hook as a Python entry point, for the pre-commit framework.
+
+pre-commit consumes git's stdin and passes the first pushed ref in `PRE_COMMIT_*` variables
+instead; without them the entry reads git's pre-push stdin like the sh hook. It spools the push
+and starts the detached confirmer exactly as `hooks/pre-push` does, and always exits 0.
+Standard library only (pre-commit already costs half a second per push).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from tracker.gitutil import GIT_LOCAL_ENV, common_dir, strip_credentials
+from tracker.spool import PushRecord, spool_dir, write_record
+
+ZERO = "0" * 40
+
+
+def real_git_pid(start: int) -> int:
+    """Walk up /proc from `start` to the first `git` process (bounded); else `start`."""
+    pid = start
+    for _ in range(12):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
+        except OSError:
+            break
+        if stat[stat.find("(") + 1 : stat.rfind(")")] == "git":
+            return pid
+        pid = int(stat[stat.rfind(")") + 2 :].split()[1])
+        if pid <= 1:
+            break
+    return start
+
+
+def is_dry_run(git_pid: int) -> bool:
+    """Whether git was started with `--dry-run`/`-n` (nothing is pushed then)."""
+    try:
+        args = Path(f"/proc/{git_pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    words = args.split("\0")
+    after = words[words.index("push") + 1 :] if "push" in words else []
+    for word in after:
+        if word == "--":
+            break
+        if word == "--dry-run" or (word[:1] == "-" and word[:2] != "--" and "n" in word):
+            return True
+    return False
+
+
+def pushed_shas(env: Mapping[str, str], lines: list[str], branch: str) -> list[str]:
+    """The local shas pushed to `refs/heads/<branch>` (deletes left out)."""
+    target = f"refs/heads/{branch}"
+    if "PRE_COMMIT_TO_REF" in env:
+        pairs = [(env.get("PRE_COMMIT_REMOTE_BRANCH", ""), env["PRE_COMMIT_TO_REF"])]
+    else:
+        pairs = [(f[2], f[1]) for f in (line.split() for line in lines) if len(f) == 4]
+    return [sha for ref, sha in pairs if ref == target and sha != ZERO and len(sha) >= 40]
+
+
+def deployed_branch(root: Path | None) -> str:
+    try:
+        from tracker.config import load_settings
+
+        return load_settings(root).branch
+    except Exception:
+        return os.environ.get("TRACKER_BRANCH") or "main"
+
+
+def spawn_confirmer(record_path: Path) -> int | None:
+    """Start `python -I -m tracker.confirm` detached: no inherited fds, its own session."""
+    env = {k: v for k, v in os.environ.items() if k not in GIT_LOCAL_ENV}
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-I", "-m", "tracker.confirm", str(record_path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            close_fds=True, start_new_session=True, env=env, cwd="/",
+        )  # fmt: skip
+    except OSError:
+        return None
+    return child.pid
+
+
+def record_pushes(argv: list[str], env: Mapping[str, str], lines: list[str]) -> int:
+    """Spool every push of the deployed branch and start its confirmer; how many."""
+    remote = env.get("PRE_COMMIT_REMOTE_NAME") or (argv[0] if argv else "")
+    url = env.get("PRE_COMMIT_REMOTE_URL") or (argv[1] if len(argv) > 1 else remote)
+    common = common_dir(".")
+    if common is None:
+        return 0
+    root = Path.cwd()
+    shas = pushed_shas(env, lines, deployed_branch(root))
+    git_pid = real_git_pid(os.getppid())
+    if not shas or is_dry_run(git_pid):
+        return 0
+    db = Path(env.get("TRACKER_DB") or common / "tracker" / "events.db").absolute()
+    now = time.time()
+    for n, sha in enumerate(shas, 1):
+        push_id = f"{now:.6f}-{os.getpid()}-{n}"
+        path = spool_dir(db.parent) / f"{push_id}.push"
+        record = PushRecord(
+            push_id=push_id, sha=sha, branch=deployed_branch(root),
+            remote="" if remote == url else remote, url=strip_credentials(url),
+            git_pid=git_pid, pushed_at=now, source="hook", common=str(common), db=str(db),
+            toplevel=str(root), confirmer_pid=spawn_confirmer(path),
+        )  # fmt: skip
+        write_record(path.parent, record)
+    return len(shas)
+
+
+def main() -> int:
+    """Console script `tracker-pre-push`: record the push, never fail it."""
+    try:
+        lines = [] if "PRE_COMMIT_TO_REF" in os.environ else sys.stdin.read().splitlines()
+        old = os.umask(0o077)
+        try:
+            record_pushes(sys.argv[1:], os.environ, lines)
+        finally:
+            os.umask(old)
+    except Exception as exc:  # the push must go on whatever happens here
+        print(f"tracker: not recording the push: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
