@@ -1,0 +1,589 @@
+"""`tracker stats`: outcomes, durations, API calls, rate limits, errors and detection lag.
+
+Computed from the projection tables only (never the raw log), with a few aggregate queries that
+let SQLite do the summing and hand back value lists in one string each, so that 100,000
+deployments cost a handful of queries rather than 100,000 Python rows. Standard library only.
+
+Percentiles are **nearest-rank**: the p-th percentile of n sorted values is the value at 1-based
+rank ceil(p / 100 * n). It is always an observed value, so it is easy to check by hand.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import itertools
+import json
+import math
+import re
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tracker.clock import iso
+from tracker.errors import LogError, UsageError
+
+if TYPE_CHECKING:
+    from tracker.store import Store
+
+LIMIT_PER_MINUTE = 250  # DigitalOcean's API limits (reference/digitalocean-apps-api.md)
+LIMIT_PER_HOUR = 5000
+FIXED_INTERVAL_S = 10.0  # the original plan's poll, the baseline of the counterfactual
+DEFAULT_MAX_WAIT_S = 480.0
+HISTOGRAM_BUCKETS = 8
+_EPS = 1e-9  # as tracker.policies: an offset within ε of the live time counts as reaching it
+FINISHED_STATES = ("succeeded", "failed", "canceled", "superseded", "timed_out")
+# App Platform's phases in pipeline order, for a stable order of the per-phase table.
+PHASE_ORDER = (
+    "UNKNOWN", "PENDING_BUILD", "BUILDING", "PENDING_DEPLOY", "DEPLOYING", "ACTIVE",
+    "SUPERSEDED", "ERROR", "CANCELED",
+)  # fmt: skip
+
+
+# -- the result -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Summary:
+    """count, mean, nearest-rank p50/p90/p95, min and max of some values (None when empty)."""
+
+    count: int = 0
+    mean: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class Deployments:
+    """Deployments by outcome; `in_progress` counts pending, in progress and stale ones."""
+
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    canceled: int = 0
+    superseded: int = 0
+    timed_out: int = 0
+    rejected: int = 0
+    in_progress: int = 0
+    finished: int = 0  # every terminal state but `rejected` (a push that never deployed)
+    success_rate: float | None = None  # succeeded / finished
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One bar of the push-to-live histogram: [start_s, end_s) (the last bar includes end_s)."""
+
+    start_s: float
+    end_s: float
+    count: int
+
+
+@dataclass(frozen=True)
+class Durations:
+    """Push to live (succeeded deployments) and each phase (start to the next phase's start)."""
+
+    push_to_live: Summary = Summary()
+    phases: Mapping[str, Summary] = field(default_factory=dict)
+    push_to_live_histogram: tuple[Bucket, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApiCalls:
+    """HTTP requests to the platform API; the last-minute/hour windows are account-wide."""
+
+    total: int = 0
+    per_deployment: Summary = Summary()
+    by_source: Mapping[str, int] = field(default_factory=dict)
+    last_minute: int = 0
+    last_hour: int = 0
+    limit_per_minute: int = LIMIT_PER_MINUTE
+    limit_per_hour: int = LIMIT_PER_HOUR
+    ratelimit_remaining: int | None = None
+    ratelimit_seen_at: str | None = None
+
+
+@dataclass(frozen=True)
+class DbQueries:
+    """Queries to the deployments database, counted apart from API calls."""
+
+    total: int = 0
+    by_source: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Errors:
+    """Failed calls to a source by kind, and how many calls were retries."""
+
+    total: int = 0
+    by_kind: Mapping[str, int] = field(default_factory=dict)
+    retries: int = 0
+
+
+@dataclass(frozen=True)
+class FixedPoll:
+    """What a fixed poll would have cost on the same finished deployments that made API calls."""
+
+    interval_s: float = FIXED_INTERVAL_S
+    deployments: int = 0
+    api_calls: int = 0  # the fixed poll's cost: polls until it saw the terminal phase
+    our_api_calls: int = 0
+    ratio: float | None = None  # our_api_calls / api_calls
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Everything `tracker stats` reports; `to_dict()` is its JSON (SPEC §5)."""
+
+    generated_at: str
+    since: str | None = None
+    branch: str | None = None
+    deployments: Deployments = Deployments()
+    durations: Durations = Durations()
+    api_calls: ApiCalls = ApiCalls()
+    db_queries: DbQueries = DbQueries()
+    errors: Errors = Errors()
+    detection_lag_s: Summary = Summary()
+    fixed_10s: FixedPoll = FixedPoll()
+
+    def to_dict(self) -> dict[str, Any]:
+        plain: dict[str, Any] = _plain(dataclasses.asdict(self))
+        return plain
+
+
+def _plain(value: Any) -> Any:
+    """asdict() keeps Mapping fields as they are and tuples as tuples: make both JSON-plain."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+# -- arithmetic -------------------------------------------------------------------------------
+
+
+def percentile(ordered: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile of already sorted values: the value at rank ceil(p/100 * n)."""
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(p / 100 * len(ordered) - 1e-9))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def summarise(values: Sequence[float], *, ordered: bool = False, scale: float = 1.0) -> Summary:
+    """The `Summary` of `values` divided by `scale` (pass `ordered=True` when they are sorted).
+
+    `scale` lets callers hand over integer milliseconds: only the seven results are divided.
+    """
+    if not values:
+        return Summary()
+    xs = values if ordered else sorted(values)
+
+    def out(v: float | None) -> float | None:
+        return None if v is None else round(v / scale, 3)
+
+    return Summary(
+        count=len(xs), mean=out(math.fsum(xs) / len(xs)), p50=out(percentile(xs, 50)),
+        p90=out(percentile(xs, 90)), p95=out(percentile(xs, 95)), min=out(xs[0]), max=out(xs[-1]),
+    )  # fmt: skip
+
+
+def histogram(
+    ordered: Sequence[float], buckets: int = HISTOGRAM_BUCKETS, *, scale: float = 1.0
+) -> tuple[Bucket, ...]:
+    """Equal-width bars from the smallest to the largest of sorted values (divided by `scale`)."""
+    if not ordered:
+        return ()
+    low, high = ordered[0], ordered[-1]
+    if high <= low:
+        return (Bucket(round(low / scale, 3), round(high / scale, 3), len(ordered)),)
+    width = (high - low) / buckets
+    edges = [low + i * width for i in range(buckets)] + [high]
+    counts = [
+        bisect.bisect_left(ordered, edges[i + 1]) - bisect.bisect_left(ordered, edges[i])
+        for i in range(buckets)
+    ]
+    counts[-1] += len(ordered) - bisect.bisect_left(ordered, high)  # the last bar is closed
+    return tuple(
+        Bucket(round(edges[i] / scale, 3), round(edges[i + 1] / scale, 3), counts[i])
+        for i in range(buckets)
+    )
+
+
+def phase_durations(phases_json: Sequence[Mapping[str, float]]) -> dict[str, list[float]]:
+    """Per phase, the time from its first sighting to the next phase's (in time order).
+
+    The last phase of a deployment (terminal, or still running) has no end and is left out.
+    """
+    out: dict[str, list[float]] = {}
+    for phases in phases_json:
+        if len(phases) < 2:
+            continue
+        ordered = sorted(phases.items(), key=lambda kv: kv[1])  # stable: ties keep JSON order
+        for (name, start), (_, end) in itertools.pairwise(ordered):
+            out.setdefault(name, []).append(round(end - start, 3))
+    return out
+
+
+def fixed_poll_offsets(interval: float, max_wait: float) -> list[float]:
+    """The fixed policy's poll offsets (0, interval, ...) within `max_wait`."""
+    from tracker.policies import FixedPolicy
+
+    return FixedPolicy(interval).schedule(max_wait)
+
+
+def total_fixed_polls(
+    live_after: Sequence[float], offsets: Sequence[float], *, scale: float = 1.0
+) -> int:
+    """Σ `polls_to_detect(FixedPolicy, v, max_wait)` over sorted `live_after`, by bisection.
+
+    A deployment live after v seconds costs 1 + #{j < n-1 : offsets[j] < v - ε} polls, so the
+    sum is N + Σ_j #{v > offsets[j] + ε}: one bisection per poll offset, not per deployment.
+    """
+    n = len(live_after)
+    return n + sum(n - bisect.bisect_right(live_after, (o + _EPS) * scale) for o in offsets[:-1])
+
+
+# -- reading the projections ------------------------------------------------------------------
+
+
+@contextmanager
+def _reading(store: Store) -> Iterator[sqlite3.Connection]:
+    try:
+        yield store.conn
+    except sqlite3.DatabaseError as exc:
+        raise LogError(f"cannot read the log {store.path} for stats: {exc}") from exc
+
+
+def _filters(since: float | None, branch: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause that `Store.deployments` uses: pushed since `since`, on `branch`."""
+    sql, args = " WHERE 1", list[Any]()
+    if since is not None:
+        sql += " AND coalesce(pushed_at, last_event_at) >= ?"
+        args.append(since)
+    if branch is not None:
+        sql += " AND branch = ?"
+        args.append(branch)
+    return sql, args
+
+
+_FINISHED = "state IN ({})".format(", ".join(f"'{s}'" for s in FINISHED_STATES))
+_END = "coalesce(platform_finished_at, finished_at)"
+_START = "coalesce(monitor_started_at, pushed_at)"
+_COMPARED = f"{_FINISHED} AND api_calls > 0 AND {_END} IS NOT NULL AND {_START} IS NOT NULL"
+_MS = "CAST(round(({}) * 1000) AS INTEGER)"  # integers format and parse far faster than REAL
+
+_DEPLOYMENTS_SQL = f"""
+SELECT count(*),
+    {", ".join(f"coalesce(sum(state = '{s}'), 0)" for s in FINISHED_STATES)},
+    coalesce(sum(state = 'rejected'), 0),
+    coalesce(sum(state IN ('pending', 'in_progress', 'stale')), 0),
+    group_concat({_MS.format("push_to_live_s")}),
+    group_concat(CASE WHEN api_calls > 0 THEN api_calls END),
+    group_concat({_MS.format("detection_lag_s")}),
+    group_concat(CASE WHEN {_COMPARED} THEN {_MS.format(f"{_END} - {_START}")} END),
+    coalesce(sum(CASE WHEN {_COMPARED} THEN api_calls END), 0)
+FROM deployments"""
+
+
+def _ints(text: str | None) -> list[int]:
+    """The sorted integers of a group_concat string."""
+    return sorted(map(int, text.split(","))) if text else []
+
+
+def _calls_filter(since: float | None, branch: str | None) -> tuple[str, list[Any]]:
+    sql, args = " WHERE 1", list[Any]()
+    if since is not None:
+        sql += " AND at >= ?"
+        args.append(since)
+    if branch is not None:
+        sql += " AND sha IN (SELECT sha FROM deployments WHERE branch = ?)"
+        args.append(branch)
+    return sql, args
+
+
+@dataclass
+class _CallTally:
+    api: dict[str, int] = field(default_factory=dict)
+    db: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+
+
+def _tally_calls(conn: sqlite3.Connection, since: float | None, branch: str | None) -> _CallTally:
+    """Calls by source and errors by kind, in three scans that need no sort of every row.
+
+    (SQLite groups by sorting; grouping 600,000 call rows costs several times these scans.)
+    """
+    where, args = _calls_filter(since, branch)
+    tally = _CallTally()
+    sources = [r[0] for r in conn.execute(f"SELECT DISTINCT source FROM source_calls{where}", args)]
+    if sources:
+        sums = ", ".join(
+            "coalesce(sum(CASE WHEN source = ? THEN api_calls END), 0),"
+            " coalesce(sum(CASE WHEN source = ? THEN db_queries END), 0)"
+            for _ in sources
+        )
+        found = conn.execute(
+            f"SELECT coalesce(sum(retry), 0), {sums} FROM source_calls{where}",
+            [s for source in sources for s in (source, source)] + args,
+        ).fetchone()
+        tally.retries = int(found[0])
+        for i, source in enumerate(sources):
+            api, db = int(found[1 + 2 * i]), int(found[2 + 2 * i])
+            if api:
+                tally.api[source] = api
+            if db:
+                tally.db[source] = db
+    for kind, count in conn.execute(
+        f"SELECT coalesce(error_kind, 'unknown'), count(*) FROM source_calls{where} AND ok = 0"
+        " GROUP BY 1",
+        args,
+    ):
+        tally.errors[kind] = int(count)
+    return tally
+
+
+def _windows(conn: sqlite3.Connection, now: float) -> tuple[int, int]:
+    """API calls in the minute and the hour up to `now`, whatever the filters (one account)."""
+    found = conn.execute(
+        "SELECT coalesce(sum(CASE WHEN at > ? THEN api_calls END), 0),"
+        " coalesce(sum(api_calls), 0) FROM source_calls WHERE at > ? AND at <= ?",
+        (now - 60.0, now - 3600.0, now),
+    ).fetchone()
+    return int(found[0]), int(found[1])
+
+
+def _last_ratelimit(conn: sqlite3.Connection) -> tuple[int | None, str | None]:
+    found = conn.execute(
+        "SELECT ratelimit_remaining, at FROM source_calls"
+        " WHERE ratelimit_remaining IS NOT NULL ORDER BY seq DESC LIMIT 1"
+    ).fetchone()
+    return (None, None) if found is None else (int(found[0]), iso(found[1]))
+
+
+def _phases(conn: sqlite3.Connection, where: str, args: list[Any]) -> dict[str, Summary]:
+    text = conn.execute(
+        f"SELECT '[' || group_concat(phases) || ']' FROM deployments{where}"
+        " AND phases IS NOT NULL AND phases LIKE '%,%'",  # at least two phases
+        args,
+    ).fetchone()[0]
+    found = phase_durations(json.loads(text)) if text else {}
+    rank = {name: i for i, name in enumerate(PHASE_ORDER)}
+    names = sorted(found, key=lambda n: (rank.get(n, len(rank)), n))
+    return {name: summarise(found[name]) for name in names}
+
+
+# -- the computation --------------------------------------------------------------------------
+
+
+def compute_stats(
+    store: Store,
+    *,
+    now: float,
+    since: float | None = None,
+    branch: str | None = None,
+    max_wait: float = DEFAULT_MAX_WAIT_S,
+) -> Stats:
+    """Stats of the deployments pushed since `since` on `branch`, and of their calls.
+
+    Deployment counts, durations, detection lag, per-deployment calls and the fixed-poll
+    comparison cover the deployments pushed in the window; call totals, by source and errors
+    cover the calls made in it (by those commits when `branch` is given); the last minute and
+    hour and `ratelimit_remaining` are account-wide, whatever the filters.
+    """
+    where, args = _filters(since, branch)
+    with _reading(store) as conn:
+        row = conn.execute(_DEPLOYMENTS_SQL + where, args).fetchone()
+        phases = _phases(conn, where, args)
+        tally = _tally_calls(conn, since, branch)
+        last_minute, last_hour = _windows(conn, now)
+        remaining, seen_at = _last_ratelimit(conn)
+    store.queries += 5
+    push_to_live = _ints(row[8])
+    return Stats(
+        generated_at=iso(now), since=None if since is None else iso(since), branch=branch,
+        deployments=_deployments(row),
+        durations=Durations(
+            summarise(push_to_live, ordered=True, scale=1000.0), phases,
+            histogram(push_to_live, scale=1000.0),
+        ),
+        api_calls=ApiCalls(
+            total=sum(tally.api.values()), per_deployment=summarise(_ints(row[9]), ordered=True),
+            by_source=dict(sorted(tally.api.items())), last_minute=last_minute,
+            last_hour=last_hour, ratelimit_remaining=remaining, ratelimit_seen_at=seen_at,
+        ),
+        db_queries=DbQueries(sum(tally.db.values()), dict(sorted(tally.db.items()))),
+        errors=Errors(
+            sum(tally.errors.values()), dict(sorted(tally.errors.items())), tally.retries
+        ),
+        detection_lag_s=summarise(_ints(row[10]), ordered=True, scale=1000.0),
+        fixed_10s=_fixed(_ints(row[11]), int(row[12]), max_wait),
+    )  # fmt: skip
+
+
+def _deployments(row: Sequence[Any]) -> Deployments:
+    succeeded, failed, canceled, superseded, timed_out = (int(v) for v in row[1:6])
+    finished = succeeded + failed + canceled + superseded + timed_out
+    return Deployments(
+        total=int(row[0]), succeeded=succeeded, failed=failed, canceled=canceled,
+        superseded=superseded, timed_out=timed_out, rejected=int(row[6]), in_progress=int(row[7]),
+        finished=finished, success_rate=round(succeeded / finished, 4) if finished else None,
+    )  # fmt: skip
+
+
+def _fixed(live_after_ms: list[int], ours: int, max_wait: float) -> FixedPoll:
+    if not live_after_ms:
+        return FixedPoll()
+    offsets = fixed_poll_offsets(FIXED_INTERVAL_S, max_wait)
+    fixed = total_fixed_polls(live_after_ms, offsets, scale=1000.0)
+    return FixedPoll(
+        deployments=len(live_after_ms), api_calls=fixed, our_api_calls=ours,
+        ratio=round(ours / fixed, 3) if fixed else None,
+    )  # fmt: skip
+
+
+# -- --since ----------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)\s*$", re.IGNORECASE)
+_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_since(text: str, now: float) -> float:
+    """`--since 90s|30m|12h|7d|2w|300` (fractions welcome): the epoch time that far before now."""
+    found = _DURATION.match(text or "")
+    if not found:
+        raise UsageError(
+            f"--since {text!r}: expected a duration such as 90s, 30m, 12h, 7d (or plain seconds)"
+        )
+    seconds = float(found.group(1)) * _UNIT_S[found.group(2).lower()]
+    if not math.isfinite(seconds) or not math.isfinite(now - seconds):
+        raise UsageError(f"--since {text!r}: the duration is too large")
+    return now - seconds
+
+
+# -- text for people --------------------------------------------------------------------------
+
+_BAR_WIDTH = 30
+_EIGHTHS = " ▏▎▍▌▋▊▉█"
+
+
+def stats_text(stats: Stats, colour: bool = False) -> str:
+    """An aligned table and a histogram of push-to-live times; ANSI only when `colour`."""
+
+    def head(text: str) -> str:
+        return f"\033[1m{text}\033[0m" if colour else text
+
+    lines = [head(_title(stats)), ""]
+    lines += _outcome_lines(stats.deployments, head)
+    lines += ["", *_duration_lines(stats, head), ""]
+    lines += _call_lines(stats, head)
+    bars = _histogram_lines(stats.durations.push_to_live_histogram)
+    if bars:
+        lines += ["", head(f"push to live ({stats.durations.push_to_live.count} deployments)")]
+        lines += bars
+    return "\n".join(lines)
+
+
+def _title(stats: Stats) -> str:
+    scope = [f"since {stats.since}" if stats.since else "all time"]
+    if stats.branch:
+        scope.append(f"branch {stats.branch}")
+    return f"Deployment stats ({', '.join(scope)})"
+
+
+def _outcome_lines(d: Deployments, head: Any) -> list[str]:
+    if d.total == 0:
+        return [f"{head('deployments'):<14} none"]
+    counts = [
+        ("succeeded", d.succeeded), ("failed", d.failed), ("canceled", d.canceled),
+        ("superseded", d.superseded), ("timed out", d.timed_out), ("rejected", d.rejected),
+        ("in progress", d.in_progress),
+    ]  # fmt: skip
+    shown = ", ".join(f"{n:,} {name}" for name, n in counts if n)
+    rate = "-" if d.success_rate is None else f"{d.success_rate * 100:.1f} %"
+    return [
+        f"{head('deployments'):<14} {d.total:,} ({shown})",
+        f"{'success rate':<14} {rate} ({d.succeeded:,} of {d.finished:,} finished)",
+    ]
+
+
+def _duration_lines(stats: Stats, head: Any) -> list[str]:
+    cols = ("count", "mean", "p50", "p90", "p95", "max")
+    rows = [("push to live", stats.durations.push_to_live)]
+    rows += [(f"  {name}", s) for name, s in stats.durations.phases.items()]
+    rows.append(("detection lag", stats.detection_lag_s))
+    width = max(16, *(len(label) + 2 for label, _ in rows))
+    out = [head(f"{'durations':<{width}}" + "".join(f"{c:>9}" for c in cols))]
+    for label, s in rows:
+        cells = [f"{s.count:,}"] + [_dur(getattr(s, c)) for c in cols[1:]]
+        out.append(f"{label:<{width}}" + "".join(f"{c:>9}" for c in cells))
+    return out
+
+
+def _call_lines(stats: Stats, head: Any) -> list[str]:
+    a, q, e, f = stats.api_calls, stats.db_queries, stats.errors, stats.fixed_10s
+    per = a.per_deployment
+    lines = [
+        f"{head('api calls'):<14} {a.total:,}{_by(a.by_source)}",
+        f"{'  per deploy':<14} mean {_num(per.mean)}, p50 {_num(per.p50)}, max {_num(per.max)}",
+        f"{'  last minute':<14} {a.last_minute:,} of {a.limit_per_minute:,}",
+        f"{'  last hour':<14} {a.last_hour:,} of {a.limit_per_hour:,}",
+        f"{'  remaining':<14} {_remaining(a)}",
+        f"{head('db queries'):<14} {q.total:,}{_by(q.by_source)}",
+        f"{head('errors'):<14} {e.total:,}{_by(e.by_kind)}, {e.retries:,} retries",
+    ]
+    if f.deployments:
+        ratio = "-" if f.ratio is None else f"{f.ratio:.2f}x"
+        lines.append(
+            f"{head('fixed 10 s'):<14} {f.api_calls:,} calls for the same {f.deployments:,}"
+            f" deployments; ours {f.our_api_calls:,} ({ratio})"
+        )
+    else:
+        lines.append(f"{head('fixed 10 s'):<14} no finished deployment with API calls to compare")
+    return lines
+
+
+def _histogram_lines(buckets: Sequence[Bucket]) -> list[str]:
+    if not buckets:
+        return []
+    top = max(b.count for b in buckets) or 1
+    out = []
+    for b in buckets:
+        eighths = round(b.count / top * _BAR_WIDTH * 8)
+        bar = "█" * (eighths // 8) + (_EIGHTHS[eighths % 8] if eighths % 8 else "")
+        span = f"{_dur(b.start_s)}-{_dur(b.end_s)}"
+        out.append(f"  {span:>15} {bar:<{_BAR_WIDTH}} {b.count:,}")
+    return out
+
+
+def _by(counts: Mapping[str, int]) -> str:
+    return f" ({', '.join(f'{k} {v:,}' for k, v in counts.items())})" if counts else ""
+
+
+def _remaining(a: ApiCalls) -> str:
+    if a.ratelimit_remaining is None:
+        return "ratelimit-remaining never seen"
+    return f"ratelimit-remaining {a.ratelimit_remaining:,} (at {a.ratelimit_seen_at})"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _dur(seconds: float | None) -> str:
+    """`45.2s`, `3m12s`, `1h02m`."""
+    if seconds is None:
+        return "-"
+    if abs(seconds) < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
