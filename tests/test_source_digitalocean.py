@@ -378,3 +378,32 @@ def test_a_next_link_to_another_host_never_gets_the_token() -> None:
     source.poll(sha_of("x"))
     source.close()
     assert seen and all(r.url.host == "api.example" for r in seen)
+
+
+def test_superseded_by_one_still_in_progress_reports_its_phase() -> None:
+    clock = FakeClock()
+    with SimulatedPlatform(clock=clock, token=TOKEN, supersede_on="created") as sim:
+        h = Harness(clock, sim, DigitalOceanSource(sim.base_url, TOKEN, sim.app_id, clock))
+        ours, theirs = sha_of("ours"), sha_of("theirs")
+        h.sim.add_deployment(ours, build_s=120)
+        newer = h.sim.add_deployment(theirs, appear_after_s=30, outcome="build_error")
+        last = h.follow(ours)[-1]
+        h.source.close()
+        assert last.phase == "SUPERSEDED"
+        assert (last.successor_id, last.successor_sha) == (newer, theirs)
+        assert last.successor_phase == "PENDING_BUILD"
+        h.assert_counted()
+
+
+def test_a_server_that_echoes_the_token_does_not_leak_it() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        echoed = request.headers["Authorization"]
+        return httpx.Response(401, json={"id": "unauthorized", "message": f"bad {echoed}"})
+
+    transport = httpx.MockTransport(answer)
+    source = DigitalOceanSource("https://api.example", TOKEN, "a", FakeClock(), transport=transport)
+    obs = source.poll(sha_of("x"))
+    tail = source.fetch_logs("d")
+    source.close()
+    assert obs.error_kind == "auth" and obs.error and "bad Bearer ***" in obs.error
+    assert TOKEN not in repr(obs) and tail.error and TOKEN not in tail.error

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import socket
+import socketserver
 import struct
 import threading
 import uuid
@@ -29,6 +30,7 @@ from tracker.clock import SYSTEM_CLOCK, Clock
 
 Outcome = Literal["active", "build_error", "deploy_error", "canceled"]
 ShaIn = Literal["both", "cause_details", "components"]
+SupersedeOn = Literal["live", "created"]
 FaultKind = Literal["429", "5xx", "malformed", "wrong_shape", "truncated", "huge", "slow", "reset"]
 Json = dict[str, Any]
 
@@ -174,17 +176,23 @@ class _Script:
         return start <= min(now, self.end_at) and start < self.end_at
 
 
-def _resolve(scripts: list[_Script]) -> None:
-    """Mark as SUPERSEDED every deployment that a newer one beat to ACTIVE."""
-    live_at: list[float] = []
+def _resolve(scripts: list[_Script], supersede_on: SupersedeOn) -> None:
+    """Mark as SUPERSEDED every deployment that a newer one replaced before it ended.
+
+    `live`: when a newer deployment goes ACTIVE first; `created`: as soon as a newer one
+    appears, whatever becomes of it.
+    """
+    replaced_at: list[float] = []
     for s in sorted(scripts, key=lambda s: (s.created_at, s.order), reverse=True):
         end, phase = s.scripted_end()
-        newer_live = min(live_at, default=math.inf)
-        if newer_live < end:
-            end, phase = newer_live, "SUPERSEDED"
+        newer = min(replaced_at, default=math.inf)
+        if newer < end:
+            end, phase = newer, "SUPERSEDED"
         s.end_at, s.end_phase = end, phase
-        if phase == "ACTIVE":
-            live_at.append(end)
+        if supersede_on == "created":
+            replaced_at.append(s.created_at)
+        elif phase == "ACTIVE":
+            replaced_at.append(end)
 
 
 # --- the JSON shapes ------------------------------------------------------------------------
@@ -241,7 +249,7 @@ def _nest(items: list[tuple[list[str], Json]], depth: int) -> list[Json]:
         if parent["status"] in ("SUCCESS", "ERROR") and all("ended_at" in c for c in children):
             parent["ended_at"] = max(c["ended_at"] for c in children)
         reason = next((c["reason"] for c in children if "reason" in c), None)
-        if reason and depth == 0:
+        if reason:
             parent["reason"] = reason
         parent["steps"] = children
         out.append(parent)
@@ -476,6 +484,11 @@ class _Server(ThreadingHTTPServer):
     platform: SimulatedPlatform
     resets: set[int]
 
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's reverse DNS lookup (`getfqdn`), which can take seconds."""
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
+
     def shutdown_request(self, request: Any) -> None:
         if id(request) in self.resets:  # close without FIN so that SO_LINGER 0 sends a RST
             self.resets.discard(id(request))
@@ -514,6 +527,7 @@ class SimulatedPlatform:
         app_name: str = "sample-app",
         limit_per_hour: int = 5000,
         limit_per_minute: int = 250,
+        supersede_on: SupersedeOn = "live",
         port: int = 0,
     ) -> None:
         self.clock, self.token, self.app_name, self.port = clock, token, app_name, port
@@ -523,6 +537,7 @@ class SimulatedPlatform:
         self._faults: list[Fault] = []
         self._requests: list[SimRequest] = []
         self._budget = _Budget(limit_per_hour, limit_per_minute)
+        self.supersede_on = supersede_on
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._created_at = clock.now() - 86400
@@ -604,7 +619,7 @@ class SimulatedPlatform:
                 order=len(self._scripts),
             )
             self._scripts.append(script)
-            _resolve(self._scripts)
+            _resolve(self._scripts, self.supersede_on)
             return script.id
 
     def phase(self, deployment_id: str) -> str | None:

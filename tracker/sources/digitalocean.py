@@ -93,9 +93,9 @@ class DigitalOceanSource:
         self.max_body_bytes = max_body_bytes
         self._token = token
         self._clock = clock
+        self._transport = transport
         self._client = client or httpx.Client(timeout=timeout, transport=transport)
-        # Pre-signed archive URLs get a client of their own that never carries the token.
-        self._archive = httpx.Client(timeout=timeout, transport=transport, follow_redirects=True)
+        self._archive_client: httpx.Client | None = None  # built on the first failure's logs
         self._app_url = f"{self.api_url}/v2/apps/{quote(app_id, safe='')}"
         self._matched: dict[str, str] = {}  # sha -> deployment id
         self._scanned: dict[str, set[str]] = {}  # sha -> ids already seen not to match
@@ -106,7 +106,17 @@ class DigitalOceanSource:
 
     def close(self) -> None:
         self._client.close()
-        self._archive.close()
+        if self._archive_client is not None:
+            self._archive_client.close()
+
+    @property
+    def _archive(self) -> httpx.Client:
+        """Pre-signed archive URLs get a client of their own that never carries the token."""
+        if self._archive_client is None:
+            self._archive_client = httpx.Client(
+                timeout=self.timeout, transport=self._transport, follow_redirects=True
+            )
+        return self._archive_client
 
     def expect(self, sha: str, pushed_at: float) -> None:
         """Say when `sha` was pushed, so the list search stops at older deployments."""
