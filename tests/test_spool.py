@@ -1,0 +1,189 @@
+"""The spool record format and `take_in`, which every reader of the log calls first."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from gitrepo import Repo, make_repo
+
+from tracker.spool import (
+    BUDGET_S,
+    PushRecord,
+    record_paths,
+    spool_dir,
+    take_in,
+    write_record,
+)
+from tracker.store import Store
+
+
+def dead_pid() -> int:
+    done = subprocess.Popen(["true"])
+    done.wait()
+    return done.pid
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    return make_repo(tmp_path)
+
+
+def record_for(repo: Repo, sha: str, **changes: object) -> PushRecord:
+    base = PushRecord(
+        push_id="1800000000.5-42-1", sha=sha, branch="main", remote="origin",
+        url=str(repo.remote), git_pid=dead_pid(), pushed_at=1_800_000_000.5, source="hook",
+        common=str(repo.common), db=str(repo.db), toplevel=str(repo.work),
+    )  # fmt: skip
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def pushed(repo: Repo, ref: str = "HEAD:main") -> str:
+    """A commit pushed without the hook (so only our records describe it)."""
+    sha = repo.commit()
+    repo.git("push", "-q", "--no-verify", "origin", ref)
+    return sha
+
+
+def kinds(store: Store, sha: str) -> list[str]:
+    return [e.type for e in store.events(stream=sha)]
+
+
+def test_a_record_round_trips_through_its_text_form(repo: Repo) -> None:
+    record = record_for(repo, "a" * 40, confirmer_pid=123)
+    assert PushRecord.parse(record.format()) == record
+    assert PushRecord.parse(record.format() + "sha=" + "b" * 40 + "\n") == record  # first wins
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"sha": "abc"},
+        {"sha": "A" * 40},
+        {"remote": "--upload-pack=evil"},
+        {"branch": "main..x"},
+        {"remote": "", "url": "-oops"},
+        {"common": "relative/.git"},
+        {"push_id": "../escape"},
+    ],
+)
+def test_malformed_records_are_refused(repo: Repo, change: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        PushRecord.parse(replace(record_for(repo, "a" * 40), **change).format())  # type: ignore[arg-type]
+
+
+def test_records_are_written_atomically_and_owner_only(repo: Repo, tmp_path: Path) -> None:
+    path = write_record(tmp_path / "spool", record_for(repo, "a" * 40))
+    assert path.name == "1800000000.5-42-1.push"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    (tmp_path / "spool" / ".tmp.x").write_text("half written")
+    (tmp_path / "spool" / "y.push.bad").write_text("quarantined")
+    assert record_paths(tmp_path / "spool") == [path]
+    assert record_paths(tmp_path / "missing") == []
+
+
+def test_take_in_with_an_empty_spool_touches_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "log" / "events.db")
+    assert take_in(store, tmp_path / "log") == 0
+    assert not (tmp_path / "log").exists()  # not even the log was opened
+
+
+def test_take_in_records_and_decides_an_orphaned_push(repo: Repo) -> None:
+    sha = pushed(repo)
+    write_record(repo.spool, record_for(repo, sha))
+    with Store(repo.db) as store:
+        assert take_in(store, repo.log_dir) == 2
+        assert kinds(store, sha) == ["PushRecorded", "PushConfirmed"]
+        assert record_paths(repo.spool) == []
+        assert take_in(store, repo.log_dir) == 0
+        recorded = store.events(stream=sha)[0].data
+    assert recorded["push_id"] == "1800000000.5-42-1" and recorded["source"] == "hook"
+    assert recorded["pushed_by"] == "pusher@example.com"
+    assert recorded["pushed_at"] == "2027-01-15T08:00:00.500Z"
+
+
+def test_take_in_rejects_a_push_the_remote_never_got(repo: Repo) -> None:
+    sha = repo.commit("never pushed")
+    write_record(repo.spool, record_for(repo, sha))
+    with Store(repo.db) as store:
+        take_in(store, repo.log_dir)
+        assert kinds(store, sha) == ["PushRecorded", "PushRejected"]
+        assert store.deployment(sha).state == "rejected"  # type: ignore[union-attr]
+        assert "git exited" in store.events(stream=sha)[1].data["reason"]
+
+
+@pytest.mark.parametrize("who", ["git", "confirmer"])
+def test_take_in_leaves_the_deciding_to_a_live_git_or_confirmer(repo: Repo, who: str) -> None:
+    sha = pushed(repo)
+    if who == "git":  # a git process that waits on its stdin
+        argv = ["git", "cat-file", "--batch"]
+    else:  # anything whose command line says it is the confirmer
+        argv = [sys.executable, "-c", "import time; time.sleep(60)", "tracker.confirm"]
+    alive = subprocess.Popen(argv, stdin=subprocess.PIPE, cwd=repo.work)
+    try:
+        field = {"git_pid": alive.pid} if who == "git" else {"confirmer_pid": alive.pid}
+        write_record(repo.spool, record_for(repo, sha, **field))
+        with Store(repo.db) as store:
+            assert take_in(store, repo.log_dir) == 1
+            assert kinds(store, sha) == ["PushRecorded"] and record_paths(repo.spool)
+    finally:
+        alive.kill()
+        alive.wait()
+    with Store(repo.db) as store:
+        assert take_in(store, repo.log_dir) == 1  # gone now: decided
+        assert kinds(store, sha) == ["PushRecorded", "PushConfirmed"]
+
+
+def test_take_in_does_not_race_a_confirmer_holding_the_record(repo: Repo) -> None:
+    sha = pushed(repo)
+    path = write_record(repo.spool, record_for(repo, sha))
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with Store(repo.db) as store:
+            assert take_in(store, repo.log_dir) == 1
+            assert kinds(store, sha) == ["PushRecorded"] and path.exists()
+    finally:
+        os.close(fd)
+
+
+def test_take_in_leaves_the_spool_alone_when_the_lock_is_held(repo: Repo) -> None:
+    sha = pushed(repo)
+    path = write_record(repo.spool, record_for(repo, sha))
+    with Store(repo.db, lock_timeout=0.1) as store:
+        store.last_seq()
+        fd = os.open(store.lock_path, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            assert take_in(store, repo.log_dir) == 0
+        finally:
+            os.close(fd)
+        assert path.exists() and kinds(store, sha) == []
+
+
+def test_take_in_sets_aside_garbage_and_skips_records_of_another_log(repo: Repo) -> None:
+    sha = pushed(repo)
+    spool_dir(repo.log_dir).mkdir(parents=True)
+    (repo.spool / "junk.push").write_text("not a record")
+    other = write_record(repo.spool, record_for(repo, sha, db="/elsewhere/events.db"))
+    with Store(repo.db) as store:
+        assert take_in(store, repo.log_dir) == 0
+    assert (repo.spool / "junk.push.bad").exists() and other.exists()
+
+
+def test_an_unreachable_url_push_waits_then_stays_pending(repo: Repo, tmp_path: Path) -> None:
+    sha = pushed(repo)
+    gone = str(tmp_path / "no-such-remote.git")
+    write_record(repo.spool, record_for(repo, sha, remote="", url=gone))
+    with Store(repo.db) as store:
+        assert take_in(store, repo.log_dir, now=1_800_000_001.0) == 1
+        assert len(record_paths(repo.spool)) == 1  # cannot tell yet: kept
+        take_in(store, repo.log_dir, now=1_800_000_001.0 + BUDGET_S)
+        assert record_paths(repo.spool) == []
+        assert kinds(store, sha) == ["PushRecorded"]
+        assert store.deployment(sha).state == "pending"  # type: ignore[union-attr]
