@@ -1,0 +1,339 @@
+"""`tracker stats`: numbers from real logs (events appended through `Store.append` at set times)
+checked against values computed by hand."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tracker.clock import iso
+from tracker.errors import UsageError
+from tracker.events import (
+    DeploymentFailed,
+    DeploymentPolled,
+    DeploymentSucceeded,
+    LogsFetched,
+    MonitorStarted,
+    MonitorTimedOut,
+    PushRecorded,
+    PushRejected,
+)
+from tracker.policies import FixedPolicy, polls_to_detect
+from tracker.stats import (
+    Summary,
+    compute_stats,
+    fixed_poll_offsets,
+    histogram,
+    parse_since,
+    percentile,
+    phase_durations,
+    stats_text,
+    summarise,
+    total_fixed_polls,
+)
+from tracker.store import Store
+
+T0 = 1_800_000_000.0
+NOW = T0 + 10_000.0
+
+
+def sha(n: int) -> str:
+    return f"{n:040x}"
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "events.db", synchronous="NORMAL") as store:
+        yield store
+
+
+def push(store: Store, n: int, at: float, branch: str = "main") -> None:
+    event = PushRecorded(sha=sha(n), branch=branch, source="cli", pushed_at=iso(at))
+    store.append(sha(n), event, at=at)
+
+
+def poll(
+    store: Store, n: int, at: float, phase: str | None = None, *, api: int = 1, db: int = 0,
+    source: str = "digitalocean", ok: bool = True, kind: str | None = None,
+    retry: bool = False, remaining: int | None = None,
+) -> None:  # fmt: skip
+    event = DeploymentPolled(
+        source=source, ok=ok, found=ok and phase is not None, phase=phase,
+        deployment_id=f"dep-{n}" if phase else None, api_calls=api, db_queries=db,
+        error_kind=kind, error=None if ok else "boom", retry=retry,
+        ratelimit_remaining=remaining, platform_at=iso(at) if phase else None,
+    )  # fmt: skip
+    store.append(sha(n), event, at=at)
+
+
+def deploy(
+    store: Store,
+    n: int,
+    pushed: float,
+    phases: dict[str, float],
+    *,
+    live: float,
+    detected: float,
+    outcome: str = "succeeded",
+) -> None:
+    """Push at `pushed`, a monitor 1 s later, one poll at each phase's start (offsets from the
+    push), then the verdict detected at `detected` for a terminal phase the platform reached at
+    `live` (both offsets from the push)."""
+    push(store, n, pushed)
+    store.append(sha(n), MonitorStarted(pid=1, host="h", policy="stepped"), at=pushed + 1)
+    for phase, offset in phases.items():
+        poll(store, n, pushed + offset, phase)
+    done, platform = iso(pushed + detected), iso(pushed + live)
+    if outcome == "succeeded":
+        verdict: DeploymentSucceeded | DeploymentFailed = DeploymentSucceeded(
+            deployment_id=f"dep-{n}", detected_at=done, platform_at=platform
+        )
+    else:
+        verdict = DeploymentFailed(deployment_id=f"dep-{n}", detected_at=done, platform_at=platform)
+    store.append(sha(n), verdict, at=pushed + detected)
+
+
+# -- arithmetic, by hand ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "p", "expected"),
+    [
+        ([15, 20, 35, 40, 50], 30, 20),  # the textbook nearest-rank example
+        ([15, 20, 35, 40, 50], 40, 20),
+        ([15, 20, 35, 40, 50], 50, 35),
+        ([15, 20, 35, 40, 50], 100, 50),
+        (list(range(1, 11)), 50, 5),
+        (list(range(1, 11)), 90, 9),
+        (list(range(1, 11)), 95, 10),
+        (list(range(1, 101)), 95, 95),
+        ([7], 50, 7),
+        ([7], 95, 7),
+        ([], 50, None),
+    ],
+)
+def test_percentile_is_nearest_rank(values: list[int], p: float, expected: int | None) -> None:
+    assert percentile(values, p) == expected
+
+
+def test_summary_of_values_and_of_nothing() -> None:
+    assert summarise([400, 100, 300, 200]) == Summary(4, 250.0, 200, 400, 400, 100, 400)
+    assert summarise([1500, 2500], scale=1000.0) == Summary(2, 2.0, 1.5, 2.5, 2.5, 1.5, 2.5)
+    assert summarise([]) == Summary(0, None, None, None, None, None, None)
+
+
+def test_phase_durations_run_from_a_phase_to_the_next_in_time_order() -> None:
+    found = phase_durations(
+        [
+            {"PENDING_BUILD": 100.0, "BUILDING": 103.5, "DEPLOYING": 113.5, "ACTIVE": 120.0},
+            {"BUILDING": 10.0, "PENDING_BUILD": 0.0, "ERROR": 30.0},  # out of order in JSON
+            {"BUILDING": 5.0},  # one phase: nothing has ended
+        ]
+    )
+    assert found == {"PENDING_BUILD": [3.5, 10.0], "BUILDING": [10.0, 20.0], "DEPLOYING": [6.5]}
+
+
+def test_histogram_counts_every_value_once() -> None:
+    bars = histogram(list(range(100)), buckets=4)
+    assert [b.count for b in bars] == [25, 25, 25, 25]
+    assert (bars[0].start_s, bars[-1].end_s) == (0, 99)
+    assert [b.count for b in histogram([5.0, 5.0, 5.0])] == [3]
+    assert histogram([]) == ()
+
+
+@pytest.mark.parametrize("max_wait", [480.0, 95.0, 0.0])
+def test_total_fixed_polls_equals_polls_to_detect_for_each(max_wait: float) -> None:
+    rng = random.Random(7)
+    live = [-3.0, 0.0, 1e-10, 9.9999999999, 10.0, 10.0001, 479.0, 480.0, 481.0, 10_000.0]
+    live += [round(rng.uniform(0, 500), 3) for _ in range(300)]
+    offsets = fixed_poll_offsets(10.0, max_wait)
+    expected = sum(polls_to_detect(FixedPolicy(10.0), v, max_wait) for v in live)
+    assert total_fixed_polls(sorted(live), offsets) == expected
+    in_ms = sorted(round(v * 1000) for v in live if v < 1000)
+    expected_ms = sum(polls_to_detect(FixedPolicy(10.0), v / 1000, max_wait) for v in in_ms)
+    assert total_fixed_polls(in_ms, offsets, scale=1000.0) == expected_ms
+
+
+# -- from real logs ---------------------------------------------------------------------------
+
+
+def seeded(store: Store) -> None:
+    """Four live deployments (100, 200, 300, 400 s), one failed, one pending, one rejected,
+    one timed out."""
+    for i, seconds in enumerate((100, 200, 300, 400)):
+        pushed = T0 + 1000 * i
+        deploy(
+            store, i, pushed, {"PENDING_BUILD": 2.0, "BUILDING": 5.0, "DEPLOYING": 5.0 + i * 10},
+            live=seconds - 1.5 - i, detected=seconds,
+        )  # fmt: skip
+    deploy(store, 4, T0 + 5000, {"BUILDING": 3.0}, live=47.0, detected=50.0, outcome="failed")
+    push(store, 5, T0 + 6000)
+    push(store, 6, T0 + 6100)
+    store.append(sha(6), PushRejected(sha=sha(6), reason="non-fast-forward"), at=T0 + 6101)
+    push(store, 7, T0 + 6200)
+    store.append(sha(7), MonitorStarted(pid=2, host="h", policy="fixed"), at=T0 + 6201)
+    poll(store, 7, T0 + 6201, "BUILDING")
+    store.append(sha(7), MonitorTimedOut(waited_s=480.0, last_phase="BUILDING"), at=T0 + 6681)
+
+
+def test_outcomes_and_success_rate(log: Store) -> None:
+    seeded(log)
+    d = compute_stats(log, now=NOW).deployments
+    assert (d.total, d.succeeded, d.failed, d.timed_out, d.rejected, d.in_progress) == (
+        8, 4, 1, 1, 1, 1
+    )  # fmt: skip
+    assert (d.canceled, d.superseded, d.finished) == (0, 0, 6)
+    assert d.success_rate == round(4 / 6, 4)
+
+
+def test_push_to_live_and_detection_lag_by_hand(log: Store) -> None:
+    seeded(log)
+    stats = compute_stats(log, now=NOW)
+    assert stats.durations.push_to_live == Summary(4, 250.0, 200.0, 400.0, 400.0, 100.0, 400.0)
+    # lag = detected - live = 1.5 + i for the four live ones, 3.0 for the failed one
+    assert stats.detection_lag_s == Summary(5, 3.0, 3.0, 4.5, 4.5, 1.5, 4.5)
+    assert sum(b.count for b in stats.durations.push_to_live_histogram) == 4
+
+
+def test_per_phase_durations_by_hand(log: Store) -> None:
+    seeded(log)
+    phases = compute_stats(log, now=NOW).durations.phases
+    assert list(phases) == ["PENDING_BUILD", "BUILDING", "DEPLOYING"]  # pipeline order
+    assert phases["PENDING_BUILD"] == Summary(4, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0)
+    # BUILDING lasts 0, 10, 20, 30 s (to DEPLOYING) and 47 s (to ERROR, the failed one)
+    assert phases["BUILDING"] == Summary(5, 21.4, 20.0, 47.0, 47.0, 0.0, 47.0)
+    # DEPLOYING starts at 5 + 10 i and ends when ACTIVE is detected at 100 (i+1)
+    assert phases["DEPLOYING"] == Summary(4, 230.0, 185.0, 365.0, 365.0, 95.0, 365.0)
+
+
+def test_fixed_poll_counterfactual_by_hand(log: Store) -> None:
+    seeded(log)
+    fixed = compute_stats(log, now=NOW).fixed_10s
+    # monitor starts 1 s after the push; live after 97.5, 196.5, 295.5, 394.5 s; failed 46 s;
+    # timed out: 480 s after its monitor started (the whole schedule)
+    live_after = [97.5, 196.5, 295.5, 394.5, 46.0, 480.0]
+    assert [polls_to_detect(FixedPolicy(10), v, 480) for v in live_after] == [
+        11, 21, 31, 41, 6, 49
+    ]  # fmt: skip
+    assert fixed.deployments == 6
+    assert fixed.api_calls == 11 + 21 + 31 + 41 + 6 + 49
+    assert fixed.our_api_calls == 4 * 3 + 1 + 1  # one call per poll
+    assert fixed.ratio == round(14 / 159, 3)
+
+
+def test_api_total_is_the_sum_over_poll_and_log_events(log: Store) -> None:
+    seeded(log)
+    poll(log, 4, T0 + 5051, None, api=2, ok=False, kind="timeout", retry=True)
+    poll(log, 4, T0 + 5052, None, api=0, db=1, source="mysql", ok=False, kind="connection")
+    log.append(sha(4), LogsFetched(deployment_id="dep-4", api_calls=3, lines=20), at=T0 + 5053)
+    log.append(sha(4), LogsFetched(deployment_id="dep-4", api_calls=1, error="403"), at=T0 + 5054)
+    poll(log, 99, T0 + 5055, "BUILDING", api=5)  # a commit never pushed: still a real call
+    stats = compute_stats(log, now=NOW)
+    expected = sum(
+        e.data["api_calls"] for e in log.events() if e.type in {"DeploymentPolled", "LogsFetched"}
+    )
+    assert stats.api_calls.total == expected == 14 + 2 + 4 + 5
+    assert dict(stats.api_calls.by_source) == {"digitalocean": expected}
+    assert (stats.db_queries.total, dict(stats.db_queries.by_source)) == (1, {"mysql": 1})
+    assert dict(stats.errors.by_kind) == {"connection": 1, "logs": 1, "timeout": 1}
+    assert (stats.errors.total, stats.errors.retries) == (3, 1)
+    per = stats.api_calls.per_deployment  # deployments with calls: 3, 3, 3, 3, 1+2+4, 1
+    assert per == Summary(6, 3.333, 3.0, 7.0, 7.0, 1.0, 7.0)
+
+
+def test_last_minute_and_hour_are_relative_to_now(log: Store) -> None:
+    push(log, 1, NOW - 4000)
+    for offset, calls in ((-30, 2), (-61, 3), (-3599, 4), (-3601, 5), (5, 7)):
+        poll(log, 1, NOW + offset, "BUILDING", api=calls, remaining=4000 + calls)
+    a = compute_stats(log, now=NOW).api_calls
+    assert (a.last_minute, a.last_hour) == (2, 2 + 3 + 4)
+    assert (a.limit_per_minute, a.limit_per_hour) == (250, 5000)
+    assert (a.ratelimit_remaining, a.ratelimit_seen_at) == (4007, iso(NOW + 5))  # the last seen
+    assert a.total == 21
+
+
+def test_empty_log(log: Store) -> None:
+    stats = compute_stats(log, now=NOW)
+    assert stats.deployments.total == 0 and stats.deployments.success_rate is None
+    assert stats.durations.push_to_live == Summary()
+    assert dict(stats.durations.phases) == {}
+    assert (stats.api_calls.total, stats.api_calls.ratelimit_remaining) == (0, None)
+    assert (stats.fixed_10s.api_calls, stats.fixed_10s.ratio) == (0, None)
+    json.dumps(stats.to_dict())
+    assert "deployments" in stats_text(stats)
+
+
+def test_only_pending_pushes(log: Store) -> None:
+    for n in range(3):
+        push(log, n, T0 + n)
+    stats = compute_stats(log, now=NOW)
+    d = stats.deployments
+    assert (d.total, d.in_progress, d.finished, d.success_rate) == (3, 3, 0, None)
+    assert stats.durations.push_to_live.count == 0 and stats.detection_lag_s.count == 0
+    assert stats.fixed_10s.deployments == 0
+    assert "3 in progress" in stats_text(stats)
+
+
+def test_since_that_excludes_everything(log: Store) -> None:
+    seeded(log)
+    poll(log, 7, NOW - 10, "BUILDING", api=4)
+    since = parse_since("5s", NOW)
+    stats = compute_stats(log, now=NOW, since=since)
+    assert stats.deployments.total == 0 and stats.api_calls.total == 0
+    assert stats.durations.push_to_live.count == 0 and stats.errors.total == 0
+    assert stats.api_calls.last_minute == 4  # rate-limit windows are account-wide
+    assert stats.since == iso(NOW - 5)
+    stats_text(stats)
+
+
+def test_since_and_branch_select_deployments_and_their_calls(log: Store) -> None:
+    seeded(log)
+    push(log, 20, T0 + 7000, branch="dev")
+    poll(log, 20, T0 + 7001, "BUILDING", api=9)
+    on_dev = compute_stats(log, now=NOW, branch="dev")
+    assert (on_dev.deployments.total, on_dev.api_calls.total, on_dev.branch) == (1, 9, "dev")
+    on_main = compute_stats(log, now=NOW, branch="main")
+    assert (on_main.deployments.total, on_main.api_calls.total) == (8, 14)
+    recent = compute_stats(log, now=NOW, since=T0 + 3000)  # pushes 3 .. 7 and the dev one
+    assert recent.deployments.total == 6
+    assert recent.durations.push_to_live.count == 1  # only the 400 s one was pushed since
+
+
+def test_text_has_no_escape_codes_unless_asked(log: Store) -> None:
+    seeded(log)
+    stats = compute_stats(log, now=NOW)
+    plain = stats_text(stats, colour=False)
+    assert "\033" not in plain
+    assert "push to live" in plain and "fixed 10 s" in plain and "█" in plain
+    assert "\033[" in stats_text(stats, colour=True)
+
+
+def test_to_dict_has_the_contract_keys(log: Store) -> None:
+    seeded(log)
+    out = json.loads(json.dumps(compute_stats(log, now=NOW).to_dict()))
+    for key in ("deployments", "durations", "api_calls", "db_queries", "errors"):
+        assert key in out
+    assert {"detection_lag_s", "fixed_10s"} <= set(out)
+    assert set(out["durations"]["push_to_live"]) >= {"count", "mean", "p50", "p90", "p95", "max"}
+    assert out["fixed_10s"]["ratio"] == round(14 / 159, 3)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("30m", 1800), ("12h", 43_200), ("7d", 604_800), ("2w", 1_209_600),
+     ("300", 300), ("1.5h", 5400), (".5m", 30), (" 10 S ", 10), ("0", 0)],
+)  # fmt: skip
+def test_parse_since(text: str, seconds: float) -> None:
+    assert parse_since(text, NOW) == NOW - seconds
+
+
+@pytest.mark.parametrize(
+    "text", ["-5m", "nan", "inf", "-inf", "abc", "", "5x", "5 m s", "1e3", "9" * 400]
+)
+def test_parse_since_rejects_garbage(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_since(text, NOW)
