@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -203,8 +204,6 @@ def load_settings(
     overrides: Mapping[str, object] | None = None,
 ) -> Settings:
     """Resolve the settings for the repository at `repo_root` (None: read no file)."""
-    import os
-
     environ = os.environ if env is None else env
     layers = _Layers(
         _override_layer(overrides or {}),

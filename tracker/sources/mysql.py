@@ -24,6 +24,7 @@ SUCCESS_STATUS = "success"
 FAILED_STATUS = "failed"
 CHECK_SHA = "0" * 40  # a commit no table holds: `check()` proves the query runs, not a match
 MAX_ERROR_CHARS = 200
+MIN_SCRUBBED_SECRET = 4
 
 # pymysql / MySQL error numbers that mean "not allowed in".
 _AUTH_ERRORS = {1044, 1045, 1698, 1862, 2049}
@@ -166,6 +167,7 @@ def describe_error(exc: BaseException, settings: MySQLSettings) -> tuple[ErrorKi
     """A secret-free (kind, one-line message) for any exception a poll can raise."""
     code = _error_code(exc)
     where = f"{settings.host}:{settings.port}"
+    reason = scrub(_reason(exc), settings.password)
     if code in _AUTH_ERRORS:
         return "auth", f"MySQL refused user {settings.user!r} on {where} (error {code})"
     if _is_timeout(exc):
@@ -173,17 +175,21 @@ def describe_error(exc: BaseException, settings: MySQLSettings) -> tuple[ErrorKi
     if code == 2026 or isinstance(exc, ssl.SSLError):
         return "connection", _tls_message(exc, settings)
     if code in _CONNECTION_ERRORS or isinstance(exc, OSError) or _is_interface_error(exc):
-        return "connection", f"MySQL on {where}: {scrub(_reason(exc), settings.password)}"
-    if code is None and not _is_pymysql_error(exc):
-        return "database", f"MySQL client failed: {type(exc).__name__}"
-    return "database", f"MySQL error {code}: {scrub(_reason(exc), settings.password)}"
+        return "connection", f"MySQL on {where}: {reason}"
+    if code is not None and code > 0:
+        return "database", f"MySQL error {code}: {reason}"
+    # No error number: the bytes on the wire were not the MySQL protocol we know.
+    return (
+        "malformed",
+        f"MySQL on {where} sent what we cannot read ({type(exc).__name__}: {reason})",
+    )
 
 
 def scrub(text: str, secret: str) -> str:
     """`text` on one short line, with every occurrence of `secret` (and its URL form) masked."""
     from urllib.parse import quote
 
-    if secret:
+    if len(secret) >= MIN_SCRUBBED_SECRET:  # masking every "x" would only garble the text
         for form in {secret, quote(secret, safe="")}:
             text = text.replace(form, "***")
     line = " ".join(text.split())

@@ -1,0 +1,432 @@
+"""Settings: precedence, validation of every value, and secrets kept out of sight."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tracker.config import Settings, is_loopback, load_settings
+from tracker.errors import ConfigError
+
+SECRET_PW = "pw-Zq8!s3cr3t"
+SECRET_TOKEN = "dop_v1_5ecret0123456789abcdef"
+MYSQL_ENV = {"DB_HOST": "db.example.com", "DB_USER": "deploy", "DB_NAME": "app"}
+DO_ENV = {"DIGITALOCEAN_TOKEN": SECRET_TOKEN, "TRACKER_DO_APP_ID": "abc-123"}
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_defaults_with_nothing_configured():
+    settings = load_settings(None, env={})
+    assert settings == Settings()
+    assert (settings.poll_policy, settings.poll_initial, settings.poll_long) == ("stepped", 5, 15)
+    assert (settings.max_wait, settings.synchronous, settings.branch) == (480, "FULL", "main")
+    assert settings.sources() == []
+    assert settings.describe()["origins"]["max_wait"] == "default"
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "dotfile", "pyproject", "expected", "origin"),
+    [
+        (None, None, None, None, 10.0, "default"),
+        (None, None, None, "4", 4.0, "poll_interval in [tool.tracker] in pyproject.toml"),
+        (None, None, "3", "4", 3.0, "poll_interval in .tracker.toml"),
+        (None, "2", "3", "4", 2.0, "TRACKER_POLL_INTERVAL"),
+        (1.5, "2", "3", "4", 1.5, "option poll_interval"),
+        (1.5, None, None, None, 1.5, "option poll_interval"),
+        (None, "2", None, "4", 2.0, "TRACKER_POLL_INTERVAL"),
+    ],
+)
+def test_precedence_flag_env_file_default(
+    tmp_path, flag, env, dotfile, pyproject, expected, origin
+):
+    if pyproject is not None:
+        write(
+            tmp_path / "pyproject.toml",
+            f"[project]\nname='x'\n[tool.tracker]\npoll_interval = {pyproject}\n",
+        )
+    if dotfile is not None:
+        write(tmp_path / ".tracker.toml", f"poll_interval = {dotfile}\n")
+    environ = {} if env is None else {"TRACKER_POLL_INTERVAL": env}
+    settings = load_settings(tmp_path, env=environ, overrides={"poll_interval": flag})
+    assert settings.poll_interval == expected
+    assert settings.describe()["origins"]["poll_interval"] == origin
+
+
+def test_file_sets_every_kind_of_non_secret_setting(tmp_path):
+    write(
+        tmp_path / ".tracker.toml",
+        'branch = "release"\npoll-policy = "FIXED"\npoll_interval = 0.25\nsynchronous = "normal"\n'
+        'mysql_host = "127.0.0.1"\nmysql_user = "root"\nmysql_database = "test"\n'
+        'mysql_table = "deploys"\nmysql_port = 3307\n',
+    )
+    settings = load_settings(tmp_path, env={"DB_PASS": SECRET_PW})
+    assert (settings.branch, settings.poll_policy, settings.poll_interval) == (
+        "release",
+        "fixed",
+        0.25,
+    )
+    assert settings.synchronous == "NORMAL"
+    assert settings.mysql is not None
+    assert (settings.mysql.table, settings.mysql.port, settings.mysql.password) == (
+        "deploys",
+        3307,
+        SECRET_PW,
+    )
+
+
+def test_file_is_ignored_without_a_repo_root(tmp_path, monkeypatch):
+    write(tmp_path / ".tracker.toml", "poll_interval = 3\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(None, env={}).poll_interval == 10.0
+
+
+def test_reads_os_environ_by_default(monkeypatch):
+    monkeypatch.setenv("TRACKER_MAX_WAIT", "12.5")
+    assert load_settings(None).max_wait == 12.5
+
+
+def test_empty_environment_values_count_as_unset():
+    assert load_settings(None, env={"TRACKER_POLL_INTERVAL": "", "DB_HOST": ""}).poll_interval == 10
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "fragment"),
+    [
+        ("TRACKER_POLL_INTERVAL", "abc", "number of seconds"),
+        ("TRACKER_POLL_INTERVAL", "-1", "number of seconds"),
+        ("TRACKER_POLL_INTERVAL", "0", "> 0"),
+        ("TRACKER_POLL_INTERVAL", "nan", "number of seconds"),
+        ("TRACKER_POLL_INTERVAL", "inf", "number of seconds"),
+        ("TRACKER_POLL_INTERVAL", "1e400", "number of seconds"),
+        ("TRACKER_POLL_INITIAL", "604801", "at most 7 days"),
+        ("TRACKER_POLL_LONG", "-0.5", "number of seconds"),
+        ("TRACKER_POLL_SWITCH_AFTER", "-0.001", ">= 0"),
+        ("TRACKER_MAX_WAIT", "NaN", "number of seconds"),
+        ("TRACKER_MAX_WAIT", "5m", "number of seconds"),
+        ("TRACKER_HTTP_TIMEOUT", "0", "> 0"),
+        ("TRACKER_LOCK_TIMEOUT", "-inf", "number of seconds"),
+        ("TRACKER_POLL_POLICY", "sometimes", "one of fixed, stepped"),
+        ("TRACKER_SYNCHRONOUS", "OFF", "one of FULL, NORMAL"),
+        ("TRACKER_BRANCH", "bad..name", "branch name"),
+        ("TRACKER_BRANCH", "-rf", "branch name"),
+        ("TRACKER_BRANCH", "a b", "branch name"),
+    ],
+)
+def test_bad_scalar_values_name_the_variable_and_value(var, value, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={var: value})
+    message = str(info.value)
+    assert message.startswith(f"{var}: ") and fragment in message and repr(value) in message
+    assert "\n" not in message
+    assert info.value.exit_code == 78
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "fragment"),
+    [
+        ("TRACKER_MYSQL_TABLE", "deployments; DROP TABLE users", "plain identifier"),
+        ("TRACKER_MYSQL_TABLE", "`deployments`", "plain identifier"),
+        ("TRACKER_MYSQL_TABLE", "a" * 65, "plain identifier"),
+        ("TRACKER_MYSQL_SHA_COLUMN", "commitSha OR 1=1", "plain identifier"),
+        ("TRACKER_MYSQL_STATUS_COLUMN", "status, (SELECT 1)", "plain identifier"),
+        ("TRACKER_MYSQL_TIME_COLUMN", "1createdAt", "plain identifier"),
+        ("TRACKER_MYSQL_TIME_COLUMN", "créé", "plain identifier"),
+        ("DB_PORT", "0", "port number"),
+        ("DB_PORT", "70000", "port number"),
+        ("DB_PORT", "3306a", "port number"),
+        ("TRACKER_MYSQL_SSL", "maybe", "required, preferred or disabled"),
+        ("TRACKER_MYSQL_CONNECT_TIMEOUT", "0", "> 0"),
+        ("TRACKER_MYSQL_SSL_CA", "/nonexistent/ca.pem", "CA certificate"),
+    ],
+)
+def test_bad_mysql_values_name_the_variable(var, value, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={**MYSQL_ENV, "DB_PASS": SECRET_PW, var: value})
+    message = str(info.value)
+    assert message.startswith(f"{var}: ") and fragment in message
+    assert SECRET_PW not in message
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"TRACKER_DO_API_URL": "ftp://api.example.com"}, "http(s) URL"),
+        ({"TRACKER_DO_API_URL": "http://api.example.com"}, "must use https"),
+        ({"TRACKER_DO_API_URL": "https://user:pw@api.example.com"}, "plain base URL"),
+        ({"TRACKER_DO_API_URL": "https://api.example.com:99999"}, "valid URL"),
+        ({"TRACKER_DO_APP_ID": "abc/../../v2/account"}, "app id"),
+    ],
+)
+def test_bad_digitalocean_values_name_the_variable(env, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={**DO_ENV, **env})
+    message = str(info.value)
+    assert message.startswith(tuple(env)) and fragment in message
+    assert SECRET_TOKEN not in message
+
+
+def test_token_with_whitespace_is_refused_without_echoing_it():
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={**DO_ENV, "DIGITALOCEAN_TOKEN": SECRET_TOKEN + "\n"})
+    assert "DIGITALOCEAN_TOKEN" in str(info.value) and SECRET_TOKEN not in str(info.value)
+
+
+def test_plain_http_is_allowed_to_loopback_only():
+    settings = load_settings(None, env={**DO_ENV, "TRACKER_DO_API_URL": "http://127.0.0.1:8123/"})
+    assert settings.do is not None and settings.do.api_url == "http://127.0.0.1:8123"
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        (f"mysql://u:{SECRET_PW}@db.example.com:99999/app", "port"),
+        (f"mysql://u:{SECRET_PW}@db.example.com:port/app", "port"),
+        (f"postgres://u:{SECRET_PW}@db.example.com/app", "mysql://"),
+        (f"mysql://u:{SECRET_PW}@/app", "no host"),
+        (f"mysql://u:{SECRET_PW}@db.example.com", "no database"),
+        (f"mysql://u:{SECRET_PW}@db.example.com/app?sslx=1", "unknown query parameter"),
+        (f"mysql://u:{SECRET_PW}@db.example.com/app?ssl=sometimes", "required, preferred"),
+        (f"mysql://{SECRET_PW}@db.example.com/app?table=x", "unknown query parameter"),
+    ],
+)
+def test_bad_mysql_url_names_the_part_and_hides_the_password(url, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={"TRACKER_MYSQL_URL": url})
+    message = str(info.value)
+    assert message.startswith("TRACKER_MYSQL_URL") and fragment in message
+    assert SECRET_PW not in message and url not in message
+
+
+def test_mysql_url_is_parsed_and_decoded():
+    url = "mysql://deploy%40ci:p%40ss%2Fw0rd@db.example.com:3307/app_db?ssl=required"
+    my = load_settings(None, env={"TRACKER_MYSQL_URL": url}).mysql
+    assert my is not None
+    assert (my.user, my.password, my.host, my.port, my.database) == (
+        "deploy@ci",
+        "p@ss/w0rd",
+        "db.example.com",
+        3307,
+        "app_db",
+    )
+    assert my.ssl == "required"
+
+
+def test_mysql_url_wins_over_db_variables_field_by_field():
+    env = {**MYSQL_ENV, "DB_PORT": "3310", "DB_PASS": SECRET_PW}
+    env["TRACKER_MYSQL_URL"] = "mysql://other@127.0.0.1/otherdb"
+    my = load_settings(None, env=env).mysql
+    assert my is not None
+    assert (my.host, my.user, my.database) == ("127.0.0.1", "other", "otherdb")
+    assert (my.port, my.password) == (3310, SECRET_PW)  # the URL says nothing about them
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"DB_HOST": "db.example.com", "DB_NAME": "app"}, "MySQL user"),
+        ({"DB_HOST": "db.example.com", "DB_USER": "deploy"}, "MySQL database"),
+    ],
+)
+def test_incomplete_mysql_settings_say_what_is_missing(env, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_settings(None, env=env)
+
+
+@pytest.mark.parametrize(
+    ("host", "ssl", "expected", "noted"),
+    [
+        ("127.0.0.1", None, "preferred", False),
+        ("localhost", None, "preferred", False),
+        ("::1", None, "preferred", False),
+        ("127.0.0.2", None, "preferred", False),
+        ("db.example.com", None, "required", False),
+        ("10.0.0.5", None, "required", False),
+        ("db.example.com", "disabled", "disabled", True),
+        ("db.example.com", "false", "disabled", True),
+        ("db.example.com", "preferred", "preferred", True),
+        ("127.0.0.1", "required", "required", False),
+        ("127.0.0.1", "off", "disabled", False),
+    ],
+)
+def test_tls_required_off_loopback_unless_explicitly_turned_off(host, ssl, expected, noted):
+    env = {**MYSQL_ENV, "DB_HOST": host}
+    if ssl is not None:
+        env["TRACKER_MYSQL_SSL"] = ssl
+    settings = load_settings(None, env=env)
+    assert settings.mysql is not None and settings.mysql.ssl == expected
+    assert any("TLS" in note for note in settings.notes) == noted
+
+
+def test_url_ssl_parameter_turns_tls_off():
+    url = "mysql://u@db.example.com/app?ssl=disabled"
+    settings = load_settings(None, env={"TRACKER_MYSQL_URL": url})
+    assert settings.mysql is not None and settings.mysql.ssl == "disabled"
+    assert settings.notes == (
+        "MySQL TLS to db.example.com is disabled by TRACKER_MYSQL_URL: "
+        "the password may travel in clear",
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("127.9.9.9", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("10.0.0.1", False),
+        ("db.local", False),
+        ("localhost.evil.com", False),
+        ("::2", False),
+    ],
+)
+def test_is_loopback(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(
+    ("env", "sources", "note"),
+    [
+        ({}, [], None),
+        (MYSQL_ENV, ["mysql"], None),
+        (DO_ENV, ["digitalocean"], None),
+        ({**DO_ENV, **MYSQL_ENV}, ["mysql", "digitalocean"], None),
+        ({"DIGITALOCEAN_TOKEN": SECRET_TOKEN}, [], "TRACKER_DO_APP_ID is not set"),
+        ({"TRACKER_DO_APP_ID": "abc"}, [], "DIGITALOCEAN_TOKEN is not set"),
+        ({"DB_USER": "deploy", "DB_NAME": "app"}, [], "DB_HOST"),
+    ],
+)
+def test_sources_and_notes_on_half_configured_ones(env, sources, note):
+    settings = load_settings(None, env=env)
+    assert settings.sources() == sources
+    if note is None:
+        assert settings.notes == ()
+    else:
+        assert any(note in n for n in settings.notes)
+
+
+def test_secrets_never_appear_in_repr_or_describe():
+    env = {**DO_ENV, "TRACKER_MYSQL_URL": f"mysql://deploy:{SECRET_PW}@db.example.com/app"}
+    settings = load_settings(None, env=env)
+    assert settings.do is not None and settings.do.token == SECRET_TOKEN
+    assert settings.mysql is not None and settings.mysql.password == SECRET_PW
+    for text in (
+        repr(settings),
+        str(settings),
+        repr(settings.do),
+        repr(settings.mysql),
+        json.dumps(settings.describe()),
+    ):
+        assert SECRET_TOKEN not in text and SECRET_PW not in text
+    described = settings.describe()
+    assert described["digitalocean"]["token"] == "set"
+    assert described["mysql"]["password"] == "set"
+    assert described["mysql"]["host"] == "db.example.com"
+    assert described["sources"] == ["mysql", "digitalocean"]
+
+
+def test_describe_says_unset_for_an_empty_password():
+    described = load_settings(None, env=MYSQL_ENV).describe()
+    assert described["mysql"]["password"] == "unset"
+    assert described["digitalocean"] == {"configured": False}
+
+
+@pytest.mark.parametrize(
+    ("filename", "text", "key"),
+    [
+        (".tracker.toml", f'password = "{SECRET_PW}"\n', "password"),
+        (".tracker.toml", f'DB_PASS = "{SECRET_PW}"\n', "DB_PASS"),
+        (".tracker.toml", f'token = "{SECRET_PW}"\n', "token"),
+        (".tracker.toml", f'mysql_url = "mysql://u:{SECRET_PW}@h/d"\n', "mysql_url"),
+        (
+            "pyproject.toml",
+            f'[tool.tracker]\nDIGITALOCEAN_TOKEN = "{SECRET_PW}"\n',
+            "DIGITALOCEAN_TOKEN",
+        ),
+        ("pyproject.toml", f'[tool.tracker]\nmysql-password = "{SECRET_PW}"\n', "mysql-password"),
+    ],
+)
+def test_a_secret_in_a_file_is_refused(tmp_path, filename, text, key):
+    write(tmp_path / filename, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path, env={})
+    message = str(info.value)
+    assert key in message and "only from the environment" in message and filename in message
+    assert SECRET_PW not in message
+
+
+@pytest.mark.parametrize(
+    ("filename", "text", "fragment"),
+    [
+        (".tracker.toml", "pol_interval = 3\n", "'pol_interval' in .tracker.toml: unknown setting"),
+        (".tracker.toml", "poll_interval = [\n", "not valid TOML"),
+        (".tracker.toml", "poll_interval = -3\n", "poll_interval in .tracker.toml: must be"),
+        (".tracker.toml", "poll_interval = true\n", "poll_interval in .tracker.toml: must be"),
+        (
+            ".tracker.toml",
+            'mysql_table = "x y"\nmysql_host = "h"\nmysql_user = "u"\nmysql_database = "d"\n',
+            "mysql_table in .tracker.toml: must be a plain identifier",
+        ),
+        ("pyproject.toml", "[tool]\ntracker = 3\n", "must be a table"),
+        ("pyproject.toml", '[tool.tracker]\npoll_policy = "always"\n', "one of fixed, stepped"),
+    ],
+)
+def test_bad_file_values_name_the_key_and_file(tmp_path, filename, text, fragment):
+    write(tmp_path / filename, text)
+    with pytest.raises(ConfigError, match=None) as info:
+        load_settings(tmp_path, env={})
+    assert fragment in str(info.value)
+
+
+def test_pyproject_without_a_tracker_table_is_fine(tmp_path):
+    write(tmp_path / "pyproject.toml", "[project]\nname = 'x'\n[tool.ruff]\nline-length = 100\n")
+    assert load_settings(tmp_path, env={}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"max_wait": 0}, 0.0),
+        ({"max_wait": "0.5"}, 0.5),
+        ({"max_wait": None}, 480.0),
+    ],
+)
+def test_overrides_accept_numbers_and_strings_and_skip_none(overrides, expected):
+    assert load_settings(None, env={}, overrides=overrides).max_wait == expected
+
+
+def test_unknown_or_secret_override_is_refused():
+    with pytest.raises(ConfigError, match="unknown setting 'poll_intervl'"):
+        load_settings(None, env={}, overrides={"poll_intervl": 3})
+    with pytest.raises(ConfigError, match="unknown setting 'do_token'"):
+        load_settings(None, env={}, overrides={"do_token": SECRET_TOKEN})
+
+
+def test_fractions_are_accepted_everywhere():
+    env = {
+        "TRACKER_POLL_INITIAL": "0.01",
+        "TRACKER_POLL_SWITCH_AFTER": "0.05",
+        "TRACKER_POLL_LONG": "0.02",
+        "TRACKER_MAX_WAIT": "1.5",
+        "TRACKER_LOCK_TIMEOUT": "0",
+    }
+    settings = load_settings(None, env=env)
+    assert (settings.poll_initial, settings.poll_switch_after, settings.poll_long) == (
+        0.01,
+        0.05,
+        0.02,
+    )
+    assert (settings.max_wait, settings.lock_timeout) == (1.5, 0.0)
+
+
+def test_branch_loses_refs_heads_prefix():
+    assert (
+        load_settings(None, env={"TRACKER_BRANCH": "refs/heads/release/v2"}).branch == "release/v2"
+    )
