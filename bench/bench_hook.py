@@ -1,0 +1,152 @@
+"""What the push hook adds to `git push` (SPEC §7: at most 25 ms, median, to a local bare remote).
+
+Interleaved pairs: the same repository pushes a new commit to a local bare remote with the hook
+and without it (`--no-verify`), the caller reading git's output through pipes
+(`capture_output=True`); the same through husky 9's stub when npm works; then 16 clones pushing
+at once, checking that every push is in the log, confirmed. Run:
+
+    .venv/bin/python bench/bench_hook.py [--pairs 30] [--clones 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gitrepo import Repo, git, make_repo, tracker_python, wait_until
+
+from tracker.hooks_install import install
+from tracker.spool import record_paths, take_in
+from tracker.store import Store
+
+
+def timed_push(repo: Repo, *flags: str) -> float:
+    repo.commit("bench")
+    started = time.perf_counter()
+    done = subprocess.run(
+        ["git", "push", *flags, "origin", "HEAD:main"], cwd=repo.work, env=repo.env,
+        capture_output=True, check=False,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"push failed: {done.stderr.decode()}")
+    return elapsed * 1000
+
+
+def pairs(repo: Repo, count: int) -> tuple[float, float]:
+    """Median ms without and with the hook, from interleaved pushes."""
+    without, with_hook = [], []
+    for i in range(count + 3):
+        a = timed_push(repo, "--no-verify")
+        b = timed_push(repo)
+        if i >= 3:  # warm-up
+            without.append(a)
+            with_hook.append(b)
+        time.sleep(0.05)  # let the confirmer of the last push finish off the critical path
+    return statistics.median(without), statistics.median(with_hook)
+
+
+def husky_repo(tmp: Path) -> Repo | None:
+    npm = shutil.which("npm")
+    if npm is None:
+        return None
+    repo = make_repo(tmp, "husky")
+    env = {**repo.env, "npm_config_fund": "false", "npm_config_audit": "false"}
+    for argv in ([npm, "init", "-y"], [npm, "install", "--save-dev", "husky@9"]):
+        if subprocess.run(argv, cwd=repo.work, env=env, capture_output=True).returncode:
+            return None
+    subprocess.run(["npx", "husky", "init"], cwd=repo.work, env=env, capture_output=True)
+    (repo.work / ".husky" / "pre-commit").unlink(missing_ok=True)
+    (repo.work / ".gitignore").write_text("node_modules/\n")
+    install(repo.work, husky=True, python=tracker_python())
+    return repo
+
+
+def concurrent(tmp: Path, clones: int) -> tuple[int, int, float]:
+    """`clones` clones of one remote, each pushing to its own remote at the same moment.
+
+    Each clone has its own log, so this measures the hook and confirmer under load (16 confirmers
+    starting at once on 2 cores); returns (pushes, confirmed, seconds until all were).
+    """
+    repos = [make_repo(tmp, f"c{i}") for i in range(clones)]
+    for repo in repos:
+        install(repo.work, python=tracker_python())
+    shas = [repo.commit("concurrent") for repo in repos]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clones) as pool:
+        results = list(pool.map(lambda r: r.push("origin", "main").returncode, repos))
+    assert results == [0] * clones, results
+
+    def confirmed(repo: Repo, sha: str) -> bool:
+        if record_paths(repo.spool) or not repo.db.exists():
+            return False
+        with Store(repo.db) as store:
+            return [e.type for e in store.events(stream=sha)] == ["PushRecorded", "PushConfirmed"]
+
+    wait_until(lambda: all(confirmed(r, s) for r, s in zip(repos, shas, strict=True)), 120)
+    return clones, clones, time.perf_counter() - started
+
+
+def shared_log(tmp: Path, clones: int) -> tuple[int, int]:
+    """`clones` worktrees of one repository (one shared log) pushing at once: none lost."""
+    main = make_repo(tmp, "shared")
+    install(main.work, python=tracker_python())
+    trees = []
+    for i in range(clones):
+        tree = tmp / f"tree{i}"
+        main.git("worktree", "add", "-q", "-b", f"t{i}", str(tree))
+        trees.append(tree)
+    shas = [main.commit(f"tree {i}", cwd=tree) for i, tree in enumerate(trees)]
+    with ThreadPoolExecutor(clones) as pool:
+        list(pool.map(lambda t: main.push("-f", "origin", "HEAD:main", cwd=t), trees))
+    wait_until(lambda: not record_paths(main.spool), 120)
+    with Store(main.db) as store:
+        take_in(store, main.log_dir)
+        recorded = {e.stream for e in store.events() if e.type == "PushRecorded"}
+        verdicts = [e for e in store.events() if e.type in ("PushConfirmed", "PushRejected")]
+    return len(recorded & set(shas)), len(verdicts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=30)
+    parser.add_argument("--clones", type=int, default=16)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-hook-"))
+    try:
+        plain = make_repo(tmp, "plain")
+        install(plain.work, python=tracker_python())
+        rows = [("plain pre-push", *pairs(plain, args.pairs))]
+        husky = husky_repo(tmp)
+        if husky is not None:
+            rows.append(("husky 9 stub", *pairs(husky, args.pairs)))
+        print(f"git {git(tmp, 'version').stdout.split()[-1]}, {args.pairs} interleaved pairs,")
+        print("caller uses capture_output=True; medians in ms")
+        print(f"{'setup':<16} {'no hook':>9} {'hook':>9} {'added':>9}")
+        for name, base, hooked in rows:
+            print(f"{name:<16} {base:9.1f} {hooked:9.1f} {hooked - base:+9.1f}")
+        if husky is None:
+            print("husky: skipped (npm missing or `npm install husky@9` failed)")
+        pushes, ok, seconds = concurrent(tmp, args.clones)
+        print(f"{args.clones} clones pushing at once: {ok}/{pushes} confirmed in {seconds:.2f} s")
+        got, verdicts = shared_log(tmp, args.clones)
+        print(
+            f"{args.clones} worktrees of one repo (one log) pushing at once: {got}/{args.clones}"
+            f" pushes recorded, {verdicts} verdicts"
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
