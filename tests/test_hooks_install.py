@@ -179,3 +179,21 @@ def test_the_pre_commit_framework_records_and_confirms_a_push(repo: Repo, tmp_pa
         capture_output=True, timeout=120,
     ).returncode == 0  # fmt: skip
     assert record_paths(repo.spool) == [] and not confirmed(repo, dry)
+
+
+@pytest.mark.parametrize(
+    ("env", "lines", "expected"),
+    [
+        ({"PRE_COMMIT_TO_REF": "a" * 40, "PRE_COMMIT_REMOTE_BRANCH": "refs/heads/main"}, [], 1),
+        ({"PRE_COMMIT_TO_REF": "a" * 40, "PRE_COMMIT_REMOTE_BRANCH": "refs/heads/dev"}, [], 0),
+        ({"PRE_COMMIT_TO_REF": "0" * 40, "PRE_COMMIT_REMOTE_BRANCH": "refs/heads/main"}, [], 0),
+        ({}, [f"HEAD {'b' * 40} refs/heads/main {'0' * 40}"], 1),
+        ({}, [f"(delete) {'0' * 40} refs/heads/main {'b' * 40}", "garbage"], 0),
+    ],
+)
+def test_the_pre_commit_entry_reads_pushes_from_its_variables_or_stdin(
+    env: dict[str, str], lines: list[str], expected: int
+) -> None:
+    from tracker.prepush import pushed_shas
+
+    assert len(pushed_shas(env, lines, "main")) == expected
