@@ -33,6 +33,9 @@ def _admin() -> pymysql.connections.Connection:
             database="test",
             autocommit=True,
             connect_timeout=2,
+            read_timeout=30,
+            # A DDL statement blocked by a metadata lock fails in seconds instead of hanging.
+            init_command="SET SESSION lock_wait_timeout = 10",
         )
     except pymysql.err.MySQLError as exc:
         pytest.skip(f"MariaDB not reachable on 127.0.0.1:3306: {exc}")
@@ -157,6 +160,17 @@ def test_a_row_that_arrives_late_is_seen_on_the_same_connection(admin, table, so
     live = source.poll(SHA)
     assert (live.found, live.phase, live.status) == (True, "ACTIVE", "success")
     assert source.server_thread_id == connection  # one connection across polls
+
+
+@pytest.mark.mysql
+def test_no_lock_is_held_between_polls_so_migrations_can_run(admin, table, source):
+    insert(admin, table, SHA, "building", "2030-01-01 10:00:00.000")
+    assert source.poll(SHA).status == "building"
+    with admin.cursor() as cur:
+        cur.execute("SET SESSION lock_wait_timeout = 2")
+        cur.execute(f"ALTER TABLE `{table}` ADD COLUMN note VARCHAR(10)")  # needs the MDL
+        cur.execute("SET SESSION lock_wait_timeout = 10")
+    assert source.poll(SHA).status == "building"
 
 
 @pytest.mark.mysql

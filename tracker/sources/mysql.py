@@ -141,7 +141,10 @@ class MySQLSource:
                 connect_timeout=cfg.connect_timeout,
                 read_timeout=cfg.connect_timeout,
                 write_timeout=cfg.connect_timeout,
-                autocommit=True,  # else REPEATABLE READ would hide rows added after the 1st poll
+                # Each SELECT its own transaction: under REPEATABLE READ an open one would hide
+                # rows added after the first poll, and hold a metadata lock that blocks the
+                # application's own migrations (ALTER TABLE) for as long as the monitor runs.
+                autocommit=True,
                 charset="utf8mb4",
                 **tls_arguments(cfg),
             )
