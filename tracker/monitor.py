@@ -222,6 +222,11 @@ class Monitor:
         """Poll until a verdict; the final state of the commit."""
         started = self.clock.now()
         self.store.append(self.sha, self._started_event(), at=started)
+        first = self.store.deployment(self.sha)
+        for source in self.sources:
+            expect = getattr(source, "expect", None)
+            if expect is not None and first is not None and first.pushed_at is not None:
+                expect(self.sha, first.pushed_at)  # older deployments cannot be ours
         polls = failures = 0
         while True:
             row = self.store.deployment(self.sha)

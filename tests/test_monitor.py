@@ -1,0 +1,342 @@
+"""The monitor against the simulated App Platform API over real HTTP, in simulated time.
+
+The simulated platform and the monitor share one `FakeClock`: a whole eight-minute deployment
+runs in a fraction of a second of real time, and every request really crosses loopback.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tracker.api import Tracker
+from tracker.clock import FakeClock
+from tracker.config import Settings, load_settings
+from tracker.events import PushRecorded
+from tracker.monitor import Monitor, build_sources, judge, next_delay
+from tracker.policies import FixedPolicy, SteppedPolicy
+from tracker.sim import SimulatedPlatform
+from tracker.sources.base import Observation
+from tracker.store import Store
+
+TOKEN = "sim-token-for-tests"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def platform(clock: FakeClock) -> Iterator[SimulatedPlatform]:
+    with SimulatedPlatform(clock=clock, token=TOKEN) as sim:
+        yield sim
+
+
+def settings_for(platform: SimulatedPlatform, **extra: str) -> Settings:
+    env = {
+        "DIGITALOCEAN_TOKEN": TOKEN,
+        "TRACKER_DO_APP_ID": platform.app_id,
+        "TRACKER_DO_API_URL": platform.base_url,
+        "TRACKER_HTTP_TIMEOUT": "2",
+        **extra,
+    }
+    return load_settings(None, env=env)
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e",
+        "PATH": "/usr/bin:/bin",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "repo"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    return path
+
+
+def commit(repo: Path, message: str) -> str:
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def run(
+    store: Store,
+    sha: str,
+    settings: Settings,
+    clock: FakeClock,
+    repo: Path | None = None,
+) -> str:
+    if store.deployment(sha) is None:
+        store.append(sha, PushRecorded(sha=sha, branch="main"), at=clock.now())
+    sources = build_sources(settings, clock)
+    try:
+        return Monitor(
+            store, sha, sources, settings=settings, clock=clock, rand=lambda: 0.5, repo=repo
+        ).run()
+    finally:
+        for source in sources:
+            source.close()
+
+
+def api_calls_in_log(store: Store, sha: str | None = None) -> int:
+    return sum(int(e.data.get("api_calls", 0)) for e in store.events(stream=sha))
+
+
+SHA = "1" * 40
+
+
+def test_success_is_recorded_with_push_to_live(store, platform, clock) -> None:
+    platform.add_deployment(SHA, appear_after_s=10, build_s=60, deploy_s=90)
+    state = run(store, SHA, settings_for(platform), clock)
+    row = store.deployment(SHA)
+    assert state == "succeeded" and row is not None
+    assert row.phase == "ACTIVE" and row.deployment_id
+    assert row.push_to_live_s is not None and 150 < row.push_to_live_s < 200
+    # live at 170 s; stepped polls at 165 and 180: seen 10 s late
+    assert row.detection_lag_s == pytest.approx(10.0)
+    assert api_calls_in_log(store) == platform.api_requests
+    assert row.api_calls == platform.api_requests
+
+
+def test_build_failure_keeps_the_failing_log_line(store, platform, clock) -> None:
+    platform.add_deployment(SHA, build_s=40, outcome="build_error")
+    assert run(store, SHA, settings_for(platform), clock) == "failed"
+    row = store.deployment(SHA)
+    assert row is not None and row.log_tail and row.failed_step
+    assert "ERR" in row.log_tail or "error" in row.log_tail.lower()
+    assert row.reason_code
+    archive = [r for r in platform.requests if not r.api]
+    assert archive and not any(r.authorization for r in archive)
+    assert api_calls_in_log(store) == platform.api_requests
+
+
+def test_deploy_failure_fetches_build_then_deploy_logs(store, platform, clock) -> None:
+    platform.add_deployment(SHA, outcome="deploy_error")
+    assert run(store, SHA, settings_for(platform), clock) == "failed"
+    paths = [r.query for r in platform.requests if "/logs" in r.path]
+    assert any("BUILD" in p for p in paths) and any("DEPLOY" in p for p in paths)
+    assert api_calls_in_log(store) == platform.api_requests
+
+
+def test_cancel_is_canceled_and_exits_1(store, platform, clock, no_sources) -> None:
+    platform.add_deployment(SHA, outcome="canceled")
+    assert run(store, SHA, settings_for(platform), clock) == "canceled"
+    st = Tracker(store.path, settings=no_sources, clock=clock).status(SHA)
+    assert st.exit_code == 1 and st.state == "canceled"
+
+
+@pytest.mark.parametrize(
+    ("successor_outcome", "state", "code"),
+    [("active", "superseded", 0), ("build_error", "superseded", 1)],
+)
+def test_superseded_is_resolved_through_the_successor(
+    store, platform, clock, repo, no_sources, successor_outcome, state, code
+) -> None:
+    ours, newer = commit(repo, "ours"), commit(repo, "newer, contains ours")
+    if successor_outcome != "active":
+        platform.supersede_on = "created"  # the platform replaces ours as soon as it queues newer
+    platform.add_deployment(ours, build_s=60, deploy_s=120)
+    platform.add_deployment(
+        newer, appear_after_s=30, build_s=20, deploy_s=20, outcome=successor_outcome
+    )
+    assert run(store, ours, settings_for(platform), clock, repo=repo) == state
+    row = store.deployment(ours)
+    assert row is not None and row.superseded_by == newer
+    st = Tracker(store.path, settings=no_sources, clock=clock).status(ours)
+    assert st.exit_code == code
+    assert api_calls_in_log(store) == platform.api_requests
+
+
+def test_superseded_by_an_unrelated_commit_did_not_go_live(store, platform, clock, repo) -> None:
+    ours = commit(repo, "ours")
+    git(repo, "checkout", "-q", "--orphan", "other")
+    unrelated = commit(repo, "unrelated")
+    platform.add_deployment(ours, build_s=60, deploy_s=120)
+    platform.add_deployment(unrelated, appear_after_s=30, build_s=20, deploy_s=20)
+    assert run(store, ours, settings_for(platform), clock, repo=repo) == "superseded"
+    row = store.deployment(ours)
+    assert row is not None and row.superseded_went_live == 0
+
+
+def test_a_deployment_that_never_appears_times_out(store, platform, clock) -> None:
+    settings = settings_for(platform, TRACKER_MAX_WAIT="60")
+    assert run(store, SHA, settings, clock) == "timed_out"
+    row = store.deployment(SHA)
+    # stepped: 0, 5, ..., 60 -> 13 polls, each one list request
+    assert row is not None and row.polls == 13
+    assert api_calls_in_log(store) == platform.api_requests == 13
+
+
+def test_429_with_retry_after_waits_as_told(store, platform, clock) -> None:
+    platform.add_deployment(SHA, build_s=30, deploy_s=30)
+    platform.inject("429", times=1, after=2, retry_after=42)
+    assert run(store, SHA, settings_for(platform), clock) == "succeeded"
+    assert 42.0 in poll_gaps(store, SHA)
+    assert api_calls_in_log(store) == platform.api_requests
+
+
+def test_429_without_retry_after_waits_for_the_reset(store, platform, clock) -> None:
+    platform.add_deployment(SHA, build_s=30, deploy_s=30)
+    platform.inject("429", times=1, after=2, reset_in_s=33)
+    assert run(store, SHA, settings_for(platform), clock) == "succeeded"
+    assert any(32 <= gap <= 34 for gap in poll_gaps(store, SHA))
+    row = store.deployment(SHA)
+    assert row is not None and row.errors == 1
+    assert api_calls_in_log(store) == platform.api_requests
+
+
+def poll_gaps(store: Store, sha: str) -> list[float]:
+    """Seconds between consecutive polls, from the log."""
+    from tracker.clock import parse_iso
+
+    times = [
+        parse_iso(e.recorded_at) or 0.0
+        for e in store.events(stream=sha)
+        if e.type == "DeploymentPolled"
+    ]
+    return [round(b - a, 3) for a, b in zip(times, times[1:])]
+
+
+def test_bursts_of_5xx_and_malformed_answers_are_survived(store, platform, clock) -> None:
+    platform.add_deployment(SHA, build_s=60, deploy_s=60)
+    platform.inject("5xx", times=4, after=1, status=503)
+    platform.inject("malformed", times=2, after=8)
+    platform.inject("truncated", times=1, after=12)
+    assert run(store, SHA, settings_for(platform), clock) == "succeeded"
+    row = store.deployment(SHA)
+    assert row is not None and row.errors == 7 and row.retries >= 4
+    assert api_calls_in_log(store) == platform.api_requests
+
+
+def test_a_server_that_hangs_is_a_timeout_not_a_crash(store, platform, clock) -> None:
+    platform.add_deployment(SHA, build_s=20, deploy_s=20)
+    platform.inject("slow", times=1, after=1, delay_s=1.5)
+    settings = settings_for(platform, TRACKER_HTTP_TIMEOUT="0.3")
+    assert run(store, SHA, settings, clock) == "succeeded"
+    kinds = [e.data.get("error_kind") for e in store.events(stream=SHA) if not e.data.get("ok", 1)]
+    assert "timeout" in kinds
+
+
+def test_our_deployment_on_page_3_is_found(store, platform, clock) -> None:
+    platform.add_deployment(SHA, build_s=30, deploy_s=30)
+    for n in range(45):
+        platform.add_deployment(f"{n:040x}", appear_after_s=1, outcome="canceled")
+    clock.advance(5)
+    assert run(store, SHA, settings_for(platform), clock) == "succeeded"
+    first = next(e for e in store.events(stream=SHA) if e.type == "DeploymentPolled")
+    assert first.data["api_calls"] == 3
+    assert api_calls_in_log(store) == platform.api_requests
+
+
+def test_a_wrong_token_stops_the_monitor_with_a_clear_error(store, platform, clock) -> None:
+    from tracker.errors import SourceUnavailableError
+
+    settings = load_settings(
+        None,
+        env={
+            "DIGITALOCEAN_TOKEN": "wrong-token-123",
+            "TRACKER_DO_APP_ID": platform.app_id,
+            "TRACKER_DO_API_URL": platform.base_url,
+        },
+    )
+    with pytest.raises(SourceUnavailableError) as caught:
+        run(store, SHA, settings, clock)
+    assert "wrong-token-123" not in str(caught.value)
+    assert b"wrong-token-123" not in store.path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ("fixed", [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120]),
+        ("stepped", [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60]),
+    ],
+)
+def test_poll_times_follow_the_policy(store, platform, clock, policy, expected) -> None:
+    settings = settings_for(
+        platform, TRACKER_POLL_POLICY=policy, TRACKER_MAX_WAIT=str(expected[-1])
+    )
+    start = clock.now()
+    run(store, SHA, settings, clock)
+    polled = [e for e in store.events(stream=SHA) if e.type == "DeploymentPolled"]
+    from tracker.clock import parse_iso
+
+    offsets = [round((parse_iso(e.recorded_at) or 0) - start, 3) for e in polled]
+    assert offsets == expected
+
+
+def test_stepped_switches_to_the_long_interval() -> None:
+    policy = SteppedPolicy(5, 120, 15)
+    assert policy.schedule(180) == [*range(0, 121, 5), 135, 150, 165, 180]
+    assert FixedPolicy(10).schedule(30) == [0, 10, 20, 30]
+
+
+def test_an_ingested_verdict_stops_a_running_monitor(store, platform, clock, no_sources) -> None:
+    """A terminal notification ends the monitor at its next look at the log (within a second)."""
+    platform.add_deployment(SHA, build_s=300, deploy_s=100)
+    settings = settings_for(platform)
+    store.append(SHA, PushRecorded(sha=SHA, branch="main"), at=clock.now())
+    tracker = Tracker(store.path, settings=no_sources, clock=clock)
+    original_sleep = clock.sleep
+    calls = {"n": 0}
+
+    def sleep_and_notify(seconds: float) -> None:
+        original_sleep(seconds)
+        calls["n"] += 1
+        if calls["n"] == 12:
+            tracker.ingest({"sha": SHA, "status": "success", "deployment_id": "webhook-1"})
+
+    clock.sleep = sleep_and_notify  # type: ignore[method-assign]
+    assert run(store, SHA, settings, clock) == "succeeded"
+    outcomes = [
+        e
+        for e in store.events(stream=SHA)
+        if e.type.startswith("Deployment") and e.type != "DeploymentPolled"
+    ]
+    assert len(outcomes) == 1 and outcomes[0].data["source"] == "ingest:webhook"
+
+
+def test_judge_prefers_the_api_and_notes_a_disagreement() -> None:
+    api = Observation("digitalocean", ok=True, found=True, phase="ERROR", deployment_id="d")
+    db = Observation("mysql", ok=True, found=True, phase="ACTIVE", status="success")
+    verdict = judge([db, api], now=100.0, pushed_at=40.0)
+    assert verdict.outcome is not None and verdict.outcome.TYPE == "DeploymentFailed"
+    assert verdict.disagreement is not None and verdict.needs_logs == "d"
+    alone = judge([db], now=100.0, pushed_at=40.0)
+    assert alone.outcome is not None and alone.outcome.TYPE == "DeploymentSucceeded"
+    assert judge([Observation("mysql", ok=False)], now=1, pushed_at=0).outcome is None
+
+
+@pytest.mark.parametrize(
+    ("obs", "expected"),
+    [
+        (Observation("digitalocean", ok=True), 5.0),
+        (Observation("digitalocean", ok=False, error_kind="rate_limited", retry_after_s=7.0), 7.0),
+        (Observation("digitalocean", ok=False, error_kind="server_error"), 5.0 / 8 * 0.75),
+    ],
+)
+def test_next_delay_table(obs: Observation, expected: float) -> None:
+    delay = next_delay(
+        [obs],
+        policy=SteppedPolicy(5, 120, 15),
+        elapsed=10,
+        polls=2,
+        failures=0 if obs.ok else 1,
+        now=0.0,
+        rand=0.5,
+    )
+    assert delay == pytest.approx(expected)
