@@ -1,0 +1,191 @@
+"""`schema.sql` is the single source: tables match the code, migrations apply, the view answers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tracker.clock import FakeClock
+from tracker.events import (
+    DeploymentFailed,
+    DeploymentPolled,
+    DeploymentSucceeded,
+    DeploymentSuperseded,
+    Event,
+    MonitorStarted,
+    MonitorTimedOut,
+    PushRecorded,
+    PushRejected,
+)
+from tracker.projections import DeploymentRow, SourceCallRow, exit_code_of
+from tracker.store import Store, migrations
+
+REPO = Path(__file__).resolve().parent.parent
+SQLITE3 = "/usr/bin/sqlite3"
+
+
+def columns(db: Path, table: str) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def fresh(tmp_path: Path) -> Path:
+    db = tmp_path / "events.db"
+    Store(db).last_seq()
+    return db
+
+
+@pytest.mark.parametrize(
+    ("table", "row"), [("deployments", DeploymentRow), ("source_calls", SourceCallRow)]
+)
+def test_projection_tables_have_exactly_the_fields_of_their_rows(
+    tmp_path: Path, table: str, row: type
+) -> None:
+    assert columns(fresh(tmp_path), table) == {f.name for f in dataclasses.fields(row)}
+
+
+def test_migrations_are_numbered_from_one_without_gaps_and_apply_in_order() -> None:
+    found = migrations()
+    assert [number for number, _ in found] == list(range(1, len(found) + 1))
+    conn = sqlite3.connect(":memory:")
+    for _, sql in found:
+        conn.executescript(sql)
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema")}
+    assert {"events", "deployments", "source_calls", "projection_checkpoints"} <= names
+    assert "deployment_status" in names
+
+
+def test_no_table_is_defined_outside_schema_sql() -> None:
+    for path in (REPO / "tracker").rglob("*.py"):
+        assert "CREATE TABLE" not in path.read_text().upper(), path
+
+
+def test_an_old_empty_database_is_migrated_on_open(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    with sqlite3.connect(db) as conn:  # a real SQLite file: user_version 0, no tables
+        conn.execute("CREATE TABLE scratch (x)")
+        conn.execute("DROP TABLE scratch")
+    assert columns(db, "events") == set()
+    store = Store(db)
+    assert store.last_seq() == 0
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations())
+    assert "key" in columns(db, "events")
+    sha = "e" * 40
+    assert store.append(sha, PushRecorded(sha=sha, branch="main")) is not None
+
+
+def test_files_are_private_to_their_owner(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        db = tmp_path / "state" / "tracker" / "events.db"
+        Store(db).append("f" * 40, PushRecorded(sha="f" * 40, branch="main"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+    for path in (db, db.with_name("events.db.lock"), db.with_name("events.db-wal")):
+        assert path.exists() and stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+# -- the view, read by the sqlite3 program ------------------------------------------------------
+
+
+def poll(phase: str) -> DeploymentPolled:
+    return DeploymentPolled(source="digitalocean", ok=True, found=True, phase=phase,
+                            deployment_id="d1", api_calls=1)  # fmt: skip
+
+
+STORIES: dict[str, list[Event]] = {
+    "pending": [],
+    "in_progress": [poll("BUILDING")],
+    "succeeded": [poll("DEPLOYING"), DeploymentSucceeded(deployment_id="d1")],
+    "failed": [DeploymentFailed(deployment_id="d1", reason={"code": "BuildJobFailed"})],
+    "canceled": [DeploymentFailed(deployment_id="d1", phase="CANCELED")],
+    "superseded-live": [
+        DeploymentSuperseded(by_sha="9" * 40, by_deployment_id="d2", went_live=True)
+    ],
+    "superseded": [DeploymentSuperseded(by_sha="9" * 40, by_deployment_id="d2", went_live=False)],
+    "timed_out": [poll("BUILDING"), MonitorTimedOut(waited_s=480, last_phase="BUILDING")],
+    "rejected": [PushRejected(sha="", reason="non-fast-forward")],
+}
+EXPECTED = {name: (name.split("-")[0], exit_code_of(name.split("-")[0], "live" in name))
+            for name in STORIES} | {"stale": ("stale", 2)}  # fmt: skip
+
+
+def test_the_deployment_status_view_answers_from_the_sqlite3_program(tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    shas = {}
+    for i, (name, story) in enumerate(STORIES.items()):
+        sha = shas[name] = f"{i + 1:x}" * 40
+        store = Store(db, clock=FakeClock(start=time.time()))
+        store.append(sha, PushRecorded(sha=sha, branch="main"))
+        for event in story:
+            store.append(sha, event)
+    stale = shas["stale"] = "d" * 40
+    old = Store(db, clock=FakeClock(start=time.time() - 3600))  # a monitor silent for an hour
+    old.append(stale, PushRecorded(sha=stale, branch="main"))
+    old.append(stale, MonitorStarted(pid=999_999, host="gone", policy="stepped"))
+    old.append(stale, poll("BUILDING"))
+
+    out = subprocess.run(
+        [SQLITE3, "-readonly", "-json", str(db),
+         "SELECT sha, short_sha, state, exit_code FROM deployment_status"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    found = {r["sha"]: (r["state"], r["exit_code"]) for r in json.loads(out)}
+    assert found == {shas[name]: expected for name, expected in EXPECTED.items()}
+    assert {EXPECTED[n][1] for n in EXPECTED} == {0, 1, 2}
+    assert exit_code_of("superseded", True) == 0 and exit_code_of("superseded", False) == 1
+
+
+def test_the_view_is_read_only(tmp_path: Path) -> None:
+    db = fresh(tmp_path)
+    result = subprocess.run(
+        [SQLITE3, str(db), "DELETE FROM deployment_status"], capture_output=True, text=True
+    )
+    assert result.returncode != 0 and "view" in result.stderr
+
+
+# -- the wheel ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_schema_sql_and_finds_it_when_installed(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(REPO)],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    (wheel,) = dist.glob("deploy_tracker-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        schema = archive.read("tracker/schema.sql").decode()
+    assert schema == (REPO / "schema.sql").read_text()
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
+        check=True, timeout=300,
+    )  # fmt: skip
+    probe = "from tracker.store import migrations, schema_text; print(len(migrations()))"
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+    result = subprocess.run(
+        [python, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path, env=env
+    )
+    assert int(result.stdout) == len(migrations()) >= 1
+    where = subprocess.run(
+        [python, "-c", "import tracker.store as s; print(s.__file__)"],
+        capture_output=True, text=True, check=True, cwd=tmp_path, env=env,
+    ).stdout  # fmt: skip
+    assert str(venv) in where, "the probe imported the checkout, not the installed wheel"
