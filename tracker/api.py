@@ -267,8 +267,9 @@ class Tracker:
         assert sha is not None
         deadline = self.clock.monotonic() + timeout if timeout > 0 else None
         current = self.status(sha)
-        if resume and current.state == "stale":
-            self.start_monitor(sha)
+        orphan = current.state == "pending" and current.monitor.pid is None and current.watched
+        if resume and (current.state == "stale" or orphan):
+            self.start_monitor(sha)  # its monitor died, or it never had one
         if on_change:
             on_change(current)
         while current.state not in TERMINAL_STATES and current.state != "not_found":

@@ -252,7 +252,8 @@ class DigitalOceanSource:
 
         def newer(d: Json) -> bool:
             when = parse_iso(str(d.get("created_at") or ""))
-            return d["id"] != ours["id"] and (when is None or when > created)
+            # DigitalOcean times have one-second precision: the same second may still be newer
+            return d["id"] != ours["id"] and (when is None or when >= created)
 
         app = _object(self._get_json(self._app_url, tally), "app")
         active = app.get("active_deployment")
