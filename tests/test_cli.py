@@ -286,7 +286,7 @@ def test_the_view_answers_from_the_sqlite3_command_line(seeded, db_path) -> None
             "sqlite3",
             "-readonly",
             str(db_path),
-            "SELECT state, exit_code FROM deployment_status WHERE sha = '%s'" % seeded["failed"],
+            f"SELECT state, exit_code FROM deployment_status WHERE sha = '{seeded['failed']}'",
         ],
         capture_output=True,
         text=True,

@@ -6,6 +6,7 @@ runs in a fraction of a second of real time, and every request really crosses lo
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,7 +209,7 @@ def poll_gaps(store: Store, sha: str) -> list[float]:
         for e in store.events(stream=sha)
         if e.type == "DeploymentPolled"
     ]
-    return [round(b - a, 3) for a, b in zip(times, times[1:])]
+    return [round(b - a, 3) for a, b in itertools.pairwise(times)]
 
 
 def test_bursts_of_5xx_and_malformed_answers_are_survived(store, platform, clock) -> None:

@@ -50,9 +50,8 @@ def run_demo(*, keep: bool = False, colour: bool = False) -> int:
         repo, env = _setup(root, platform.base_url, platform.app_id)
         shas = _push_all(repo, env, platform)
         ok = _report(repo, shas, colour)
-        print(
-            f"demo: finished in {time.monotonic() - started:.1f} s; {'all as expected' if ok else 'UNEXPECTED RESULTS'}"
-        )
+        verdict = "all as expected" if ok else "UNEXPECTED RESULTS"
+        print(f"demo: finished in {time.monotonic() - started:.1f} s; {verdict}")
         if keep:
             print(f"demo: kept {root} (log: {repo}/.git/tracker/events.db)")
     return 0 if ok else 1
@@ -135,7 +134,7 @@ def _report(repo: Path, shas: list[tuple[Scenario, str]], colour: bool) -> bool:
     ok = True
     with Tracker.open(repo) as tracker:
         print("demo: waiting for the deployments (tracker wait, at most 30 s each)")
-        for scenario, sha in shas:
+        for _, sha in shas:
             tracker.wait(sha, timeout=30, resume=True)
         for scenario, sha in shas:
             st = tracker.status(sha)
