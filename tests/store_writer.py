@@ -1,10 +1,12 @@
 """A writer process for the store's tests and benchmarks, run as `python tests/store_writer.py`.
 
 Modes:
-  concurrent DB WRITER COUNT STREAMS BARRIER [LATENCIES]
+  concurrent DB WRITER COUNT STREAMS BARRIER [LATENCIES [PACE]]
       print `ready`, wait for the file BARRIER to exist, then append COUNT events through
       `Store.append`, round-robin over STREAMS (comma-separated SHAs), each keyed
-      `w<WRITER>:<n>`; write one append latency in seconds per line to LATENCIES if given.
+      `w<WRITER>:<n>`; write one append latency in seconds per line to LATENCIES if given;
+      with PACE, sleep a random 0..PACE seconds before each append (an offered, not a
+      saturating, load).
   forever DB WRITER
       append batches of 1 to 5 events (keyed `k<WRITER>:<batch>:<i>/<size>`) until killed,
       printing `ready` once the store is open; a terminal verdict always comes alone.
@@ -44,6 +46,8 @@ def event_for(writer: int, n: int, stream: str) -> Event:
 def run_concurrent(args: list[str]) -> None:
     db, writer, count, streams, barrier = args[:5]
     latencies_path = args[5] if len(args) > 5 else None
+    pace = float(args[6]) if len(args) > 6 else 0.0
+    rng = random.Random(writer)
     shas = streams.split(",")
     store = Store(db)
     store.last_seq()  # open and migrate before the start line, like a warm process
@@ -54,6 +58,8 @@ def run_concurrent(args: list[str]) -> None:
     w = int(writer)
     for n in range(int(count)):
         stream = shas[n % len(shas)]
+        if pace:
+            time.sleep(rng.uniform(0, pace))
         started = time.perf_counter()
         store.append(stream, event_for(w, n // len(shas), stream), key=f"w{w}:{n}")
         latencies.append(time.perf_counter() - started)
