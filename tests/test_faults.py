@@ -28,6 +28,7 @@ from gitrepo import Repo, make_repo, tracker_python, wait_until
 from tracker.clock import FakeClock
 from tracker.config import Settings, load_settings
 from tracker.hooks_install import install
+from tracker.projections import exit_code_of
 from tracker.sim import SimulatedPlatform
 from tracker.spool import confirmer_alive, read_record, record_paths
 from tracker.store import Store
@@ -666,3 +667,295 @@ def test_wrong_database_credentials_stop_the_monitor_with_one_line_and_no_secret
     for file in db.parent.rglob("*"):
         if file.is_file():
             assert PASSWORD.encode() not in file.read_bytes(), file
+
+
+# -- bad input on every command ---------------------------------------------------------------
+
+UNKNOWN_SHA = "f" * 40
+FULL = "a" * 40
+SHELL_TRICKS = ["$(touch pwned)", ";touch pwned;", "`touch pwned`", "HEAD\ntouch pwned", "-n"]
+MYSQL = "mysql://root@127.0.0.1/test"
+BAD_INPUT = [
+    *[(("status", "--", ref), {}, "", 64) for ref in SHELL_TRICKS],
+    *[(("events", "--", ref), {}, "", 64) for ref in SHELL_TRICKS],
+    *[(("wait", "--timeout", "1", "--", ref), {}, "", 64) for ref in SHELL_TRICKS],
+    *[(("push", "--no-monitor", "--", ref), {}, "", 64) for ref in SHELL_TRICKS],
+    *[(("monitor", "--", ref), {}, "", 64) for ref in SHELL_TRICKS],
+    (("status", "zzzzzzz"), {}, "", 64),
+    (("status", "abc"), {}, "", 64),
+    (("status", "a" * 41), {}, "", 64),
+    (("status", "HEAD..HEAD"), {}, "", 64),
+    (("status", "HEAD", "--bogus"), {}, "", 64),
+    (("wait", UNKNOWN_SHA, "--timeout", "-1"), {}, "", 64),
+    (("wait", UNKNOWN_SHA, "--timeout", "nan"), {}, "", 64),
+    (("wait", UNKNOWN_SHA, "--timeout", "abc"), {}, "", 64),
+    (("events", "--limit", "0"), {}, "", 64),
+    (("events", "--limit", "-5"), {}, "", 64),
+    (("stats", "--since", "-5m"), {}, "", 64),
+    (("stats", "--since", "nan"), {}, "", 64),
+    (("stats", "--since", "inf"), {}, "", 64),
+    (("stats", "--since", "1e400d"), {}, "", 64),
+    (("stats", "--since", "10x"), {}, "", 64),
+    (("monitor", "HEAD"), {"TRACKER_MAX_WAIT": "-1"}, "", 78),
+    (("monitor", "HEAD"), {"TRACKER_MAX_WAIT": "nan"}, "", 78),
+    (("monitor", "HEAD"), {"TRACKER_MAX_WAIT": "inf"}, "", 78),
+    (("monitor", "HEAD"), {"TRACKER_MAX_WAIT": "1e400"}, "", 78),
+    (("monitor", "HEAD"), {"TRACKER_MAX_WAIT": "86400000"}, "", 78),
+    (("monitor", "HEAD"), {"TRACKER_POLL_POLICY": "adaptive"}, "", 78),
+    (("monitor", "HEAD"), {"TRACKER_POLL_INITIAL": "0"}, "", 78),
+    (("push", "HEAD"), {"TRACKER_LOCK_TIMEOUT": "-3"}, "", 78),
+    (
+        ("monitor", "HEAD"),
+        {"TRACKER_MYSQL_URL": MYSQL, "TRACKER_MYSQL_TABLE": "deployments; DROP TABLE x"},
+        "",
+        78,
+    ),
+    (("monitor", "HEAD"), {"TRACKER_MYSQL_URL": MYSQL, "TRACKER_MYSQL_SHA_COLUMN": "a`b"}, "", 78),
+    (
+        ("monitor", "HEAD"),
+        {"TRACKER_MYSQL_URL": MYSQL, "TRACKER_MYSQL_STATUS_COLUMN": "status FROM x --"},
+        "",
+        78,
+    ),
+    *[
+        (("ingest",), {}, text, 64)
+        for text in [
+            "",
+            "{",
+            "[]",
+            '"x"',
+            '{"sha": "zz", "status": "success"}',
+            '{"sha": "$(touch pwned)", "status": "success"}',
+            f'{{"sha": "{FULL}"}}',
+            f'{{"sha": "{FULL}", "phase": "BOGUS"}}',
+            f'{{"sha": "{FULL}", "status": 5}}',
+            f'{{"sha": "{FULL}", "status": NaN}}',
+            f'{{"sha": "{FULL}", "status": "success", "log_tail": 5}}',
+            f'{{"sha": "{UNKNOWN_SHA}", "status": "success"}}',
+            "x" * 2_000_000,
+        ]
+    ],
+]
+# Bugs in files this suite may not edit (cli.py, api.py): the failing case, marked.
+KNOWN_BAD_INPUT = [
+    pytest.param(
+        ("wait", UNKNOWN_SHA, "--timeout", timeout),
+        {},
+        "",
+        64,
+        marks=pytest.mark.xfail(
+            strict=True, reason="cli.wait accepts an infinite or absurd --timeout"
+        ),
+    )
+    for timeout in ("inf", "1e400", "1e12")
+] + [
+    pytest.param(
+        ("stats", "--since", ""),
+        {},
+        "",
+        64,
+        marks=pytest.mark.xfail(strict=True, reason="cli.stats treats --since '' as no filter"),
+    ),
+    *[
+        pytest.param(
+            ("push", "HEAD", "--no-monitor", option, value),
+            {},
+            "",
+            64,
+            marks=pytest.mark.xfail(
+                strict=True, reason="api.record_push records an unvalidated branch or remote"
+            ),
+        )
+        for option, value in [
+            ("--branch", "$(touch pwned)"),
+            ("--branch", "`touch pwned`"),
+            ("--branch", "main\nfake line"),
+            ("--remote", ";touch pwned"),
+        ]
+    ],
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
+    """One repository whose log holds a push of HEAD, shared by the bad-input cases."""
+    repo = make_repo(tmp_path_factory.mktemp("bad-input"))
+    with Store(repo.db) as store:
+        from tracker.events import PushRecorded
+
+        head = repo.git("rev-parse", "HEAD").stdout.strip()
+        store.append(head, PushRecorded(sha=head, branch="main"))
+    return repo
+
+
+@pytest.mark.parametrize(("args", "env", "stdin", "code"), BAD_INPUT + KNOWN_BAD_INPUT)
+def test_bad_input_is_one_error_line_and_writes_nothing(
+    bad_input_repo: Repo,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: tuple[str, ...],
+    env: dict[str, str],
+    stdin: str,
+    code: int,
+) -> None:
+    import io
+
+    from tracker.cli import main
+
+    repo = bad_input_repo
+    monkeypatch.chdir(repo.work)
+    for name, value in {**repo.env, **env}.items():
+        if name.startswith(("GIT_", "TRACKER_")):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    before = max_seq(repo.db)
+    assert main(list(args)) == code
+    one_error_line(capsys.readouterr().err)
+    assert max_seq(repo.db) == before
+    for where in (repo.work, repo.work.parent, Path("/")):
+        assert not (where / "pwned").exists()
+
+
+# -- security on the hook path and in the spool -----------------------------------------------
+
+URLS = [
+    "https://x-access-token:ghs_S3CRET@github.com/acme/app.git",
+    "https://ghp_S3CRET@github.com/acme/app.git",
+    "https://user:p@ss:S3CRET@example.com:8443/a/b.git",
+    "ssh://deployer:S3CRET@host:2222/srv/app.git",
+    "https://user:S3CRET@host",
+    "git@github.com:acme/app.git",
+    "https://github.com/acme/app.git",
+    "https://host/path/with@sign.git",
+    "/srv/git/app.git",
+    "file:///srv/git/app.git",
+    "host:path/app.git",
+]
+
+
+def hook_function(name: str) -> str:
+    """The text of one shell function of hooks/pre-push."""
+    text = (ROOT / "hooks" / "pre-push").read_text()
+    start = text.index(f"{name}() {{")
+    return text[start : text.index("\n}\n", start) + 3]
+
+
+@pytest.mark.parametrize("url", URLS)
+def test_the_hook_strips_credentials_exactly_as_the_python_side_does(url: str) -> None:
+    from tracker.gitutil import strip_credentials
+
+    script = hook_function("strip_credentials") + 'strip_credentials "$1"'
+    done = subprocess.run(
+        ["sh", "-c", script, "sh", url], capture_output=True, text=True, check=True
+    )
+    assert done.stdout == strip_credentials(url)
+    assert "S3CRET" not in done.stdout
+
+
+def test_spool_records_are_owner_only_whatever_the_pushers_umask(repo: Repo) -> None:
+    with Store(repo.db) as store:
+        store.last_seq()
+    sha = repo.commit()
+    with lock_holder(repo.db):
+        pushed = subprocess.run(
+            ["git", "push", "origin", "main"], cwd=repo.work, env={**repo.env, "DB_PASS": PASSWORD},
+            capture_output=True, text=True, timeout=60, preexec_fn=lambda: os.umask(0),
+        )  # fmt: skip
+        assert pushed.returncode == 0, pushed.stderr
+        [path] = record_paths(repo.spool)
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        assert oct(repo.spool.stat().st_mode & 0o777) == "0o700"
+        pid = read_record(path).confirmer_pid
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert args[-2:] == [str(path).encode(), b""]  # the record's path, and nothing else
+        assert PASSWORD.encode() not in path.read_bytes()
+    assert settled(repo, sha) == ["PushRecorded", "PushConfirmed"]
+    for file in repo.log_dir.rglob("*"):
+        if file.is_file():
+            assert file.stat().st_mode & 0o077 == 0, file
+            assert PASSWORD.encode() not in file.read_bytes(), file
+
+
+# -- pushes racing from several clones --------------------------------------------------------
+
+
+def push_until_accepted(
+    clone: Repo, sim: SimulatedPlatform, attempts: list[tuple[str, bool]]
+) -> None:
+    """Commit, then push main; on a rejection pull --rebase and push again (as agents do)."""
+    clone.commit(f"change from {clone.work.name}")
+    for _ in range(20):
+        sha = clone.git("rev-parse", "HEAD").stdout.strip()
+        done = clone.push("origin", "main")
+        attempts.append((sha, done.returncode == 0))
+        if done.returncode == 0:
+            sim.add_deployment(
+                sha, pending_build_s=0.2, build_s=0.4, pending_deploy_s=0.1, deploy_s=0.4
+            )
+            return
+        clone.git("pull", "-q", "--rebase", "origin", "main")
+    raise AssertionError(f"{clone.work.name} could not push in 20 attempts")
+
+
+def test_pushes_racing_from_two_clones_are_each_recorded_once_with_one_outcome(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    from gitrepo import git
+
+    db = tmp_path / "shared-log" / "events.db"
+    with SimulatedPlatform(token=TOKEN) as sim:
+        first = make_repo(tmp_path, "clone0")
+        env = sim_env(sim, db)
+        env.update({k: v for k, v in first.env.items() if k.startswith("GIT_")})
+        clones = [Repo(first.work, first.remote, env)]
+        git(tmp_path, "clone", "-q", str(first.remote), str(tmp_path / "clone1"), env=env)
+        clones.append(Repo(tmp_path / "clone1", first.remote, env))
+        for clone in clones:
+            install(clone.work, python=tracker_python())
+        attempts: list[tuple[str, bool]] = []
+
+        def agent(clone: Repo) -> None:
+            for _ in range(5):
+                push_until_accepted(clone, sim, attempts)
+
+        threads = [threading.Thread(target=agent, args=(c,)) for c in clones]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        accepted = [sha for sha, ok in attempts if ok]
+        assert len(accepted) == 10
+
+        def all_decided() -> bool:
+            with Store(db) as store:
+                rows = [store.deployment(sha) for sha, _ in attempts]
+            return all(row is not None and row.terminal for row in rows)
+
+        wait_until(all_decided, timeout=60)
+        spool = db.parent / "spool"
+        wait_until(lambda: not record_paths(spool))
+        for sha, ok in attempts:
+            types = event_types(db, sha)
+            assert types.count("PushRecorded") == 1, (sha, types)
+            verdicts = [t for t in types if t in ("PushConfirmed", "PushRejected")]
+            assert verdicts == (["PushConfirmed"] if ok else ["PushRejected"]), (sha, types)
+            outcomes = [t for t in types if t in OUTCOMES]
+            assert len(outcomes) == (1 if ok else 0), (sha, types)
+        wait_until(lambda: not any(monitor_pids_alive(db)))
+        with Store(db) as store:
+            final = [store.deployment(sha) for sha in accepted]
+        # Each accepted push went live, itself or inside a newer commit that did.
+        assert [exit_code_of(r.state, r.superseded_went_live) for r in final if r] == [0] * 10
+        assert logged_api_calls(db) == sim.api_requests
+        assert not [r for r in sim.requests if r.fault]
+    assert_consistent(db)
+
+
+def monitor_pids_alive(db: Path) -> list[int]:
+    from tracker.api import monitor_alive
+
+    with Store(db) as store:
+        pids = [int(e.data["pid"]) for e in store.events() if e.type == "MonitorStarted"]
+    return [pid for pid in pids if monitor_alive(pid, os.uname().nodename)]
