@@ -101,7 +101,7 @@ CREATE TABLE projection_checkpoints (
 );
 
 -- The contract for any SQLite client: one row per commit, read-only.
--- `stale`: in progress or pending with a monitor that has said nothing for ten minutes
+-- `stale`: in progress or pending with a monitor that has said nothing for five minutes
 -- (the CLI also checks whether the monitor's process is alive).
 CREATE VIEW deployment_status AS
 SELECT
@@ -111,7 +111,7 @@ SELECT
     CASE
         WHEN state IN ('pending', 'in_progress') AND monitor_pid IS NOT NULL
              AND (monitor_stopped = 1
-                  OR last_event_at < (julianday('now') - 2440587.5) * 86400.0 - 600)
+                  OR last_event_at < (julianday('now') - 2440587.5) * 86400.0 - 300)
         THEN 'stale'
         ELSE state
     END AS state,

@@ -192,11 +192,6 @@ def test_the_wheel_carries_schema_sql_and_finds_it_when_installed(tmp_path: Path
     assert str(venv) in where, "the probe imported the checkout, not the installed wheel"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the view calls a silent monitor stale after 600 s (schema.sql), "
-    "Tracker.status after 300 s (api.STALE_AFTER_S)",
-)
 def test_the_view_and_tracker_status_agree_on_a_silent_monitor(tmp_path: Path) -> None:
     from tracker.api import Tracker
 

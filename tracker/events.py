@@ -215,5 +215,12 @@ def event_from(type_name: str, data: dict[str, Any]) -> Event:
     cls = REGISTRY.get(type_name)
     if cls is None:
         raise KeyError(type_name)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    if names.issuperset(data):
+        return cls(**data)
     return cls(**{k: v for k, v in data.items() if k in names})
+
+
+_FIELDS: dict[type[Event], frozenset[str]] = {}

@@ -11,7 +11,7 @@ import copy
 import dataclasses
 import json
 from dataclasses import dataclass
-from functools import singledispatch
+from functools import cached_property, singledispatch
 from typing import Any
 
 from tracker.clock import parse_iso
@@ -49,7 +49,7 @@ class StoredEvent:
     data: dict[str, Any]
     key: str | None = None
 
-    @property
+    @cached_property
     def at(self) -> float:
         """`recorded_at` as epoch seconds."""
         return parse_iso(self.recorded_at) or 0.0
@@ -355,6 +355,8 @@ def _platform_time(row: DeploymentRow, platform_at: str | None) -> None:
 
 
 def _note_phase(row: DeploymentRow, phase: str, when: float) -> None:
+    if row.phases is not None and f'"{phase}"' in row.phases:
+        return  # seen before (most polls): no need to parse
     phases: dict[str, float] = json.loads(row.phases) if row.phases else {}
     if phase not in phases:
         phases[phase] = when

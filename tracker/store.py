@@ -14,9 +14,10 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -383,10 +384,10 @@ class Store:
             sha for sha in set(rows) | set(old) if _key(rows.get(sha)) != _key(old.get(sha))
         )
         old_calls = conn.execute(f"SELECT {', '.join(CALL_COLUMNS)} FROM source_calls").fetchall()
-        calls_differing = len(set(old_calls) ^ {astuple(c) for c in calls})
+        calls_differing = len(set(old_calls) ^ {_call_tuple(c) for c in calls})
         conn.execute("DELETE FROM deployments")
         conn.execute("DELETE FROM source_calls")
-        conn.executemany(_UPSERT_ROW, (astuple(r) for r in rows.values()))
+        conn.executemany(_UPSERT_ROW, (_row_tuple(r) for r in rows.values()))
         _insert_calls(conn, calls)
         conn.execute("DELETE FROM projection_checkpoints WHERE name = ?", (PROJECTION,))
         conn.execute(
@@ -396,8 +397,12 @@ class Store:
 
 
 def _key(row: DeploymentRow | None) -> tuple[Any, ...] | None:
-    return None if row is None else astuple(row)
+    return None if row is None else _row_tuple(row)
 
+
+# The rows are flat: attrgetter builds their tuples without astuple's recursive deep copy.
+_row_tuple: Callable[[DeploymentRow], tuple[Any, ...]] = attrgetter(*ROW_COLUMNS)
+_call_tuple: Callable[[SourceCallRow], tuple[Any, ...]] = attrgetter(*CALL_COLUMNS)
 
 _UPSERT_ROW = (
     f"INSERT OR REPLACE INTO deployments ({', '.join(ROW_COLUMNS)})"
@@ -406,14 +411,14 @@ _UPSERT_ROW = (
 
 
 def _upsert_row(conn: sqlite3.Connection, row: DeploymentRow) -> None:
-    conn.execute(_UPSERT_ROW, astuple(row))
+    conn.execute(_UPSERT_ROW, _row_tuple(row))
 
 
 def _insert_calls(conn: sqlite3.Connection, calls: Iterable[SourceCallRow]) -> None:
     conn.executemany(
         f"INSERT INTO source_calls ({', '.join(CALL_COLUMNS)})"
         f" VALUES ({', '.join('?' for _ in CALL_COLUMNS)})",
-        (astuple(c) for c in calls),
+        (_call_tuple(c) for c in calls),
     )
 
 
