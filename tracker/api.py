@@ -301,10 +301,12 @@ class Tracker:
         """Record a push made by other means and (unless `monitor=False`) start its monitor."""
         full = self.resolve(sha)
         assert full is not None
+        branch = gitutil.check_branch(branch or self.settings.branch)
+        remote = gitutil.check_remote(remote)
         now = self.clock.now()
         event = PushRecorded(
             sha=full,
-            branch=branch or self.settings.branch,
+            branch=branch,
             remote=remote,
             remote_url=gitutil.strip_credentials(remote_url),
             pushed_by=_user(),

@@ -23,6 +23,7 @@ from tracker.errors import TrackerError, UsageError
 
 USAGE = 64
 INTERNAL = 70
+MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a longer wait is a typo (milliseconds for seconds)
 
 
 @dataclass
@@ -111,8 +112,10 @@ def wait(ref: str = "HEAD", *, timeout: float = 30.0, json: bool = False) -> int
     """
     from tracker.watch import wait_command
 
-    if timeout < 0 or timeout != timeout:
-        raise UsageError(f"--timeout must be 0 or more seconds, not {timeout}")
+    if not 0 <= timeout <= MAX_TIMEOUT_S:  # also refuses NaN
+        raise UsageError(
+            f"--timeout must be between 0 and {MAX_TIMEOUT_S:g} seconds, not {timeout}"
+        )
     with _tracker() as tracker:
         st = wait_command(tracker, ref, timeout, as_json=json, colour=_colour())
     if json:
@@ -162,7 +165,7 @@ def stats(*, json: bool = False, since: str | None = None, branch: str | None = 
     from tracker.stats import parse_since, stats_text
 
     with _tracker() as tracker:
-        window = parse_since(since, now=tracker.clock.now()) if since else None
+        window = None if since is None else parse_since(since, now=tracker.clock.now())
         result = tracker.stats(since=window, branch=branch)
     if json:
         _emit(result.to_dict())

@@ -95,6 +95,24 @@ def check_rev(ref: str) -> str:
     return ref
 
 
+_REMOTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_BAD_BRANCH = re.compile(r"[\s\x00-\x1f\x7f~^:?*\[\\$`;|&<>()'\"]|\.\.|@\{|//|^-|^/|/$|\.lock$|\.$")
+
+
+def check_branch(name: str) -> str:
+    """A branch name git would accept, without shell metacharacters."""
+    if not name or len(name) > 255 or _BAD_BRANCH.search(name):
+        raise UsageError(f"not a valid branch name: {name!r}")
+    return name
+
+
+def check_remote(name: str) -> str:
+    """A remote name (empty: none)."""
+    if name and not _REMOTE_NAME.match(name):
+        raise UsageError(f"not a valid remote name: {name!r}")
+    return name
+
+
 def resolve_commit(ref: str, cwd: Path | str = ".") -> str | None:
     """The full SHA of the one commit `ref` names in the repository at `cwd`, or None."""
     check_rev(ref)
