@@ -229,9 +229,10 @@ def machine() -> str:
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
         f"{platform.system()} {platform.release()}, {os.cpu_count()} × {model}, "
-        f"Python {platform.python_version()}"
+        f"Python {platform.python_version()}, load average at the start {load}"
     )
 
 
@@ -246,12 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     policies = dict(POLICIES)
     if not args.no_third:
         policies[THIRD[0]] = THIRD[1]
+    where = machine()
     began = time.monotonic()
     results = replay_all(policies, planned, args.workers)
     took = time.monotonic() - began
     fails = sum(p.fails for p in planned)
     print(f"{args.count} deployments (seed {args.seed}, {fails} failing early in the build),")
-    print(f"replayed per policy in {took:.1f} s of real time on {machine()}\n")
+    print(f"{len(policies)} policies replayed in {took:.1f} s of real time on {where}\n")
     print(HEADER)
     for name, found in results.items():
         print(summary_row(name, found))
