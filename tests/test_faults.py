@@ -950,6 +950,9 @@ def test_pushes_racing_from_two_clones_are_each_recorded_once_with_one_outcome(
         assert [exit_code_of(r.state, r.superseded_went_live) for r in final if r] == [0] * 10
         assert logged_api_calls(db) == sim.api_requests
         assert not [r for r in sim.requests if r.fault]
+        assert sim.over_limit == 0  # no request was refused by the 250/min limit
+        arrivals = [r.at for r in sim.requests]
+        assert arrivals == sorted(arrivals) and arrivals[0] > 0
     assert_consistent(db)
 
 
@@ -959,3 +962,18 @@ def monitor_pids_alive(db: Path) -> list[int]:
     with Store(db) as store:
         pids = [int(e.data["pid"]) for e in store.events() if e.type == "MonitorStarted"]
     return [pid for pid in pids if monitor_alive(pid, os.uname().nodename)]
+
+
+def test_a_list_scan_cut_short_by_a_fault_is_finished_by_the_next_poll(
+    store: Store, sim: SimulatedPlatform, clock: FakeClock
+) -> None:
+    """Pages 1-2 seen, page 3 answered 429: the next poll must not stop at the seen pages."""
+    sha = "4" * 40
+    sim.add_deployment(sha, build_s=60, deploy_s=60)
+    for n in range(45):  # newer deployments push ours to page 3
+        sim.add_deployment(f"{n + 1:040x}", appear_after_s=1, outcome="canceled", build_s=1)
+    clock.advance(30)
+    sim.inject("429", times=1, after=2, retry_after=5)
+    settings = do_settings(sim, TRACKER_MAX_WAIT="300")
+    assert run_monitor(store, sha, settings, clock) == "succeeded"
+    assert logged_api_calls(store.path) == sim.api_requests

@@ -465,6 +465,7 @@ class SimRequest:
     api: bool  # an API call (under /v2/), as opposed to a pre-signed archive fetch
     authorization: bool  # whether an Authorization header was sent
     fault: str | None = None
+    at: float = 0.0  # the simulator's clock when the request arrived (for rate windows)
 
 
 @dataclass
@@ -536,6 +537,7 @@ class SimulatedPlatform:
         self._scripts: list[_Script] = []
         self._faults: list[Fault] = []
         self._requests: list[SimRequest] = []
+        self.over_limit = 0  # requests answered 429 by the rate limits (not injected faults)
         self._budget = _Budget(limit_per_hour, limit_per_minute)
         self.supersede_on = supersede_on
         self._stopping = threading.Event()
@@ -670,6 +672,7 @@ class SimulatedPlatform:
                     api,
                     has_auth,
                     fault.kind if fault else None,
+                    self.clock.now(),
                 )
             )
         try:
@@ -756,6 +759,7 @@ class SimulatedPlatform:
             admitted, retry_after = self._budget.admit(now)
             headers = self._budget.headers(now)
             if not admitted:
+                self.over_limit += 1
                 if retry_after is not None:
                     headers["retry-after"] = str(int(retry_after))
                 body = _error_body("too_many_requests", "API rate limit exceeded.")

@@ -183,8 +183,15 @@ class DigitalOceanSource:
     # --- finding and reading a deployment -------------------------------------------------
 
     def _find(self, sha: str, tally: _Tally) -> Json | None:
-        """Page through the list, newest first, until `sha` matches or older ground is reached."""
+        """Page through the list, newest first, until `sha` matches or older ground is reached.
+
+        Deployments settled as not ours are remembered only once a scan has ended normally:
+        a later scan stops at the first one it meets, which is right only if everything older
+        was read. A scan cut short by a fault (a 429 on page 3) leaves nothing remembered, so
+        the next poll reads past the pages it already saw.
+        """
         seen = self._scanned.setdefault(sha, set())
+        settled: set[str] = set()
         url, params = f"{self._app_url}/deployments", {"page": 1, "per_page": self.per_page}
         for _ in range(self.max_pages):
             data = self._get_json(url, tally, params)
@@ -200,11 +207,12 @@ class DigitalOceanSource:
                 stop = stop or deployment["id"] in seen
                 stop = stop or (created is not None and created < self._cutoff[sha])
                 if _shas_of(deployment) or deployment.get("cause") == "manual":
-                    seen.add(deployment["id"])  # settled: it will never turn into ours
+                    settled.add(deployment["id"])  # it will never turn into ours
             next_url = _dig(data, "links", "pages", "next")
             if stop or not isinstance(next_url, str) or not deployments:
-                return None
+                break
             url, params = self._next_page(next_url, int(params["page"]) + 1)
+        seen |= settled
         return None
 
     def _next_page(self, link: str, page: int) -> tuple[str, dict[str, int]]:
