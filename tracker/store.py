@@ -7,6 +7,7 @@ crash leaves all of it or none of it. Standard library only: the push hook's con
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -142,7 +143,7 @@ class Store:
                         conn.execute(f"PRAGMA user_version = {number}")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
 
     def close(self) -> None:
@@ -193,7 +194,7 @@ class Store:
                 written = [s for s in (self._insert(conn, item) for item in batch) if s]
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         return written
 
@@ -370,7 +371,7 @@ class Store:
                 report = self._rebuild(conn)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         return report
 
@@ -394,6 +395,17 @@ class Store:
             "INSERT INTO projection_checkpoints (name, last_seq) VALUES (?, ?)", (PROJECTION, last)
         )
         return RebuildReport(count, len(rows), tuple(differing), calls_differing)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is left of a failed transaction without hiding why it failed.
+
+    SQLite has already rolled back after some errors (a COMMIT that hit a full disk):
+    a second ROLLBACK would raise "no transaction is active" in place of "disk is full".
+    """
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _key(row: DeploymentRow | None) -> tuple[Any, ...] | None:
