@@ -737,44 +737,24 @@ BAD_INPUT = [
         ]
     ],
 ]
-# Bugs in files this suite may not edit (cli.py, api.py): the failing case, marked.
-KNOWN_BAD_INPUT = [
-    pytest.param(
-        ("wait", UNKNOWN_SHA, "--timeout", timeout),
-        {},
-        "",
-        64,
-        marks=pytest.mark.xfail(
-            strict=True, reason="cli.wait accepts an infinite or absurd --timeout"
-        ),
-    )
-    for timeout in ("inf", "1e400", "1e12")
-] + [
-    pytest.param(
-        ("stats", "--since", ""),
-        {},
-        "",
-        64,
-        marks=pytest.mark.xfail(strict=True, reason="cli.stats treats --since '' as no filter"),
-    ),
-    *[
-        pytest.param(
-            ("push", "HEAD", "--no-monitor", option, value),
-            {},
-            "",
-            64,
-            marks=pytest.mark.xfail(
-                strict=True, reason="api.record_push records an unvalidated branch or remote"
-            ),
-        )
+# Found by this suite and fixed in cli.py / api.py: absurd --timeout, empty --since, and an
+# unvalidated --branch / --remote in `tracker push`.
+KNOWN_BAD_INPUT = (
+    [
+        (("wait", UNKNOWN_SHA, "--timeout", timeout), {}, "", 64)
+        for timeout in ("inf", "1e400", "1e12")
+    ]
+    + [(("stats", "--since", ""), {}, "", 64)]
+    + [
+        (("push", "HEAD", "--no-monitor", option, value), {}, "", 64)
         for option, value in [
             ("--branch", "$(touch pwned)"),
             ("--branch", "`touch pwned`"),
             ("--branch", "main\nfake line"),
             ("--remote", ";touch pwned"),
         ]
-    ],
-]
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -980,11 +960,6 @@ def test_a_list_scan_cut_short_by_a_fault_is_finished_by_the_next_poll(
     assert logged_api_calls(store.path) == sim.api_requests
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="monitor: a successor pushed from another clone is not in this clone's objects, "
-    "is_ancestor says None, and the live commit is reported as superseded-not-live (exit 1)",
-)
 def test_superseded_by_a_push_from_another_clone_that_went_live_is_exit_0(
     tmp_path: Path,
 ) -> None:

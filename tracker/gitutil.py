@@ -138,6 +138,15 @@ def is_ancestor(ancestor: str, descendant: str, cwd: Path | str = ".") -> bool |
     return {0: True, 1: False}.get(done.returncode)
 
 
+def fetch(remote: str, cwd: Path | str = ".", timeout: float = 30.0) -> bool:
+    """`git fetch` a remote's branches quietly (to learn commits pushed from other clones)."""
+    if not _REMOTE_NAME.match(remote):
+        return False
+    return (
+        git(["fetch", "--quiet", "--no-tags", "--end-of-options", remote], cwd, timeout) is not None
+    )
+
+
 def strip_credentials(url: str) -> str:
     """A remote URL without user and password (`https://tok@host/x` → `https://host/x`)."""
     try:

@@ -321,12 +321,22 @@ class Monitor:
     def _contains(self, observations: Sequence[Observation]) -> bool | None:
         for obs in observations:
             if obs.successor_sha and obs.successor_sha not in self._ancestry:
-                self._ancestry[obs.successor_sha] = gitutil.is_ancestor(
-                    self.sha, obs.successor_sha.lower(), cwd=self.repo or "."
-                )
+                self._ancestry[obs.successor_sha] = self._is_ancestor(obs.successor_sha.lower())
             if obs.successor_sha:
                 return self._ancestry[obs.successor_sha]
         return None
+
+    def _is_ancestor(self, successor: str) -> bool | None:
+        """Whether our commit is in the successor; fetch once if the successor was pushed from
+        another clone and is not in this repository's objects yet."""
+        cwd = self.repo or "."
+        found = gitutil.is_ancestor(self.sha, successor, cwd=cwd)
+        if found is None:
+            row = self.store.deployment(self.sha)
+            remote = (row.remote if row else None) or "origin"
+            gitutil.fetch(remote, cwd=cwd)
+            found = gitutil.is_ancestor(self.sha, successor, cwd=cwd)
+        return found
 
     def _with_logs(self, failed: DeploymentFailed, deployment_id: str) -> DeploymentFailed:
         api = next((s for s in self.sources if s.name == "digitalocean"), None)
