@@ -40,7 +40,7 @@ def duration(seconds: float | None) -> str:
     """`3m12s`, `45.2s`, `1h02m`."""
     if seconds is None:
         return "-"
-    if seconds < 60:
+    if abs(seconds) < 60:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:

@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from tracker.clock import SYSTEM_CLOCK, Clock
+from tracker.clock import SYSTEM_CLOCK, Clock, iso
 
 Outcome = Literal["active", "build_error", "deploy_error", "canceled"]
 ShaIn = Literal["both", "cause_details", "components"]
@@ -60,10 +60,6 @@ _FAILING_LEAF = {
 def _iso(ts: float) -> str:
     """The API's own time format: UTC, whole seconds, `Z`."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _iso_ms(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _error_body(error_id: str, message: str) -> bytes:
@@ -398,7 +394,7 @@ def _stamped_log(s: _Script, stage: str, now: float) -> str:
     for i, text in enumerate(lines):
         ts = start + (i + 1) * step
         if ts <= now:
-            out.append(f"web {_iso_ms(ts)} {text}")
+            out.append(f"web {iso(ts)} {text}")
     return "".join(line + "\n" for line in out)
 
 

@@ -16,13 +16,13 @@ import json
 import math
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tracker.clock import iso
-from tracker.errors import LogError, UsageError
+from tracker.errors import UsageError
+from tracker.render import duration
 
 if TYPE_CHECKING:
     from tracker.store import Store
@@ -264,14 +264,6 @@ def total_fixed_polls(
 # -- reading the projections ------------------------------------------------------------------
 
 
-@contextmanager
-def _reading(store: Store) -> Iterator[sqlite3.Connection]:
-    try:
-        yield store.conn
-    except sqlite3.DatabaseError as exc:
-        raise LogError(f"cannot read the log {store.path} for stats: {exc}") from exc
-
-
 def _filters(since: float | None, branch: str | None) -> tuple[str, list[Any]]:
     """Pushed since `since`, on `branch` (as `Store.deployments`; every row is created by a
     PushRecorded, so `pushed_at` is never null and the plain test can use its index)."""
@@ -411,13 +403,12 @@ def compute_stats(
     hour and `ratelimit_remaining` are account-wide, whatever the filters.
     """
     where, args = _filters(since, branch)
-    with _reading(store) as conn:
+    with store.reading() as conn:
         row = conn.execute(_DEPLOYMENTS_SQL + where, args).fetchone()
         phases = _phases(conn, where, args)
         tally = _tally_calls(conn, since, branch)
         last_minute, last_hour = _windows(conn, now)
         remaining, seen_at = _last_ratelimit(conn)
-    store.queries += 5
     push_to_live = _ints(row[8])
     return Stats(
         generated_at=iso(now), since=None if since is None else iso(since), branch=branch,
@@ -534,7 +525,7 @@ def _duration_lines(stats: Stats, head: Any) -> list[str]:
     width = max(16, *(len(label) + 2 for label, _ in rows))
     out = [head(f"{'durations':<{width}}" + "".join(f"{c:>9}" for c in cols))]
     for label, s in rows:
-        cells = [f"{s.count:,}"] + [_dur(getattr(s, c)) for c in cols[1:]]
+        cells = [f"{s.count:,}"] + [duration(getattr(s, c)) for c in cols[1:]]
         out.append(f"{label:<{width}}" + "".join(f"{c:>9}" for c in cells))
     return out
 
@@ -570,7 +561,7 @@ def _histogram_lines(buckets: Sequence[Bucket]) -> list[str]:
     for b in buckets:
         eighths = round(b.count / top * _BAR_WIDTH * 8)
         bar = "█" * (eighths // 8) + (_EIGHTHS[eighths % 8] if eighths % 8 else "")
-        span = f"{_dur(b.start_s)}-{_dur(b.end_s)}"
+        span = f"{duration(b.start_s)}-{duration(b.end_s)}"
         out.append(f"  {span:>15} {bar:<{_BAR_WIDTH}} {b.count:,}")
     return out
 
@@ -587,16 +578,3 @@ def _remaining(a: ApiCalls) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
-
-
-def _dur(seconds: float | None) -> str:
-    """`45.2s`, `3m12s`, `1h02m`."""
-    if seconds is None:
-        return "-"
-    if abs(seconds) < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"

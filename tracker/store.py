@@ -99,7 +99,6 @@ class Store:
         self.busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
-        self.queries = 0
 
     # -- connection -------------------------------------------------------------------------
 
@@ -246,7 +245,6 @@ class Store:
     def deployment(self, sha: str) -> DeploymentRow | None:
         """The projection row of one commit."""
         with _log_errors(self.path, "read"):
-            self.queries += 1
             return self._row(self.conn, sha)
 
     def deployments(
@@ -262,25 +260,12 @@ class Store:
             sql += " AND branch = ?"
             args.append(branch)
         with _log_errors(self.path, "read"):
-            self.queries += 1
             rows = self.conn.execute(sql + " ORDER BY pushed_at, sha", args).fetchall()
         return [DeploymentRow(*r) for r in rows]
-
-    def source_calls(self, *, since: float | None = None) -> list[SourceCallRow]:
-        """Rows of the `source_calls` projection, oldest first."""
-        sql = f"SELECT {', '.join(CALL_COLUMNS)} FROM source_calls"
-        args: tuple[Any, ...] = ()
-        if since is not None:
-            sql, args = sql + " WHERE at >= ?", (since,)
-        with _log_errors(self.path, "read"):
-            self.queries += 1
-            rows = self.conn.execute(sql + " ORDER BY seq", args).fetchall()
-        return [SourceCallRow(*r) for r in rows]
 
     def call_totals(self, since: float) -> tuple[int, int]:
         """API calls and database queries made since `since` (for rate-limit windows)."""
         with _log_errors(self.path, "read"):
-            self.queries += 1
             found = self.conn.execute(
                 "SELECT coalesce(sum(api_calls), 0), coalesce(sum(db_queries), 0)"
                 " FROM source_calls WHERE at >= ?",
@@ -288,14 +273,11 @@ class Store:
             ).fetchone()
         return int(found[0]), int(found[1])
 
-    def last_ratelimit_remaining(self) -> int | None:
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for other modules' read-only queries; failures become `LogError`."""
         with _log_errors(self.path, "read"):
-            self.queries += 1
-            found = self.conn.execute(
-                "SELECT ratelimit_remaining FROM source_calls"
-                " WHERE ratelimit_remaining IS NOT NULL ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-        return None if found is None else int(found[0])
+            yield self.conn
 
     def events(
         self,
@@ -316,7 +298,6 @@ class Store:
             sql += " LIMIT ?"
             args.append(limit)
         with _log_errors(self.path, "read"):
-            self.queries += 1
             rows = self.conn.execute(sql, args).fetchall()
         found = [StoredEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
         return found[::-1] if newest else found
@@ -325,7 +306,6 @@ class Store:
         """Commits in the log whose SHA starts with `prefix` (lowercase hex)."""
         upper = prefix + "g"  # 'g' sorts after every hex digit
         with _log_errors(self.path, "read"):
-            self.queries += 1
             rows = self.conn.execute(
                 "SELECT DISTINCT stream FROM events WHERE stream >= ? AND stream < ? LIMIT ?",
                 (prefix, upper, limit),
