@@ -187,3 +187,16 @@ def test_an_unreachable_url_push_waits_then_stays_pending(repo: Repo, tmp_path: 
         assert record_paths(repo.spool) == []
         assert kinds(store, sha) == ["PushRecorded"]
         assert store.deployment(sha).state == "pending"  # type: ignore[union-attr]
+
+
+def test_a_long_lived_tracker_takes_in_records_spooled_after_its_first_call(repo: Repo) -> None:
+    """Every read of the Python API takes in the spool, not only the first one."""
+    from tracker.api import Tracker
+    from tracker.config import load_settings
+
+    sha = pushed(repo)
+    with Tracker(repo.db, repo=repo.work, settings=load_settings(None, env={})) as tracker:
+        assert tracker.status(sha).exit_code == 3
+        write_record(repo.spool, record_for(repo, sha))
+        assert tracker.status(sha).state == "pending"
+        assert [e.type for e in tracker.events(sha)] == ["PushRecorded", "PushConfirmed"]

@@ -110,7 +110,6 @@ class Tracker:
             lock_timeout=self.settings.lock_timeout,
             synchronous=self.settings.synchronous,
         )
-        self._spool_checked = False
 
     @classmethod
     def open(
@@ -144,16 +143,12 @@ class Tracker:
 
         return spool.take_in(self.store, self.db_path.parent)
 
-    def _fresh(self) -> None:
-        if not self._spool_checked:
-            self._spool_checked = True
-            self.take_in_spool()
+    def resolve(self, ref: str = "HEAD") -> str:
+        """The full SHA `ref` names (SPEC §5).
 
-    def resolve(self, ref: str = "HEAD") -> str | None:
-        """The full SHA `ref` names (SPEC §5), or None for a full SHA the log does not hold.
-
-        A full 40-hex SHA is taken as it is; anything else must name exactly one commit, in the
-        repository or (for an abbreviated SHA) in the log; otherwise `UsageError`.
+        A full 40-hex SHA is taken as it is, even where neither the repository nor the log has
+        it; anything else must name exactly one commit, in the repository or (for an abbreviated
+        SHA) in the log; otherwise `UsageError`.
         """
         ref = ref.strip()
         if gitutil.FULL_SHA.match(ref.lower()):
@@ -173,13 +168,12 @@ class Tracker:
 
     def status(self, ref: str = "HEAD", *, recent: int = 5) -> DeploymentStatus:
         """The status of the commit `ref` names, answered from the log alone (no network)."""
-        self._fresh()
+        self.take_in_spool()
         sha = self.resolve(ref)
-        assert sha is not None
         row = self.store.deployment(sha)
         if row is None:
             return DeploymentStatus(sha, sha[:7], None, "not_found", NOT_FOUND)
-        events = self.events(sha, limit=recent, newest=True) if recent else []
+        events = self._records(sha, limit=recent, newest=True) if recent else []
         return self._status_of(row, events)
 
     def _status_of(self, row: DeploymentRow, recent: list[EventRecord]) -> DeploymentStatus:
@@ -232,8 +226,18 @@ class Tracker:
         newest: bool = False,
     ) -> list[EventRecord]:
         """Events of the log (of one commit when `ref` is given), oldest first."""
-        self._fresh()
+        self.take_in_spool()
         stream = self.resolve(ref) if ref else None
+        return self._records(stream, after_seq=after_seq, limit=limit, newest=newest)
+
+    def _records(
+        self,
+        stream: str | None,
+        *,
+        after_seq: int = 0,
+        limit: int | None = None,
+        newest: bool = False,
+    ) -> list[EventRecord]:
         found = self.store.events(stream=stream, after_seq=after_seq, limit=limit, newest=newest)
         return [
             EventRecord(e.seq, e.stream, e.version, e.type, e.recorded_at, e.data) for e in found
@@ -243,7 +247,7 @@ class Tracker:
         """Outcomes, durations, API calls and detection lag over the log (SPEC §5)."""
         from tracker.stats import compute_stats
 
-        self._fresh()
+        self.take_in_spool()
         return compute_stats(self.store, now=self.clock.now(), since=since, branch=branch)
 
     def rebuild(self) -> RebuildReport:
@@ -264,7 +268,6 @@ class Tracker:
         """Wait up to `timeout` seconds (0: until the end) for a terminal state; never raises
         for a deployment still in progress: check `.exit_code` (2 = still going)."""
         sha = self.resolve(ref)
-        assert sha is not None
         deadline = self.clock.monotonic() + timeout if timeout > 0 else None
         current = self.status(sha)
         orphan = current.state == "pending" and current.monitor.pid is None and current.watched
@@ -279,7 +282,6 @@ class Tracker:
                 interval if deadline is None else min(interval, deadline - self.clock.monotonic())
             )
             self.clock.sleep(max(step, 0.0))
-            self._spool_checked = False
             latest = self.status(sha)
             if on_change and _changed(current, latest):
                 on_change(latest)
@@ -300,7 +302,6 @@ class Tracker:
     ) -> DeploymentStatus:
         """Record a push made by other means and (unless `monitor=False`) start its monitor."""
         full = self.resolve(sha)
-        assert full is not None
         branch = gitutil.check_branch(branch or self.settings.branch)
         remote = gitutil.check_remote(remote)
         now = self.clock.now()
@@ -354,19 +355,9 @@ def locate_db(repo: Path | str = ".", db: Path | str | None = None) -> Path:
 
 def monitor_alive(pid: int | None, host: str | None) -> bool:
     """Whether the monitor process `pid` on `host` still runs (a zombie does not count)."""
-    if pid is None or host != _host():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
-    except OSError:
-        return True
+    from tracker.spool import process_alive
+
+    return host == _host() and process_alive(pid)
 
 
 def _changed(a: DeploymentStatus, b: DeploymentStatus) -> bool:

@@ -253,8 +253,12 @@ class Monitor:
                 rand=self.rand(),
             )
             if not self._sleep(min(delay, self.settings.max_wait - elapsed)):
-                row = self.store.deployment(self.sha)
-                return row.state if row else "not_found"
+                return self._state()
+
+    def _state(self) -> str:
+        """The commit's state in the log now."""
+        row = self.store.deployment(self.sha)
+        return row.state if row else "not_found"
 
     def _started_event(self) -> MonitorStarted:
         return MonitorStarted(
@@ -313,8 +317,7 @@ class Monitor:
         if verdict.needs_logs and isinstance(outcome, DeploymentFailed):
             outcome = self._with_logs(outcome, verdict.needs_logs)
         self.store.append(self.sha, outcome, at=self.clock.now())
-        row = self.store.deployment(self.sha)
-        state = row.state if row else "not_found"
+        state = self._state()
         self.progress(f"verdict: {state}")
         return state
 
@@ -365,8 +368,7 @@ class Monitor:
         last = next((o.phase for o in observations if o.phase), None)
         self.store.append(self.sha, MonitorTimedOut(round(elapsed, 3), last), at=self.clock.now())
         self.progress(f"gave up after {elapsed:.1f} s")
-        row = self.store.deployment(self.sha)
-        return row.state if row else "timed_out"
+        return self._state()
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep in slices, looking at the log; False when a verdict arrived meanwhile."""
@@ -448,7 +450,6 @@ def _holder(info: Path) -> Holder:
 def monitor_command(tracker: Tracker, ref: str, *, detach: bool, colour: bool) -> int:
     """`tracker monitor REF [--detach]`."""
     sha = tracker.resolve(ref)
-    assert sha is not None
     settings = tracker.settings
     if not settings.sources():
         raise ConfigError(

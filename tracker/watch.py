@@ -65,7 +65,6 @@ def events_command(
     try:
         while True:
             tracker.clock.sleep(FOLLOW_EVERY_S)
-            tracker._spool_checked = False
             for event in tracker.events(ref, after_seq=after):
                 print(fmt(event), flush=True)
                 after = event.seq
