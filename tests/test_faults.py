@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from gitrepo import Repo, make_repo, tracker_python, wait_until
+from mariadb import admin_connection, plan_table
 
 from tracker.clock import FakeClock
 from tracker.config import Settings, load_settings
@@ -527,31 +528,11 @@ def test_a_failure_whose_log_archive_is_broken_is_still_recorded(
 # -- the database misbehaving -----------------------------------------------------------------
 
 
-def mysql_admin() -> Any:
-    import pymysql
-
-    try:
-        return pymysql.connect(
-            host="127.0.0.1", port=3306, user="root", password="", database="test",
-            autocommit=True, connect_timeout=2, read_timeout=30,
-            init_command="SET SESSION lock_wait_timeout = 10",
-        )  # fmt: skip
-    except pymysql.err.MySQLError as exc:
-        pytest.skip(f"MariaDB not reachable on 127.0.0.1:3306: {exc}")
-
-
 @pytest.fixture
 def deployments_table() -> Iterator[tuple[Any, str]]:
-    admin = mysql_admin()
-    name = f"faults_{os.getpid()}_{random.randrange(1 << 30)}"
-    with admin.cursor() as cur:
-        cur.execute(
-            f"CREATE TABLE `{name}` (id INT AUTO_INCREMENT PRIMARY KEY, commitSha VARCHAR(40),"
-            " status VARCHAR(32), createdAt DATETIME(3))"
-        )
-    yield admin, name
-    with admin.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS `{name}`")
+    admin = admin_connection()
+    with plan_table(admin, "faults") as name:
+        yield admin, name
     admin.close()
 
 
@@ -599,7 +580,7 @@ def test_a_query_killed_on_the_server_mid_flight_is_retried_to_the_verdict(
             "TRACKER_MAX_WAIT": "600",
         },
     )
-    locker = mysql_admin()
+    locker = admin_connection()
     with locker.cursor() as cur:
         cur.execute(f"LOCK TABLES `{table}` WRITE")  # the monitor's SELECT now waits
     result: dict[str, str] = {}

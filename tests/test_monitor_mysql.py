@@ -13,6 +13,7 @@ from typing import Any
 
 import pymysql
 import pytest
+from mariadb import admin_connection, plan_table
 
 from tracker.clock import FakeClock
 from tracker.config import Settings, load_settings
@@ -29,42 +30,17 @@ TOKEN = "sim-token-for-mysql-tests"
 URL = "mysql://root@127.0.0.1:3306/test"
 
 
-def _admin() -> pymysql.connections.Connection:
-    try:
-        return pymysql.connect(
-            host="127.0.0.1",
-            port=3306,
-            user="root",
-            password="",
-            database="test",
-            autocommit=True,
-            connect_timeout=2,
-            read_timeout=30,
-            init_command="SET SESSION lock_wait_timeout = 10",
-        )
-    except pymysql.err.MySQLError as exc:
-        pytest.skip(f"MariaDB not reachable on 127.0.0.1:3306: {exc}")
-
-
 @pytest.fixture
 def admin() -> Iterator[pymysql.connections.Connection]:
-    conn = _admin()
+    conn = admin_connection()
     yield conn
     conn.close()
 
 
 @pytest.fixture
 def table(admin) -> Iterator[str]:
-    """The plan's deployments table under a name of its own, dropped afterwards."""
-    name = f"deployments_mon_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cur:
-        cur.execute(
-            f"CREATE TABLE `{name}` (id INT AUTO_INCREMENT PRIMARY KEY, commitSha VARCHAR(40),"
-            " status VARCHAR(32), createdAt DATETIME(3))"
-        )
-    yield name
-    with admin.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS `{name}`")
+    with plan_table(admin, "deployments_mon") as name:
+        yield name
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pymysql
 import pytest
 from gitrepo import base_env, make_repo, set_hook, tracker_python, wait_until
+from mariadb import admin_connection
 
 from tracker.api import Tracker
 from tracker.config import load_settings
@@ -84,13 +84,7 @@ def record(db: Path, sha: str) -> None:
 @pytest.fixture
 def mysql_user() -> Iterator[tuple[str, str]]:
     """(user, table): a MariaDB user with PASSWORD allowed to read one empty deployments table."""
-    try:
-        admin = pymysql.connect(
-            host="127.0.0.1", port=3306, user="root", password="", database="test",
-            autocommit=True, connect_timeout=2,
-        )  # fmt: skip
-    except pymysql.err.MySQLError as exc:
-        pytest.skip(f"MariaDB not reachable on 127.0.0.1:3306: {exc}")
+    admin = admin_connection()
     suffix = uuid.uuid4().hex[:10]
     user, table = f"trk_sec_{suffix}", f"deployments_sec_{suffix}"
     hosts = ("localhost", "127.0.0.1", "%")

@@ -6,11 +6,11 @@ import socket
 import ssl
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import pymysql
 import pytest
+from mariadb import admin_connection, plan_table
 
 from tracker.config import MySQLSettings, load_settings
 from tracker.errors import ConfigError
@@ -23,43 +23,17 @@ SPEC_QUERY = "SELECT status FROM deployments WHERE commitSha = %s ORDER BY creat
 WRONG_PASSWORD = "wr0ng-Pa55word-7f3a"
 
 
-def _admin() -> pymysql.connections.Connection:
-    try:
-        return pymysql.connect(
-            host="127.0.0.1",
-            port=3306,
-            user="root",
-            password="",
-            database="test",
-            autocommit=True,
-            connect_timeout=2,
-            read_timeout=30,
-            # A DDL statement blocked by a metadata lock fails in seconds instead of hanging.
-            init_command="SET SESSION lock_wait_timeout = 10",
-        )
-    except pymysql.err.MySQLError as exc:
-        pytest.skip(f"MariaDB not reachable on 127.0.0.1:3306: {exc}")
-
-
 @pytest.fixture
 def admin() -> Iterator[pymysql.connections.Connection]:
-    conn = _admin()
+    conn = admin_connection()
     yield conn
     conn.close()
 
 
 @pytest.fixture
 def table(admin) -> Iterator[str]:
-    """The plan's deployments table under a name of its own, dropped afterwards."""
-    name = f"deployments_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cur:
-        cur.execute(
-            f"CREATE TABLE `{name}` (id INT AUTO_INCREMENT PRIMARY KEY, commitSha VARCHAR(40),"
-            " status VARCHAR(32), createdAt DATETIME(3))"
-        )
-    yield name
-    with admin.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS `{name}`")
+    with plan_table(admin) as name:
+        yield name
 
 
 def insert(admin, table: str, sha: str, status: str | None, created: str) -> None:
