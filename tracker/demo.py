@@ -157,8 +157,8 @@ def _wait_for_monitors(tracker: Tracker, shas: list[str], timeout: float = 10.0)
     for sha in shas:
         row = tracker.store.deployment(sha)
         while row and monitor_alive(row.monitor_pid, row.monitor_host):
-            if time.monotonic() > deadline:
-                os.kill(row.monitor_pid or 0, 15)
+            if time.monotonic() > deadline and row.monitor_pid:
+                os.kill(row.monitor_pid, 15)
                 break
             time.sleep(0.1)
 

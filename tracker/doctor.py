@@ -8,9 +8,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tracker import gitutil
 from tracker.errors import TrackerError
+
+if TYPE_CHECKING:
+    from tracker.config import Settings
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ def _check_hook(repo: Path | str) -> Check:
     )
 
 
-def _check_settings(repo: Path | str) -> tuple[Check, object | None]:
+def _check_settings(repo: Path | str) -> tuple[Check, Settings | None]:
     from tracker.config import load_settings
 
     try:
@@ -116,12 +120,10 @@ def _check_settings(repo: Path | str) -> tuple[Check, object | None]:
     return Check("settings", True, described), settings
 
 
-def _check_sources(settings: object) -> list[Check]:
+def _check_sources(settings: Settings) -> list[Check]:
     from tracker.clock import SYSTEM_CLOCK
-    from tracker.config import Settings
     from tracker.monitor import build_sources
 
-    assert isinstance(settings, Settings)
     checks = []
     for source in build_sources(settings, SYSTEM_CLOCK):
         try:

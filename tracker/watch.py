@@ -53,6 +53,7 @@ def events_command(
 ) -> None:
     """Print the log (the last `limit` events), then with `follow` keep printing new ones."""
     fmt = event_json if as_json else event_line
+    ref = tracker.resolve(ref) if ref else None  # once: `HEAD` must not move while we follow
     found = tracker.events(ref, limit=limit, newest=limit is not None)
     after = 0
     for event in found:
