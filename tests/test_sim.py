@@ -337,3 +337,9 @@ def test_supersede_on_created_replaces_ours_whatever_becomes_of_the_newer(
         clock.advance(1000)
         assert api.deployment(new)["phase"] == "ERROR"
         api.http.close()
+
+
+def test_the_command_line_exits_64_on_a_usage_error_never_2() -> None:
+    from tracker.sim import main
+
+    assert main(["--bogus"]) == 64

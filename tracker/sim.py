@@ -894,7 +894,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tracker.sim", description=main.__doc__)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--token", default="sim-token")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on a usage error; 2 means "in progress" here
+        return 64 if exc.code == 2 else 0
     sim = SimulatedPlatform(token=args.token, port=args.port)
     outcomes: list[Outcome] = ["active", "build_error", "deploy_error"]
     for sha, outcome in zip(_demo_shas(), outcomes, strict=True):
