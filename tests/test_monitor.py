@@ -16,7 +16,7 @@ import pytest
 from tracker.api import Tracker
 from tracker.clock import FakeClock
 from tracker.config import Settings, load_settings
-from tracker.events import PushRecorded
+from tracker.events import DeploymentPolled, PushRecorded
 from tracker.monitor import Monitor, build_sources, judge, next_delay
 from tracker.policies import FixedPolicy, SteppedPolicy
 from tracker.sim import SimulatedPlatform
@@ -341,3 +341,20 @@ def test_next_delay_table(obs: Observation, expected: float) -> None:
         rand=0.5,
     )
     assert delay == pytest.approx(expected)
+
+
+def test_a_monitor_holds_off_while_the_machine_spent_the_api_budget(store, platform, clock) -> None:
+    """Other monitors made 200 calls half a minute ago: ours waits until they leave the window."""
+    other = "2" * 40
+    start = clock.now()
+    store.append(other, PushRecorded(sha=other, branch="main"), at=start - 31)
+    for _ in range(200):
+        store.append(other, DeploymentPolled("digitalocean", True, api_calls=1), at=start - 30)
+    platform.add_deployment(SHA, build_s=30, deploy_s=30)
+    assert run(store, SHA, settings_for(platform), clock) == "succeeded"
+    polls = [e for e in store.events(stream=SHA) if e.type == "DeploymentPolled"]
+    from tracker.clock import parse_iso
+
+    # rand() is 0.5: steps of 3 s until the calls made at -30 s leave the minute, at +30 s
+    assert (parse_iso(polls[0].recorded_at) or 0) - start == pytest.approx(30.0)
+    assert store.api_calls_by_window(clock.now())[0] < 200

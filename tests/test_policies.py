@@ -12,6 +12,7 @@ from tracker.policies import (
     FixedPolicy,
     SteppedPolicy,
     backoff,
+    budget_wait,
     policy_from_settings,
     polls_to_detect,
     retry_delay,
@@ -180,3 +181,19 @@ def test_retry_delay(observation, attempt, rand, expected):
     delay = retry_delay(observation, NOW, attempt, interval=5.0, rand=rand)
     assert delay == pytest.approx(expected)
     assert math.isfinite(delay) and delay >= 0
+
+
+@pytest.mark.parametrize(
+    ("minute", "hour", "rand", "expected"),
+    [
+        (0, 0, 0.5, 0.0),
+        (199, 3999, 0.9, 0.0),  # under 80 % of 250/min and of 5,000/h
+        (200, 200, 0.0, 1.0),  # the minute's budget is spent: 1 to 5 s, jittered
+        (200, 200, 0.5, 3.0),
+        (10, 4000, 1.0, 5.0),  # the hour's budget is spent
+    ],
+)
+def test_budget_wait_holds_off_only_near_the_machine_wide_limit(
+    minute: int, hour: int, rand: float, expected: float
+) -> None:
+    assert budget_wait(minute, hour, rand) == pytest.approx(expected)

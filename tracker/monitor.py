@@ -36,7 +36,7 @@ from tracker.events import (
     MonitorTimedOut,
     SourcesDisagreed,
 )
-from tracker.policies import PollPolicy, policy_from_settings, retry_delay
+from tracker.policies import PollPolicy, budget_wait, policy_from_settings, retry_delay
 from tracker.sources.base import TERMINAL_PHASES, DeploymentSource, Observation, outcome_of
 from tracker.store import Store
 
@@ -216,11 +216,13 @@ class Monitor:
         self.policy = policy_from_settings(settings)
         self.progress = progress or (lambda _line: None)
         self._ancestry: dict[str, bool | None] = {}
+        self._deadline = float("inf")
         self._last_shown: str | None = None
 
     def run(self) -> str:
         """Poll until a verdict; the final state of the commit."""
         started = self.clock.now()
+        self._deadline = started + self.settings.max_wait
         self.store.append(self.sha, self._started_event(), at=started)
         first = self.store.deployment(self.sha)
         for source in self.sources:
@@ -277,8 +279,25 @@ class Monitor:
         for source in self.sources:
             if source.name != "mysql" and any(_db_says_going(o) for o in observations):
                 continue
+            if source.name == "digitalocean":
+                self._hold_for_budget()
             observations.append(self._poll(source, retry=retry))
         return observations
+
+    def _hold_for_budget(self) -> None:
+        """Wait while the whole machine is near the API's rate limit (every monitor shares the
+        token's budget; each honouring only its own 429s starved the unlucky ones)."""
+        waited = 0.0
+        while self.clock.now() < self._deadline:
+            now = self.clock.now()
+            pause = budget_wait(*self.store.api_calls_by_window(now), self.rand())
+            if pause <= 0:
+                break
+            pause = min(pause, self._deadline - now)
+            self.clock.sleep(pause)
+            waited += pause
+        if waited:
+            self.progress(f"held {waited:.1f} s for the API's rate limit (shared by this machine)")
 
     def _poll(self, source: DeploymentSource, *, retry: bool) -> Observation:
         obs = source.poll(self.sha)

@@ -149,3 +149,21 @@ def _rate_limited_delay(
         return observation.ratelimit_reset - now
     cap = max(interval, RATE_LIMIT_FALLBACK_CAP_S)
     return max(interval, backoff(attempt, interval, cap, rand))
+
+
+# DigitalOcean's API limits, per token (reference/digitalocean-apps-api.md). Every monitor on the
+# machine shares them, so a monitor looks at what the whole machine spent before it asks.
+LIMIT_PER_MINUTE = 250
+LIMIT_PER_HOUR = 5000
+BUDGET_SHARE = 0.8  # leave a fifth for everything else that uses the token
+
+
+def budget_wait(used_last_minute: int, used_last_hour: int, rand: float) -> float:
+    """Seconds to hold off before an API poll, given the machine's calls in the last minute and
+    hour: 0 under budget, else a jittered 1 to 5 s so that waiting monitors do not wake together."""
+    if (
+        used_last_minute < LIMIT_PER_MINUTE * BUDGET_SHARE
+        and used_last_hour < LIMIT_PER_HOUR * BUDGET_SHARE
+    ):
+        return 0.0
+    return 1.0 + 4.0 * min(max(rand, 0.0), 1.0)

@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from tracker.clock import iso
 from tracker.errors import UsageError
+from tracker.policies import LIMIT_PER_HOUR, LIMIT_PER_MINUTE, FixedPolicy
 from tracker.render import duration
 
 if TYPE_CHECKING:
     from tracker.store import Store
 
-LIMIT_PER_MINUTE = 250  # DigitalOcean's API limits (reference/digitalocean-apps-api.md)
-LIMIT_PER_HOUR = 5000
 FIXED_INTERVAL_S = 10.0  # the original plan's poll, the baseline of the counterfactual
 DEFAULT_MAX_WAIT_S = 480.0
 HISTOGRAM_BUCKETS = 8
@@ -244,8 +243,6 @@ def _second(item: tuple[str, float]) -> float:
 
 def fixed_poll_offsets(interval: float, max_wait: float) -> list[float]:
     """The fixed policy's poll offsets (0, interval, ...) within `max_wait`."""
-    from tracker.policies import FixedPolicy
-
     return FixedPolicy(interval).schedule(max_wait)
 
 
@@ -354,16 +351,6 @@ def _tally_calls(conn: sqlite3.Connection, since: float | None, branch: str | No
     return tally
 
 
-def _windows(conn: sqlite3.Connection, now: float) -> tuple[int, int]:
-    """API calls in the minute and the hour up to `now`, whatever the filters (one account)."""
-    found = conn.execute(
-        "SELECT coalesce(sum(CASE WHEN at > ? THEN api_calls END), 0),"
-        " coalesce(sum(api_calls), 0) FROM source_calls WHERE at > ? AND at <= ?",
-        (now - 60.0, now - 3600.0, now),
-    ).fetchone()
-    return int(found[0]), int(found[1])
-
-
 def _last_ratelimit(conn: sqlite3.Connection) -> tuple[int | None, str | None]:
     found = conn.execute(
         "SELECT ratelimit_remaining, at FROM source_calls"
@@ -407,7 +394,7 @@ def compute_stats(
         row = conn.execute(_DEPLOYMENTS_SQL + where, args).fetchone()
         phases = _phases(conn, where, args)
         tally = _tally_calls(conn, since, branch)
-        last_minute, last_hour = _windows(conn, now)
+        last_minute, last_hour = store.api_calls_by_window(now)
         remaining, seen_at = _last_ratelimit(conn)
     push_to_live = _ints(row[8])
     return Stats(

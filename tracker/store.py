@@ -263,13 +263,14 @@ class Store:
             rows = self.conn.execute(sql + " ORDER BY pushed_at, sha", args).fetchall()
         return [DeploymentRow(*r) for r in rows]
 
-    def call_totals(self, since: float) -> tuple[int, int]:
-        """API calls and database queries made since `since` (for rate-limit windows)."""
+    def api_calls_by_window(self, now: float) -> tuple[int, int]:
+        """API calls made by every monitor on this machine in the minute and the hour up to
+        `now`: what the token's rate limits (per minute, per hour) count."""
         with _log_errors(self.path, "read"):
             found = self.conn.execute(
-                "SELECT coalesce(sum(api_calls), 0), coalesce(sum(db_queries), 0)"
-                " FROM source_calls WHERE at >= ?",
-                (since,),
+                "SELECT coalesce(sum(CASE WHEN at > ? THEN api_calls END), 0),"
+                " coalesce(sum(api_calls), 0) FROM source_calls WHERE at > ? AND at <= ?",
+                (now - 60.0, now - 3600.0, now),
             ).fetchone()
         return int(found[0]), int(found[1])
 
