@@ -137,3 +137,76 @@ SELECT
     monitor_host,
     strftime('%Y-%m-%dT%H:%M:%fZ', last_event_at, 'unixepoch') AS last_event_at
 FROM deployments;
+
+-- migration: 2
+-- Stats without scanning: the numbers `tracker stats` ranks live in an index in value order,
+-- and the calls are also summed by hour. Projections are disposable: the store replays the log
+-- into them after this migration (it clears the checkpoint, and a log whose projection has no
+-- checkpoint is rebuilt on open).
+
+-- The branch a call was made for (the commit's branch at the time), for `stats --branch`.
+ALTER TABLE source_calls ADD COLUMN branch TEXT;
+
+-- Projection: per commit, the values stats ranks (tracker/projections.py `measures`), integers:
+-- push_to_live_ms, detection_lag_ms, api_calls, live_after_ms and compared_api_calls (for the
+-- fixed-poll comparison), phase:NAME (milliseconds from that phase to the next).
+CREATE TABLE deployment_measures (
+    sha       TEXT    NOT NULL,
+    measure   TEXT    NOT NULL,
+    value     INTEGER NOT NULL,
+    pushed_at REAL    NOT NULL,  -- copied from the row, for --since without a lookup
+    branch    TEXT,              -- copied from the row, for --branch without a lookup
+    PRIMARY KEY (sha, measure)
+) WITHOUT ROWID;
+
+-- Percentiles are an index walk (ORDER BY value LIMIT 1 OFFSET k), filters read the index only.
+CREATE INDEX deployment_measures_by_value ON deployment_measures (measure, value, pushed_at, branch);
+
+-- Outcome counts read this index only.
+CREATE INDEX deployments_by_state ON deployments (state, pushed_at, branch);
+
+-- Calls summed by hour, branch, source, outcome and retry; the triggers keep it equal to
+-- `source_calls` grouped the same way. Stats reads whole hours here and the partial hour of
+-- --since from `source_calls`. '' stands for "none" so that the key has no NULL in it.
+CREATE TABLE call_totals (
+    hour        INTEGER NOT NULL,  -- CAST(at / 3600 AS INTEGER)
+    branch      TEXT    NOT NULL,  -- '' when the call's commit was never pushed
+    source      TEXT    NOT NULL,
+    ok          INTEGER NOT NULL,
+    error_kind  TEXT    NOT NULL,  -- '' when ok; 'unknown' when a failure has no kind
+    retry       INTEGER NOT NULL,
+    calls       INTEGER NOT NULL,
+    api_calls   INTEGER NOT NULL,
+    db_queries  INTEGER NOT NULL,
+    PRIMARY KEY (hour, branch, source, ok, error_kind, retry)
+) WITHOUT ROWID;
+
+CREATE TRIGGER source_calls_add_to_totals AFTER INSERT ON source_calls
+BEGIN
+    INSERT INTO call_totals
+        (hour, branch, source, ok, error_kind, retry, calls, api_calls, db_queries)
+    VALUES (
+        CAST(NEW.at / 3600 AS INTEGER), coalesce(NEW.branch, ''), NEW.source, NEW.ok,
+        CASE WHEN NEW.ok THEN '' ELSE coalesce(NEW.error_kind, 'unknown') END, NEW.retry,
+        1, NEW.api_calls, NEW.db_queries
+    )
+    ON CONFLICT (hour, branch, source, ok, error_kind, retry) DO UPDATE SET
+        calls = calls + 1,
+        api_calls = api_calls + excluded.api_calls,
+        db_queries = db_queries + excluded.db_queries;
+END;
+
+CREATE TRIGGER source_calls_take_from_totals AFTER DELETE ON source_calls
+BEGIN
+    UPDATE call_totals SET
+        calls = calls - 1,
+        api_calls = api_calls - OLD.api_calls,
+        db_queries = db_queries - OLD.db_queries
+    WHERE hour = CAST(OLD.at / 3600 AS INTEGER) AND branch = coalesce(OLD.branch, '')
+        AND source = OLD.source AND ok = OLD.ok
+        AND error_kind = CASE WHEN OLD.ok THEN '' ELSE coalesce(OLD.error_kind, 'unknown') END
+        AND retry = OLD.retry;
+    DELETE FROM call_totals WHERE calls = 0 AND hour = CAST(OLD.at / 3600 AS INTEGER);
+END;
+
+DELETE FROM projection_checkpoints;

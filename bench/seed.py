@@ -45,6 +45,7 @@ from tracker.projections import (  # noqa: E402
     ROW_COLUMNS,
     StoredEvent,
     evolve,
+    measure_rows,
     source_call,
 )
 from tracker.store import PROJECTION, Store  # noqa: E402
@@ -62,6 +63,10 @@ _INSERT_EVENT = (
 _INSERT_ROW = (
     f"INSERT INTO deployments ({', '.join(ROW_COLUMNS)})"
     f" VALUES ({', '.join('?' for _ in ROW_COLUMNS)})"
+)
+_INSERT_MEASURE = (
+    "INSERT INTO deployment_measures (sha, measure, value, pushed_at, branch)"
+    " VALUES (?, ?, ?, ?, ?)"
 )
 _INSERT_CALL = (
     f"INSERT INTO source_calls ({', '.join(CALL_COLUMNS)})"
@@ -127,16 +132,19 @@ def _dumps(data: dict[str, object]) -> str:
     return json.dumps(data, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
-Chunk = tuple[list[tuple[object, ...]], list[tuple[object, ...]], list[tuple[object, ...]]]
+Rows = list[tuple[object, ...]]
+Chunk = tuple[Rows, Rows, Rows, Rows]
 
 
 def _chunk(job: tuple[int, int, int]) -> Chunk:
-    """Event, projection and call rows of deployments first..last-1 (10 events each)."""
+    """Event, projection, measure and call rows of deployments first..last-1 (10 events
+    each)."""
     first, last, seed_value = job
     rng = random.Random(seed_value * 1_000_003 + first)
     events: list[tuple[object, ...]] = []
     rows: list[tuple[object, ...]] = []
     calls: list[tuple[object, ...]] = []
+    measured: list[tuple[object, ...]] = []
     seq = first * EVENTS_PER_DEPLOYMENT
     for n in range(first, last):
         sha, row = sha_of(n), None
@@ -146,12 +154,13 @@ def _chunk(job: tuple[int, int, int]) -> Chunk:
             stored = StoredEvent(seq, sha, version, event.TYPE, iso(at), data, key)
             events.append((seq, sha, version, event.TYPE, stored.recorded_at, _dumps(data), key))
             row = evolve(row, event, stored)
-            call = source_call(event, stored)
+            call = source_call(event, stored, row)
             if call is not None:
                 calls.append(_call_values(call))
         assert row is not None
         rows.append(_row_values(row))
-    return events, rows, calls
+        measured += measure_rows(row)
+    return events, rows, measured, calls
 
 
 def seed(path: Path, deployments: int, *, seed_value: int = 1, workers: int = 2) -> int:
@@ -184,11 +193,12 @@ def seed(path: Path, deployments: int, *, seed_value: int = 1, workers: int = 2)
 
 def _write(conn: sqlite3.Connection, chunks: Iterable[Chunk]) -> None:
     """One transaction per chunk (the journal is off while seeding: a crash means re-seed)."""
-    for events, rows, calls in chunks:
+    for events, rows, measured, calls in chunks:
         conn.execute("BEGIN")
         conn.executemany(_INSERT_EVENT, events)
         conn.executemany(_INSERT_ROW, rows)
-        conn.executemany(_INSERT_CALL, calls)
+        conn.executemany(_INSERT_MEASURE, measured)
+        conn.executemany(_INSERT_CALL, calls)  # the triggers sum them into call_totals
         conn.execute("COMMIT")
 
 

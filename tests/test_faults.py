@@ -92,7 +92,7 @@ def assert_consistent(db: Path) -> None:
     with Store(db) as store:
         assert store.integrity_check() == "ok"
         report = store.rebuild()
-    assert report.differing == () and report.calls_differing == 0
+    assert report.clean, report
 
 
 def event_types(db: Path, sha: str) -> list[str]:

@@ -98,6 +98,48 @@ def test_files_are_private_to_their_owner(tmp_path: Path) -> None:
         assert path.exists() and stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
+PROJECTIONS = ("deployments", "source_calls", "deployment_measures", "call_totals")
+
+
+def projection_tables(db: Path) -> list[list[tuple[object, ...]]]:
+    with sqlite3.connect(db) as conn:
+        return [sorted(conn.execute(f"SELECT * FROM {t}"), key=repr) for t in PROJECTIONS]
+
+
+def test_a_log_of_schema_1_is_migrated_and_its_projections_replayed_on_open(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "events.db"
+    clock = FakeClock(start=1_800_000_000.0)
+    store = Store(db, clock=clock)
+    for i, story in enumerate(STORIES.values()):
+        sha = f"{i + 1:x}" * 40
+        store.append(sha, PushRecorded(sha=sha, branch="main" if i % 2 else "dev"))
+        store.append(sha, MonitorStarted(pid=i + 1, host="h", policy="stepped"))
+        for event in story:
+            clock.advance(30)
+            store.append(sha, event)
+    store.close()
+    expected = projection_tables(db)
+    assert all(expected), "every projection has rows to lose"
+    with sqlite3.connect(db) as conn:  # what schema 1 left: no measures, totals or branch
+        conn.executescript(
+            "DROP TRIGGER source_calls_add_to_totals; DROP TRIGGER source_calls_take_from_totals;"
+            " DROP TABLE call_totals; DROP TABLE deployment_measures;"
+            " DROP INDEX deployments_by_state; ALTER TABLE source_calls DROP COLUMN branch;"
+            " PRAGMA user_version = 1;"
+        )
+    assert "branch" not in columns(db, "source_calls")
+    reopened = Store(db)
+    assert reopened.last_seq() > 0  # opening migrates, then replays the log into every table
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations())
+        checkpoint = conn.execute("SELECT last_seq FROM projection_checkpoints").fetchall()
+    assert checkpoint == [(reopened.last_seq(),)]
+    assert projection_tables(db) == expected
+    assert reopened.rebuild().clean
+
+
 # -- the view, read by the sqlite3 program ------------------------------------------------------
 
 

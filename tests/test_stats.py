@@ -24,6 +24,7 @@ from tracker.events import (
 )
 from tracker.policies import FixedPolicy, polls_to_detect
 from tracker.stats import (
+    Stats,
     Summary,
     compute_stats,
     fixed_poll_offsets,
@@ -337,3 +338,140 @@ def test_parse_since(text: str, seconds: float) -> None:
 def test_parse_since_rejects_garbage(text: str) -> None:
     with pytest.raises(UsageError):
         parse_since(text, NOW)
+
+
+# -- the indexed stats equal a plain computation over every row -------------------------------
+
+LIVE_AFTER = (0.0, 0.5, 10.0, 10.001, 47.25, 99.999, 100.0, 479.999, 480.0, 481.0, 900.0)
+
+
+def random_log(store: Store, rng: random.Random, n: int) -> None:
+    """`n` deployments on two branches with every outcome, failed and retried polls, two
+    sources and log fetches; times on a millisecond grid (as the measures round them)."""
+    for i in range(n):
+        pushed = T0 + 600 * i + rng.randint(0, 599_999) / 1000
+        push(store, i, pushed, branch=rng.choice(["main", "dev"]))
+        if rng.random() < 0.1:
+            store.append(sha(i), PushRejected(sha=sha(i)), at=pushed + 1)
+            continue
+        store.append(sha(i), MonitorStarted(pid=i, host="h", policy="stepped"), at=pushed + 1)
+        at = pushed + 1
+        for phase in rng.sample(["PENDING_BUILD", "BUILDING", "DEPLOYING"], rng.randint(0, 3)):
+            at += rng.randint(0, 90_000) / 1000
+            if rng.random() < 0.2:
+                poll(store, i, at, api=rng.randint(0, 2), ok=False, retry=rng.random() < 0.5,
+                     kind=rng.choice(["timeout", "http_5xx", None]))  # fmt: skip
+            poll(store, i, at, phase, api=rng.randint(0, 2), remaining=rng.randint(0, 5000))
+            if rng.random() < 0.3:
+                poll(store, i, at + 0.5, phase, api=0, db=1, source="mysql")
+        outcome = rng.random()
+        live = (at - pushed) + rng.choice(LIVE_AFTER)
+        done, platform = iso(pushed + live + rng.randint(0, 9_000) / 1000), iso(pushed + live)
+        if outcome < 0.55:
+            store.append(sha(i), DeploymentSucceeded(
+                deployment_id=f"dep-{i}", detected_at=done, platform_at=platform,
+            ), at=pushed + live + 10)  # fmt: skip
+        elif outcome < 0.75:
+            store.append(sha(i), DeploymentFailed(
+                deployment_id=f"dep-{i}", detected_at=done, platform_at=platform,
+            ), at=pushed + live + 10)  # fmt: skip
+            store.append(sha(i), LogsFetched(deployment_id=f"dep-{i}", api_calls=2),
+                         at=pushed + live + 11)  # fmt: skip
+        elif outcome < 0.85:
+            store.append(sha(i), MonitorTimedOut(waited_s=480.0), at=pushed + 481)
+
+
+def reference(store: Store, since: float | None, branch: str | None) -> dict[str, object]:
+    """Stats computed the plain way: every row in Python, sorted lists, bisection."""
+    every = store.deployments()
+    rows = [
+        r for r in every
+        if (since is None or (r.pushed_at or 0) >= since) and branch in (None, r.branch)
+    ]  # fmt: skip
+
+    def ms(seconds: float) -> int:
+        return round(seconds * 1000)
+
+    finished = ("succeeded", "failed", "canceled", "superseded", "timed_out")
+    compared = [
+        r for r in rows
+        if r.state in finished and r.api_calls > 0
+        and (r.platform_finished_at or r.finished_at) is not None
+    ]  # fmt: skip
+    live_after = sorted(
+        ms((r.platform_finished_at or r.finished_at or 0) - (r.monitor_started_at or 0))
+        for r in compared
+    )
+    push_to_live = sorted(ms(r.push_to_live_s) for r in rows if r.push_to_live_s is not None)
+    phases = phase_durations([json.loads(r.phases) for r in rows if r.phases])
+    on_branch = {r.sha for r in every if branch in (None, r.branch)}
+    with store.reading() as conn:
+        calls = [
+            c for c in conn.execute(
+                "SELECT sha, at, source, api_calls, db_queries, ok, error_kind, retry"
+                " FROM source_calls"
+            )
+            if (since is None or c[1] >= since) and (branch is None or c[0] in on_branch)
+        ]  # fmt: skip
+    kinds: dict[str, int] = {}
+    for c in calls:
+        if not c[5]:
+            kinds[c[6] or "unknown"] = kinds.get(c[6] or "unknown", 0) + 1
+    fixed = total_fixed_polls(live_after, fixed_poll_offsets(10.0, 480.0), scale=1000.0)
+    ours = sum(r.api_calls for r in compared)
+    api_by = {s: sum(c[3] for c in calls if c[2] == s) for s in {c[2] for c in calls}}
+    return {
+        "total": len(rows),
+        "succeeded": sum(r.state == "succeeded" for r in rows),
+        "push_to_live": summarise(push_to_live, scale=1000.0),
+        "histogram": histogram(push_to_live, scale=1000.0),
+        "lag": summarise(
+            [ms(r.detection_lag_s) for r in rows if r.detection_lag_s is not None], scale=1000.0
+        ),
+        "per_deployment": summarise([r.api_calls for r in rows if r.api_calls > 0]),
+        "phases": {
+            name: summarise([ms(v) for v in values], scale=1000.0)
+            for name, values in phases.items()
+        },
+        "fixed": (len(live_after), fixed, ours),
+        "api": {s: n for s, n in api_by.items() if n},
+        "db": sum(c[4] for c in calls),
+        "errors": kinds,
+        "retries": sum(c[7] for c in calls),
+    }
+
+
+def observed(stats: Stats) -> dict[str, object]:
+    return {
+        "total": stats.deployments.total,
+        "succeeded": stats.deployments.succeeded,
+        "push_to_live": stats.durations.push_to_live,
+        "histogram": stats.durations.push_to_live_histogram,
+        "lag": stats.detection_lag_s,
+        "per_deployment": stats.api_calls.per_deployment,
+        "phases": dict(stats.durations.phases),
+        "fixed": (
+            stats.fixed_10s.deployments,
+            stats.fixed_10s.api_calls,
+            stats.fixed_10s.our_api_calls,
+        ),
+        "api": dict(stats.api_calls.by_source),
+        "db": stats.db_queries.total,
+        "errors": dict(stats.errors.by_kind),
+        "retries": stats.errors.retries,
+    }
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_indexed_stats_equal_a_plain_computation_over_every_row(log: Store, seed: int) -> None:
+    rng = random.Random(seed)
+    random_log(log, rng, 120)
+    end = T0 + 600 * 120
+    filters = [(None, None), (None, "dev"), (None, "nope")]
+    for _ in range(6):  # --since anywhere, often inside an hour of calls
+        filters.append((T0 + rng.uniform(-100, 600 * 121), rng.choice([None, "main"])))
+    filters.append((end + 3600, None))
+    for since, branch in filters:
+        stats = compute_stats(log, now=end, since=since, branch=branch)
+        assert observed(stats) == reference(log, since, branch), (since, branch)
+    assert compute_stats(log, now=end).api_calls.total > 0

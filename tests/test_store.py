@@ -71,8 +71,7 @@ def assert_consistent(db: Path) -> None:
     checkpoint = rows(db, "SELECT last_seq FROM projection_checkpoints")
     assert checkpoint == rows(db, "SELECT max(seq) FROM events")
     report = store.rebuild()
-    assert report.differing == ()
-    assert report.calls_differing == 0
+    assert report.clean, report
     store.close()
 
 

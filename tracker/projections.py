@@ -35,6 +35,8 @@ TERMINAL_STATES = frozenset(
     {"succeeded", "failed", "canceled", "superseded", "timed_out", "rejected"}
 )
 OPEN_STATES = frozenset({"pending", "in_progress"})
+# Every terminal state but `rejected` (a push that never deployed): what stats calls finished.
+FINISHED_STATES = ("succeeded", "failed", "canceled", "superseded", "timed_out")
 
 
 @dataclass(frozen=True)
@@ -124,9 +126,57 @@ class SourceCallRow:
     retry: int
     latency_ms: float | None
     ratelimit_remaining: int | None
+    branch: str | None = None  # the commit's branch when the call was made
 
 
 CALL_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SourceCallRow))
+
+
+def measures(row: DeploymentRow) -> dict[str, int]:
+    """The values `tracker stats` ranks for one commit: the `deployment_measures` rows.
+
+    Integers (milliseconds, or counts), so that SQLite orders and sums them exactly:
+    `push_to_live_ms`, `detection_lag_ms`, `api_calls` (when any), `live_after_ms` and
+    `compared_api_calls` (finished deployments that made API calls, for the fixed-poll
+    comparison: platform's end, or ours, minus the monitor's start, or the push), and
+    `phase:NAME` (from a phase's first sighting to the next phase's).
+    """
+    found: dict[str, int] = {}
+    if row.push_to_live_s is not None:
+        found["push_to_live_ms"] = round(row.push_to_live_s * 1000)
+    if row.detection_lag_s is not None:
+        found["detection_lag_ms"] = round(row.detection_lag_s * 1000)
+    if row.api_calls > 0:
+        found["api_calls"] = row.api_calls
+        if row.state in FINISHED_STATES:
+            end = row.finished_at if row.platform_finished_at is None else row.platform_finished_at
+            start = row.pushed_at if row.monitor_started_at is None else row.monitor_started_at
+            if end is not None and start is not None:
+                found["live_after_ms"] = round((end - start) * 1000)
+                found["compared_api_calls"] = row.api_calls
+    if row.phases is not None and "," in row.phases:  # two phases at least
+        for name, seconds in phase_spans(json.loads(row.phases)):
+            found["phase:" + name] = round(seconds * 1000)
+    return found
+
+
+def measure_rows(row: DeploymentRow | None) -> set[tuple[Any, ...]]:
+    """The `deployment_measures` rows of a commit: (sha, measure, value, pushed_at, branch)."""
+    if row is None:
+        return set()
+    pushed_at = row.last_event_at if row.pushed_at is None else row.pushed_at
+    return {(row.sha, m, v, pushed_at, row.branch) for m, v in measures(row).items()}
+
+
+def phase_spans(phases: dict[str, float]) -> list[tuple[str, float]]:
+    """Each phase's time from its first sighting to the next phase's, in time order (ties keep
+    the first-seen order); the last phase (terminal, or still running) has no end."""
+    items = sorted(phases.items(), key=_second)  # stable
+    return [(items[i][0], items[i + 1][1] - items[i][1]) for i in range(len(items) - 1)]
+
+
+def _second(item: tuple[str, float]) -> float:
+    return item[1]
 
 
 def exit_code_of(state: str, went_live: bool | int | None = None) -> int:
@@ -163,8 +213,11 @@ def evolve(row: DeploymentRow | None, event: Event, stored: StoredEvent) -> Depl
     return row
 
 
-def source_call(event: Event, stored: StoredEvent) -> SourceCallRow | None:
-    """The `source_calls` row an event adds, if it cost a call to a source."""
+def source_call(
+    event: Event, stored: StoredEvent, row: DeploymentRow | None
+) -> SourceCallRow | None:
+    """The `source_calls` row an event adds, if it cost a call to a source (`row`: the commit's
+    row after the event)."""
     if isinstance(event, DeploymentPolled):
         return SourceCallRow(
             seq=stored.seq,
@@ -179,6 +232,7 @@ def source_call(event: Event, stored: StoredEvent) -> SourceCallRow | None:
             retry=int(event.retry),
             latency_ms=event.latency_ms,
             ratelimit_remaining=event.ratelimit_remaining,
+            branch=None if row is None else row.branch,
         )
     if isinstance(event, LogsFetched):
         return SourceCallRow(
@@ -194,6 +248,7 @@ def source_call(event: Event, stored: StoredEvent) -> SourceCallRow | None:
             retry=0,
             latency_ms=None,
             ratelimit_remaining=None,
+            branch=None if row is None else row.branch,
         )
     return None
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import json
 import math
 import re
 import sqlite3
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from tracker.clock import iso
 from tracker.errors import UsageError
 from tracker.policies import LIMIT_PER_HOUR, LIMIT_PER_MINUTE, FixedPolicy
+from tracker.projections import FINISHED_STATES, phase_spans
 from tracker.render import duration
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ FIXED_INTERVAL_S = 10.0  # the original plan's poll, the baseline of the counter
 DEFAULT_MAX_WAIT_S = 480.0
 HISTOGRAM_BUCKETS = 8
 _EPS = 1e-9  # as tracker.policies: an offset within ε of the live time counts as reaching it
-FINISHED_STATES = ("succeeded", "failed", "canceled", "superseded", "timed_out")
 # App Platform's phases in pipeline order, for a stable order of the per-phase table.
 PHASE_ORDER = (
     "UNKNOWN", "PENDING_BUILD", "BUILDING", "PENDING_DEPLOY", "DEPLOYING", "ACTIVE",
@@ -165,12 +164,16 @@ def _plain(value: Any) -> Any:
 # -- arithmetic -------------------------------------------------------------------------------
 
 
+def nearest_rank(n: int, p: float) -> int:
+    """The 1-based rank of the p-th percentile of n values: ceil(p/100 * n), within 1..n."""
+    return min(max(1, math.ceil(p / 100 * n - 1e-9)), n)
+
+
 def percentile(ordered: Sequence[float], p: float) -> float | None:
     """Nearest-rank percentile of already sorted values: the value at rank ceil(p/100 * n)."""
     if not ordered:
         return None
-    rank = max(1, math.ceil(p / 100 * len(ordered) - 1e-9))
-    return ordered[min(rank, len(ordered)) - 1]
+    return ordered[nearest_rank(len(ordered), p) - 1]
 
 
 def summarise(values: Sequence[float], *, ordered: bool = False, scale: float = 1.0) -> Summary:
@@ -198,10 +201,9 @@ def histogram(
     if not ordered:
         return ()
     low, high = ordered[0], ordered[-1]
-    if high <= low:
+    edges = histogram_edges(low, high, buckets)
+    if len(edges) == 1:
         return (Bucket(round(low / scale, 3), round(high / scale, 3), len(ordered)),)
-    width = (high - low) / buckets
-    edges = [low + i * width for i in range(buckets)] + [high]
     counts = [
         bisect.bisect_left(ordered, edges[i + 1]) - bisect.bisect_left(ordered, edges[i])
         for i in range(buckets)
@@ -213,32 +215,22 @@ def histogram(
     )
 
 
-def phase_durations(phases_json: Sequence[Mapping[str, float]]) -> dict[str, list[float]]:
-    """Per phase, the time from its first sighting to the next phase's (in time order).
+def histogram_edges(low: float, high: float, buckets: int = HISTOGRAM_BUCKETS) -> list[float]:
+    """Equal-width bar edges from `low` to `high` (one edge when they are equal)."""
+    if high <= low:
+        return [low]
+    width = (high - low) / buckets
+    return [low + i * width for i in range(buckets)] + [high]
 
-    The last phase of a deployment (terminal, or still running) has no end and is left out.
-    Written for speed (it runs once per deployment): `summarise` does the rounding.
-    """
+
+def phase_durations(phases_json: Sequence[dict[str, float]]) -> dict[str, list[float]]:
+    """Per phase, the time from its first sighting to the next phase's, over deployments (a
+    reference for the `phase:NAME` measures that stats reads; see `projections.phase_spans`)."""
     out: dict[str, list[float]] = {}
     for phases in phases_json:
-        items = list(phases.items())
-        if len(items) < 2:
-            continue
-        times = [at for _, at in items]
-        if times != sorted(times):
-            items.sort(key=_second)  # stable: ties keep the JSON (first-seen) order
-        previous, start = items[0]
-        for name, at in items[1:]:
-            found = out.get(previous)
-            if found is None:
-                found = out[previous] = []
-            found.append(at - start)
-            previous, start = name, at
+        for name, seconds in phase_spans(phases):
+            out.setdefault(name, []).append(seconds)
     return out
-
-
-def _second(item: tuple[str, float]) -> float:
-    return item[1]
 
 
 def fixed_poll_offsets(interval: float, max_wait: float) -> list[float]:
@@ -259,12 +251,18 @@ def total_fixed_polls(
 
 
 # -- reading the projections ------------------------------------------------------------------
+#
+# Nothing here reads a row per deployment into Python. Outcomes are counted on the index
+# `deployments_by_state`. Every ranked value is a `deployment_measures` row, whose index keeps
+# each measure in value order with the filter columns beside it: a percentile is one walk of the
+# index to its rank (ORDER BY value LIMIT 1 OFFSET rank - 1) that never sorts and never leaves
+# the index. Calls are summed by hour in `call_totals`; the partial hour of --since is read from
+# `source_calls` (`at` indexed).
 
 
 def _filters(since: float | None, branch: str | None) -> tuple[str, list[Any]]:
-    """Pushed since `since`, on `branch` (as `Store.deployments`; every row is created by a
-    PushRecorded, so `pushed_at` is never null and the plain test can use its index)."""
-    sql, args = " WHERE 1", list[Any]()
+    """Pushed since `since`, on `branch` (columns of `deployments` and of the measures)."""
+    sql, args = "", list[Any]()
     if since is not None:
         sql += " AND pushed_at >= ?"
         args.append(since)
@@ -274,39 +272,119 @@ def _filters(since: float | None, branch: str | None) -> tuple[str, list[Any]]:
     return sql, args
 
 
-_FINISHED = "state IN ({})".format(", ".join(f"'{s}'" for s in FINISHED_STATES))
-_END = "coalesce(platform_finished_at, finished_at)"
-_START = "coalesce(monitor_started_at, pushed_at)"
-_COMPARED = f"{_FINISHED} AND api_calls > 0 AND {_END} IS NOT NULL AND {_START} IS NOT NULL"
-_MS = "CAST(round(({}) * 1000) AS INTEGER)"  # integers format and parse far faster than REAL
-
-_DEPLOYMENTS_SQL = f"""
-SELECT count(*),
-    {", ".join(f"coalesce(sum(state = '{s}'), 0)" for s in FINISHED_STATES)},
-    coalesce(sum(state = 'rejected'), 0),
-    coalesce(sum(state IN ('pending', 'in_progress', 'stale')), 0),
-    group_concat({_MS.format("push_to_live_s")}),
-    group_concat(CASE WHEN api_calls > 0 THEN api_calls END),
-    group_concat({_MS.format("detection_lag_s")}),
-    group_concat(CASE WHEN {_COMPARED} THEN {_MS.format(f"{_END} - {_START}")} END),
-    coalesce(sum(CASE WHEN {_COMPARED} THEN api_calls END), 0)
-FROM deployments"""
+def _outcomes(conn: sqlite3.Connection, where: str, args: list[Any]) -> Deployments:
+    counts = dict(
+        conn.execute(f"SELECT state, count(*) FROM deployments WHERE 1{where} GROUP BY state", args)
+    )
+    finished = sum(counts.get(s, 0) for s in FINISHED_STATES)
+    succeeded = counts.get("succeeded", 0)
+    return Deployments(
+        total=sum(counts.values()), succeeded=succeeded, failed=counts.get("failed", 0),
+        canceled=counts.get("canceled", 0), superseded=counts.get("superseded", 0),
+        timed_out=counts.get("timed_out", 0), rejected=counts.get("rejected", 0),
+        in_progress=sum(counts.get(s, 0) for s in ("pending", "in_progress", "stale")),
+        finished=finished, success_rate=round(succeeded / finished, 4) if finished else None,
+    )  # fmt: skip
 
 
-def _ints(text: str | None) -> list[int]:
-    """The sorted integers of a group_concat string."""
-    return sorted(map(int, text.split(","))) if text else []
+@dataclass(frozen=True)
+class _Ranked:
+    """One measure over the selected deployments: count, sum, smallest, largest."""
+
+    name: str
+    count: int
+    total: int
+    low: int
+    high: int
 
 
-def _calls_filter(since: float | None, branch: str | None) -> tuple[str, list[Any]]:
-    sql, args = " WHERE 1", list[Any]()
-    if since is not None:
-        sql += " AND at >= ?"
-        args.append(since)
-    if branch is not None:
-        sql += " AND sha IN (SELECT sha FROM deployments WHERE branch = ?)"
-        args.append(branch)
-    return sql, args
+class _Measures:
+    """The `deployment_measures` of the selected deployments."""
+
+    def __init__(self, conn: sqlite3.Connection, where: str, args: list[Any]) -> None:
+        self.conn, self.where, self.args = conn, where, args
+        self.found = {
+            name: _Ranked(name, int(n), int(total), int(low), int(high))
+            for name, n, total, low, high in conn.execute(
+                "SELECT measure, count(*), sum(value), min(value), max(value)"
+                f" FROM deployment_measures WHERE 1{where} GROUP BY measure",
+                args,
+            )
+        }
+
+    def summary(self, name: str, scale: float = 1.0) -> Summary:
+        m = self.found.get(name)
+        if m is None:
+            return Summary()
+        ranks = [nearest_rank(m.count, p) for p in (50, 90, 95)]
+        query = (
+            f"SELECT value FROM deployment_measures WHERE measure = ?{self.where}"
+            " ORDER BY value LIMIT 1 OFFSET ?"
+        )
+        p50, p90, p95 = (
+            self.conn.execute(query, [name, *self.args, rank - 1]).fetchone()[0] for rank in ranks
+        )
+
+        def out(v: float) -> float:
+            return round(v / scale, 3)
+
+        return Summary(
+            count=m.count, mean=out(m.total / m.count), p50=out(p50), p90=out(p90),
+            p95=out(p95), min=out(m.low), max=out(m.high),
+        )  # fmt: skip
+
+    def total(self, name: str) -> int:
+        m = self.found.get(name)
+        return 0 if m is None else m.total
+
+    def histogram(self, name: str, scale: float = 1.0) -> tuple[Bucket, ...]:
+        m = self.found.get(name)
+        if m is None:
+            return ()
+        edges = histogram_edges(m.low, m.high)
+        if len(edges) == 1:
+            return (Bucket(round(m.low / scale, 3), round(m.high / scale, 3), m.count),)
+        query = (
+            f"SELECT count(*) FROM deployment_measures WHERE measure = ?{self.where}"
+            " AND value >= ? AND value {} ?"
+        )
+        counts = [
+            self.conn.execute(
+                query.format("<=" if i == len(edges) - 2 else "<"),
+                [name, *self.args, edges[i], edges[i + 1]],
+            ).fetchone()[0]
+            for i in range(len(edges) - 1)
+        ]
+        return tuple(
+            Bucket(round(edges[i] / scale, 3), round(edges[i + 1] / scale, 3), counts[i])
+            for i in range(len(counts))
+        )
+
+    def fixed_polls(self, max_wait: float) -> int:
+        """Σ polls_to_detect(FixedPolicy(10 s), live after, max_wait) over `live_after_ms`.
+
+        The fixed schedule is 0, I, 2I, ... KI: a deployment live after v ms (an integer)
+        costs 1 + #{j < K : j·I < v - ε} = 1 + min(K, floor((v - 1) / I) + 1) polls (0 for
+        v < 1), so SQLite sums it in the same walk of the index.
+        """
+        m = self.found.get("live_after_ms")
+        if m is None:
+            return 0
+        offsets = fixed_poll_offsets(FIXED_INTERVAL_S, max_wait)
+        interval_ms = round(FIXED_INTERVAL_S * 1000)
+        assert offsets == [j * FIXED_INTERVAL_S for j in range(len(offsets))]
+        found = self.conn.execute(
+            "SELECT sum(CASE WHEN value < 1 THEN 0 ELSE min(?, (value - 1) / ? + 1) END)"
+            f" FROM deployment_measures WHERE measure = 'live_after_ms'{self.where}",
+            [len(offsets) - 1, interval_ms, *self.args],
+        ).fetchone()[0]
+        return m.count + int(found or 0)
+
+    def phases(self) -> dict[str, Summary]:
+        rank = {name: i for i, name in enumerate(PHASE_ORDER)}
+        names = [m[len("phase:") :] for m in self.found if m.startswith("phase:")]
+        names.sort(key=lambda n: (rank.get(n, len(rank)), n))
+        return {name: self.summary("phase:" + name, scale=1000.0) for name in names}
 
 
 @dataclass
@@ -317,37 +395,45 @@ class _CallTally:
     retries: int = 0
 
 
-def _tally_calls(conn: sqlite3.Connection, since: float | None, branch: str | None) -> _CallTally:
-    """Calls by source and errors by kind, in three scans that need no sort of every row.
+_HOUR = "CAST({} / 3600 AS INTEGER)"  # as the call_totals triggers bucket `at`
+_OUTCOME = "CASE WHEN ok THEN '' ELSE coalesce(error_kind, 'unknown') END"
 
-    (SQLite groups by sorting; grouping 600,000 call rows costs several times these scans.)
-    """
-    where, args = _calls_filter(since, branch)
-    tally = _CallTally()
-    sources = [r[0] for r in conn.execute(f"SELECT DISTINCT source FROM source_calls{where}", args)]
-    if sources:
-        sums = ", ".join(
-            "coalesce(sum(CASE WHEN source = ? THEN api_calls END), 0),"
-            " coalesce(sum(CASE WHEN source = ? THEN db_queries END), 0)"
-            for _ in sources
+
+def _tally_calls(conn: sqlite3.Connection, since: float | None, branch: str | None) -> _CallTally:
+    """Calls by source, errors by kind and retries: whole hours from `call_totals`, and the
+    calls of the hour that `since` falls in from `source_calls` (its rows at or after `since`)."""
+    sql = (
+        "SELECT source, ok, error_kind, retry, sum(calls), sum(api_calls), sum(db_queries)"
+        " FROM call_totals WHERE 1"
+    )
+    args: list[Any] = []
+    if branch is not None:
+        sql += " AND branch = ?"
+        args.append(branch)
+    if since is not None:
+        sql += f" AND hour > {_HOUR.format('?')}"
+        args.append(since)
+        sql += (
+            f" GROUP BY 1, 2, 3, 4 UNION ALL SELECT source, ok, {_OUTCOME}, retry, count(*),"
+            " sum(api_calls), sum(db_queries) FROM source_calls"
+            f" WHERE at >= ? AND at < ({_HOUR.format('?')} + 1) * 3600 + 1"
+            f" AND {_HOUR.format('at')} = {_HOUR.format('?')}"
         )
-        found = conn.execute(
-            f"SELECT coalesce(sum(retry), 0), {sums} FROM source_calls{where}",
-            [s for source in sources for s in (source, source)] + args,
-        ).fetchone()
-        tally.retries = int(found[0])
-        for i, source in enumerate(sources):
-            api, db = int(found[1 + 2 * i]), int(found[2 + 2 * i])
-            if api:
-                tally.api[source] = api
-            if db:
-                tally.db[source] = db
-    for kind, count in conn.execute(
-        f"SELECT coalesce(error_kind, 'unknown'), count(*) FROM source_calls{where} AND ok = 0"
-        " GROUP BY 1",
-        args,
-    ):
-        tally.errors[kind] = int(count)
+        args += [since, since, since]
+        if branch is not None:
+            sql += " AND branch = ?"
+            args.append(branch)
+    sql += " GROUP BY 1, 2, 3, 4"
+    tally = _CallTally()
+    for source, ok, kind, retry, calls, api, db in conn.execute(sql, args):
+        tally.api[source] = tally.api.get(source, 0) + int(api)
+        tally.db[source] = tally.db.get(source, 0) + int(db)
+        if not ok:
+            tally.errors[kind] = tally.errors.get(kind, 0) + int(calls)
+        if retry:
+            tally.retries += int(calls)
+    tally.api = {k: v for k, v in tally.api.items() if v}
+    tally.db = {k: v for k, v in tally.db.items() if v}
     return tally
 
 
@@ -357,18 +443,6 @@ def _last_ratelimit(conn: sqlite3.Connection) -> tuple[int | None, str | None]:
         " WHERE ratelimit_remaining IS NOT NULL ORDER BY seq DESC LIMIT 1"
     ).fetchone()
     return (None, None) if found is None else (int(found[0]), iso(found[1]))
-
-
-def _phases(conn: sqlite3.Connection, where: str, args: list[Any]) -> dict[str, Summary]:
-    text = conn.execute(
-        f"SELECT '[' || group_concat(phases) || ']' FROM deployments{where}"
-        " AND phases IS NOT NULL AND phases LIKE '%,%'",  # at least two phases
-        args,
-    ).fetchone()[0]
-    found = phase_durations(json.loads(text)) if text else {}
-    rank = {name: i for i, name in enumerate(PHASE_ORDER)}
-    names = sorted(found, key=lambda n: (rank.get(n, len(rank)), n))
-    return {name: summarise(found[name]) for name in names}
 
 
 # -- the computation --------------------------------------------------------------------------
@@ -386,26 +460,30 @@ def compute_stats(
 
     Deployment counts, durations, detection lag, per-deployment calls and the fixed-poll
     comparison cover the deployments pushed in the window; call totals, by source and errors
-    cover the calls made in it (by those commits when `branch` is given); the last minute and
+    cover the calls made in it (for commits on `branch` when it is given); the last minute and
     hour and `ratelimit_remaining` are account-wide, whatever the filters.
     """
     where, args = _filters(since, branch)
     with store.reading() as conn:
-        row = conn.execute(_DEPLOYMENTS_SQL + where, args).fetchone()
-        phases = _phases(conn, where, args)
-        tally = _tally_calls(conn, since, branch)
-        last_minute, last_hour = store.api_calls_by_window(now)
-        remaining, seen_at = _last_ratelimit(conn)
-    push_to_live = _ints(row[8])
+        conn.execute("BEGIN")  # one snapshot for every query
+        try:
+            outcomes = _outcomes(conn, where, args)
+            m = _Measures(conn, where, args)
+            push_to_live = m.summary("push_to_live_ms", scale=1000.0)
+            durations = Durations(push_to_live, m.phases(), m.histogram("push_to_live_ms", 1000.0))
+            per_deployment, lag = m.summary("api_calls"), m.summary("detection_lag_ms", 1000.0)
+            compared, ours = m.found.get("live_after_ms"), m.total("compared_api_calls")
+            fixed = m.fixed_polls(max_wait)
+            tally = _tally_calls(conn, since, branch)
+            last_minute, last_hour = store.api_calls_by_window(now)
+            remaining, seen_at = _last_ratelimit(conn)
+        finally:
+            conn.execute("COMMIT")
     return Stats(
         generated_at=iso(now), since=None if since is None else iso(since), branch=branch,
-        deployments=_deployments(row),
-        durations=Durations(
-            summarise(push_to_live, ordered=True, scale=1000.0), phases,
-            histogram(push_to_live, scale=1000.0),
-        ),
+        deployments=outcomes, durations=durations,
         api_calls=ApiCalls(
-            total=sum(tally.api.values()), per_deployment=summarise(_ints(row[9]), ordered=True),
+            total=sum(tally.api.values()), per_deployment=per_deployment,
             by_source=dict(sorted(tally.api.items())), last_minute=last_minute,
             last_hour=last_hour, ratelimit_remaining=remaining, ratelimit_seen_at=seen_at,
         ),
@@ -413,29 +491,11 @@ def compute_stats(
         errors=Errors(
             sum(tally.errors.values()), dict(sorted(tally.errors.items())), tally.retries
         ),
-        detection_lag_s=summarise(_ints(row[10]), ordered=True, scale=1000.0),
-        fixed_10s=_fixed(_ints(row[11]), int(row[12]), max_wait),
-    )  # fmt: skip
-
-
-def _deployments(row: Sequence[Any]) -> Deployments:
-    succeeded, failed, canceled, superseded, timed_out = (int(v) for v in row[1:6])
-    finished = succeeded + failed + canceled + superseded + timed_out
-    return Deployments(
-        total=int(row[0]), succeeded=succeeded, failed=failed, canceled=canceled,
-        superseded=superseded, timed_out=timed_out, rejected=int(row[6]), in_progress=int(row[7]),
-        finished=finished, success_rate=round(succeeded / finished, 4) if finished else None,
-    )  # fmt: skip
-
-
-def _fixed(live_after_ms: list[int], ours: int, max_wait: float) -> FixedPoll:
-    if not live_after_ms:
-        return FixedPoll()
-    offsets = fixed_poll_offsets(FIXED_INTERVAL_S, max_wait)
-    fixed = total_fixed_polls(live_after_ms, offsets, scale=1000.0)
-    return FixedPoll(
-        deployments=len(live_after_ms), api_calls=fixed, our_api_calls=ours,
-        ratio=round(ours / fixed, 3) if fixed else None,
+        detection_lag_s=lag,
+        fixed_10s=FixedPoll(
+            deployments=compared.count, api_calls=fixed, our_api_calls=ours,
+            ratio=round(ours / fixed, 3) if fixed else None,
+        ) if compared else FixedPoll(),
     )  # fmt: skip
 
 

@@ -8,14 +8,17 @@ crash leaves all of it or none of it. Standard library only: the push hook's con
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
+import multiprocessing
 import os
 import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import attrgetter
@@ -33,6 +36,7 @@ from tracker.projections import (
     StoredEvent,
     apply,
     evolve,
+    measure_rows,
     source_call,
 )
 
@@ -69,12 +73,22 @@ class Append:
 
 @dataclass(frozen=True)
 class RebuildReport:
-    """What `rebuild` found: how many rows differed between the inline projection and a replay."""
+    """What `rebuild` found: the rows that differed between the inline projection and a replay
+    (each was then replaced by the replay's)."""
 
     events: int
     rows: int
-    differing: tuple[str, ...]
-    calls_differing: int
+    differing: tuple[str, ...]  # commits whose `deployments` row differed
+    calls_differing: int  # `source_calls` rows missing or wrong
+    measures_differing: int = 0  # `deployment_measures` rows missing or wrong
+    totals_differing: int = 0  # `call_totals` rows not equal to `source_calls` summed
+
+    @property
+    def clean(self) -> bool:
+        return not (
+            self.differing or self.calls_differing or self.measures_differing
+            or self.totals_differing
+        )  # fmt: skip
 
 
 class Store:
@@ -140,6 +154,8 @@ class Store:
                         for statement in _statements(sql):
                             conn.execute(statement)
                         conn.execute(f"PRAGMA user_version = {number}")
+                if _projection_outdated(conn):
+                    self._settle(conn, 0, [], _totals_match(conn))  # replays every event
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
@@ -222,7 +238,10 @@ class Store:
         new_row = apply(row, item.event, stored)
         if new_row is not None:
             _upsert_row(conn, new_row)
-        call = source_call(item.event, stored)
+            old, new = measure_rows(row), measure_rows(new_row)
+            if old != new:
+                _write_measures(conn, old - new, new - old)
+        call = source_call(item.event, stored, new_row)
         if call is not None:
             _insert_calls(conn, [call])
         conn.execute(
@@ -325,57 +344,290 @@ class Store:
 
     def replay(self) -> tuple[dict[str, DeploymentRow], list[SourceCallRow], int, int]:
         """Fold the whole log from scratch: rows, call rows, event count, last seq."""
-        rows: dict[str, DeploymentRow] = {}
-        calls: list[SourceCallRow] = []
-        count = last = 0
-        cursor = self.conn.execute(
-            "SELECT seq, stream, version, type, recorded_at, data, key FROM events ORDER BY seq"
-        )
-        for seq, stream, version, type_, recorded_at, data, key in cursor:
-            stored = StoredEvent(seq, stream, version, type_, recorded_at, json.loads(data), key)
-            event = event_from(type_, stored.data)
-            row = evolve(rows.get(stream), event, stored)
-            if row is not None:
-                rows[stream] = row
-            call = source_call(event, stored)
-            if call is not None:
-                calls.append(call)
-            count, last = count + 1, seq
-        return rows, calls, count, last
+        with _log_errors(self.path, "read"):
+            cursor = self.conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq")
+            rows, calls, count, last = _fold(cursor)
+        return rows, [SourceCallRow(*c) for c in calls], count, last
 
-    def rebuild(self) -> RebuildReport:
-        """Recompute every projection from the log alone and report rows that differed."""
-        conn = self.conn
-        with _log_errors(self.path, "rebuild"), self.locked():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                report = self._rebuild(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
+    def rebuild(self, *, workers: int | None = None) -> RebuildReport:
+        """Recompute every projection from the log alone, fix the rows that differ, report them.
+
+        The log up to a snapshot is replayed outside the lock, by `workers` processes (by
+        default one per CPU for a large log) that each fold and compare their share of the
+        commits, so appends go on meanwhile. Then, under the lock, the commits appended to since
+        the snapshot are replayed again whole, and the differences are written: a log whose
+        projections are right costs no write at all.
+        """
+        path = str(self.path)
+        with _log_errors(self.path, "rebuild"):
+            snapshot = self.last_seq()
+            parts = _parts(workers, snapshot)
+            if parts == 1:
+                totals_ok = _totals_match(self.conn)
+                found = [_compare_part(path, snapshot, 1, 0)]
+            else:
+                spawn = multiprocessing.get_context("spawn")  # no fork of a threaded process
+                with ProcessPoolExecutor(parts, mp_context=spawn) as pool:
+                    jobs = [
+                        pool.submit(_compare_part, path, snapshot, parts, p) for p in range(parts)
+                    ]
+                    totals_ok = _totals_match(self.conn)  # meanwhile, in this process
+                    found = [job.result() for job in jobs]
+            conn = self.conn
+            with self.locked():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    report = self._settle(conn, snapshot, found, totals_ok)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
         return report
 
-    def _rebuild(self, conn: sqlite3.Connection) -> RebuildReport:
-        rows, calls, count, last = self.replay()
-        old = {
-            r[0]: DeploymentRow(*r)
-            for r in conn.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM deployments")
-        }
-        differing = sorted(
-            sha for sha in set(rows) | set(old) if _key(rows.get(sha)) != _key(old.get(sha))
-        )
-        old_calls = conn.execute(f"SELECT {', '.join(CALL_COLUMNS)} FROM source_calls").fetchall()
-        calls_differing = len(set(old_calls) ^ {_call_tuple(c) for c in calls})
-        conn.execute("DELETE FROM deployments")
-        conn.execute("DELETE FROM source_calls")
-        conn.executemany(_UPSERT_ROW, (_row_tuple(r) for r in rows.values()))
-        _insert_calls(conn, calls)
+    def _settle(
+        self, conn: sqlite3.Connection, snapshot: int, found: list[_Diff], totals_ok: bool
+    ) -> RebuildReport:
+        """Under the lock: replay the commits appended to since `snapshot`, write every
+        difference, set the checkpoint. The call totals were checked at a snapshot; the triggers
+        have kept them in step with `source_calls` since, through appends and these writes."""
+        tail = [r[0] for r in conn.execute(
+            "SELECT DISTINCT stream FROM events WHERE seq > ?", (snapshot,)
+        )]  # fmt: skip
+        if tail:
+            late = set(tail)
+            found = [d.without(late) for d in found]
+            found.append(_compare(conn, _streams(tail)))
+        diff = _Diff.merge(found)
+        diff.write(conn)
+        totals = 0 if totals_ok else _rewrite_totals(conn)
+        last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
         conn.execute("DELETE FROM projection_checkpoints WHERE name = ?", (PROJECTION,))
         conn.execute(
             "INSERT INTO projection_checkpoints (name, last_seq) VALUES (?, ?)", (PROJECTION, last)
         )
-        return RebuildReport(count, len(rows), tuple(differing), calls_differing)
+        rows = conn.execute("SELECT count(*) FROM deployments").fetchone()[0]
+        events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        return RebuildReport(
+            events, rows, tuple(sorted(diff.differing())), len(diff.calls_missing) +
+            len(diff.calls_extra), len(diff.measures_missing) + len(diff.measures_extra), totals,
+        )  # fmt: skip
+
+
+_EVENT_COLUMNS = "seq, stream, version, type, recorded_at, data, key"
+_MEASURE_COLUMNS = "sha, measure, value, pushed_at, branch"
+PARALLEL_FROM = 200_000  # events: below this, one process folds faster than several start
+_Row = tuple[Any, ...]
+
+
+def _projection_outdated(conn: sqlite3.Connection) -> bool:
+    """A migration that changes the projections clears their checkpoint: replay the log."""
+    checkpoint = conn.execute(
+        "SELECT 1 FROM projection_checkpoints WHERE name = ?", (PROJECTION,)
+    ).fetchone()
+    return (
+        checkpoint is None and conn.execute("SELECT 1 FROM events LIMIT 1").fetchone() is not None
+    )
+
+
+def _parts(workers: int | None, events: int) -> int:
+    if workers is not None:
+        return max(1, workers)
+    return 1 if events < PARALLEL_FROM else max(1, min(os.cpu_count() or 1, 4))
+
+
+def _fold(cursor: Iterable[_Row]) -> tuple[dict[str, DeploymentRow], list[_Row], int, int]:
+    """Fold events (in log order) from scratch: rows by commit, call rows as tuples, the number
+    of events and the last seq. The hot loop of `rebuild`: it runs once per event."""
+    rows: dict[str, DeploymentRow] = {}
+    calls: list[_Row] = []
+    loads, get, count, last = json.loads, rows.get, 0, 0
+    for seq, stream, version, type_, recorded_at, data, key in cursor:
+        stored = StoredEvent(seq, stream, version, type_, recorded_at, loads(data), key)
+        event = event_from(type_, stored.data)
+        row = evolve(get(stream), event, stored)
+        if row is not None:
+            rows[stream] = row
+        call = source_call(event, stored, row)
+        if call is not None:
+            calls.append(_call_tuple(call))
+        count, last = count + 1, seq
+    return rows, calls, count, last
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """Which events to replay and which projection rows to compare them with."""
+
+    events: str
+    events_args: tuple[Any, ...]
+    shas: str
+    shas_args: tuple[Any, ...]
+
+
+def _partition(snapshot: int, parts: int, part: int) -> _Scope:
+    """The events up to `snapshot` of one `part` of the commits (by the SHA's last digit)."""
+    if parts == 1:
+        return _Scope("seq <= ?", (snapshot,), "1", ())
+    share = "unicode(substr({}, -1)) % ? = ?"
+    return _Scope(
+        "seq <= ? AND " + share.format("stream"), (snapshot, parts, part),
+        share.format("sha"), (parts, part),
+    )  # fmt: skip
+
+
+def _streams(streams: Sequence[str]) -> _Scope:
+    """Every event of some commits."""
+    listed = (json.dumps(list(streams)),)
+    inside = "{} IN (SELECT value FROM json_each(?))"
+    return _Scope(inside.format("stream"), listed, inside.format("sha"), listed)
+
+
+@dataclass
+class _Diff:
+    """How the projection rows of some commits differ from a replay of their events."""
+
+    rows_changed: list[_Row] = dataclasses.field(default_factory=list)  # the replay's rows
+    rows_extra: list[str] = dataclasses.field(default_factory=list)  # rows the replay has not
+    calls_missing: list[_Row] = dataclasses.field(default_factory=list)
+    calls_extra: list[_Row] = dataclasses.field(default_factory=list)
+    measures_missing: list[_Row] = dataclasses.field(default_factory=list)
+    measures_extra: list[_Row] = dataclasses.field(default_factory=list)
+
+    def without(self, shas: set[str]) -> _Diff:
+        """This difference, leaving out some commits."""
+        return _Diff(
+            [r for r in self.rows_changed if r[0] not in shas],
+            [sha for sha in self.rows_extra if sha not in shas],
+            [c for c in self.calls_missing if c[_CALL_SHA] not in shas],
+            [c for c in self.calls_extra if c[_CALL_SHA] not in shas],
+            [m for m in self.measures_missing if m[0] not in shas],
+            [m for m in self.measures_extra if m[0] not in shas],
+        )
+
+    @staticmethod
+    def merge(diffs: Iterable[_Diff]) -> _Diff:
+        total = _Diff()
+        for d in diffs:
+            total.rows_changed += d.rows_changed
+            total.rows_extra += d.rows_extra
+            total.calls_missing += d.calls_missing
+            total.calls_extra += d.calls_extra
+            total.measures_missing += d.measures_missing
+            total.measures_extra += d.measures_extra
+        return total
+
+    def differing(self) -> set[str]:
+        return {r[0] for r in self.rows_changed} | set(self.rows_extra)
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        """Make the projection rows the replay's (in the caller's transaction)."""
+        conn.executemany("DELETE FROM deployments WHERE sha = ?", ((s,) for s in self.rows_extra))
+        conn.executemany(_UPSERT_ROW, self.rows_changed)
+        conn.executemany(
+            "DELETE FROM source_calls WHERE seq = ?", ((c[0],) for c in self.calls_extra)
+        )
+        conn.executemany(_INSERT_CALL, self.calls_missing)
+        _write_measures(conn, self.measures_extra, self.measures_missing)
+
+
+def _compare(conn: sqlite3.Connection, scope: _Scope) -> _Diff:
+    """Replay the events of `scope` and compare the result with its projection rows."""
+    cursor = conn.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM events WHERE {scope.events} ORDER BY seq", scope.events_args
+    )
+    rows, calls, _, _ = _fold(cursor)
+    diff = _Diff()
+    table = {
+        r[0]: r
+        for r in conn.execute(
+            f"SELECT {', '.join(ROW_COLUMNS)} FROM deployments WHERE {scope.shas}", scope.shas_args
+        )
+    }
+    replayed: set[_Row] = set()
+    for sha, row in rows.items():
+        values = _row_tuple(row)
+        if table.pop(sha, None) != values:
+            diff.rows_changed.append(values)
+        replayed |= measure_rows(row)
+    diff.rows_extra = list(table)
+    old_calls = set(
+        conn.execute(
+            f"SELECT {', '.join(CALL_COLUMNS)} FROM source_calls WHERE {scope.shas}",
+            scope.shas_args,
+        )
+    )
+    new_calls = set(calls)
+    diff.calls_missing, diff.calls_extra = list(new_calls - old_calls), list(old_calls - new_calls)
+    old_measures = set(
+        conn.execute(
+            f"SELECT {_MEASURE_COLUMNS} FROM deployment_measures WHERE {scope.shas}",
+            scope.shas_args,
+        )
+    )
+    diff.measures_missing = list(replayed - old_measures)
+    diff.measures_extra = list(old_measures - replayed)
+    return diff
+
+
+def _compare_part(path: str, snapshot: int, parts: int, part: int) -> _Diff:
+    """`_compare` for one part of the commits, on a connection of its own (run in a worker
+    process), inside one read transaction: the events and the rows of one moment."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+    try:
+        conn.execute("BEGIN")
+        return _compare(conn, _partition(snapshot, parts, part))
+    finally:
+        conn.close()
+
+
+_TOTALS_OF_CALLS = """
+SELECT CAST(at / 3600 AS INTEGER), coalesce(branch, ''), source, ok,
+       CASE WHEN ok THEN '' ELSE coalesce(error_kind, 'unknown') END, retry,
+       count(*), sum(api_calls), sum(db_queries)
+FROM source_calls GROUP BY 1, 2, 3, 4, 5, 6"""
+_TOTALS = (
+    "SELECT hour, branch, source, ok, error_kind, retry, calls, api_calls, db_queries"
+    " FROM call_totals"
+)
+
+
+def _totals_differing(conn: sqlite3.Connection) -> int:
+    """How many `call_totals` rows differ from `source_calls` summed (one statement: one
+    snapshot of both)."""
+    found = conn.execute(
+        f"SELECT (SELECT count(*) FROM ({_TOTALS} EXCEPT {_TOTALS_OF_CALLS}))"
+        f" + (SELECT count(*) FROM ({_TOTALS_OF_CALLS} EXCEPT {_TOTALS}))"
+    ).fetchone()
+    return int(found[0])
+
+
+def _totals_match(conn: sqlite3.Connection) -> bool:
+    return _totals_differing(conn) == 0
+
+
+def _rewrite_totals(conn: sqlite3.Connection) -> int:
+    """Sum `call_totals` again from `source_calls`; returns how many rows had differed."""
+    differing = _totals_differing(conn)
+    conn.execute("DELETE FROM call_totals")
+    conn.execute(
+        "INSERT INTO call_totals"
+        " (hour, branch, source, ok, error_kind, retry, calls, api_calls, db_queries)"
+        + _TOTALS_OF_CALLS
+    )
+    return differing
+
+
+def _write_measures(
+    conn: sqlite3.Connection, extra: Iterable[_Row], missing: Iterable[_Row]
+) -> None:
+    conn.executemany(
+        "DELETE FROM deployment_measures WHERE sha = ? AND measure = ?",
+        ((m[0], m[1]) for m in extra),
+    )
+    conn.executemany(
+        f"INSERT OR REPLACE INTO deployment_measures ({_MEASURE_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+        missing,
+    )
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -387,10 +639,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
-
-
-def _key(row: DeploymentRow | None) -> tuple[Any, ...] | None:
-    return None if row is None else _row_tuple(row)
 
 
 # The rows are flat: attrgetter builds their tuples without astuple's recursive deep copy.
@@ -407,12 +655,15 @@ def _upsert_row(conn: sqlite3.Connection, row: DeploymentRow) -> None:
     conn.execute(_UPSERT_ROW, _row_tuple(row))
 
 
+_INSERT_CALL = (
+    f"INSERT INTO source_calls ({', '.join(CALL_COLUMNS)})"
+    f" VALUES ({', '.join('?' for _ in CALL_COLUMNS)})"
+)
+_CALL_SHA = CALL_COLUMNS.index("sha")
+
+
 def _insert_calls(conn: sqlite3.Connection, calls: Iterable[SourceCallRow]) -> None:
-    conn.executemany(
-        f"INSERT INTO source_calls ({', '.join(CALL_COLUMNS)})"
-        f" VALUES ({', '.join('?' for _ in CALL_COLUMNS)})",
-        (_call_tuple(c) for c in calls),
-    )
+    conn.executemany(_INSERT_CALL, (_call_tuple(c) for c in calls))
 
 
 def _dumps(data: dict[str, Any]) -> str:
