@@ -139,35 +139,70 @@ SELECT
 FROM deployments;
 
 -- migration: 2
--- Stats without scanning: the numbers `tracker stats` ranks live in an index in value order,
--- and the calls are also summed by hour. Projections are disposable: the store replays the log
--- into them after this migration (it clears the checkpoint, and a log whose projection has no
--- checkpoint is rebuilt on open).
+-- Stats without scanning: the numbers `tracker stats` counts, sums and ranks live in an index in
+-- value order and in totals by hour that triggers keep. Projections are disposable: this
+-- migration clears the checkpoint, and the store replays the log into every projection when it
+-- opens a log that has events but no checkpoint.
 
--- The branch a call was made for (the commit's branch at the time), for `stats --branch`.
+-- The branch a call was made for (its commit's branch at the time), for `stats --branch`.
 ALTER TABLE source_calls ADD COLUMN branch TEXT;
 
--- Projection: per commit, the values stats ranks (tracker/projections.py `measures`), integers:
--- push_to_live_ms, detection_lag_ms, api_calls, live_after_ms and compared_api_calls (for the
--- fixed-poll comparison), phase:NAME (milliseconds from that phase to the next).
+-- Projection: per commit, the values stats reads (tracker/projections.py `measures`), integers:
+-- state:NAME (1), push_to_live_ms, detection_lag_ms, api_calls (when any), phase:NAME (ms from
+-- that phase to the next), and for finished deployments that made API calls compared_api_calls
+-- and fixed_10s_polls (what a fixed 10 s poll would have spent on the same deployment).
+-- Rows are deleted and inserted, never updated: the triggers below count them.
 CREATE TABLE deployment_measures (
+    id        INTEGER PRIMARY KEY,
     sha       TEXT    NOT NULL,
     measure   TEXT    NOT NULL,
     value     INTEGER NOT NULL,
     pushed_at REAL    NOT NULL,  -- copied from the row, for --since without a lookup
     branch    TEXT,              -- copied from the row, for --branch without a lookup
-    PRIMARY KEY (sha, measure)
+    UNIQUE (sha, measure)
+);
+
+-- Each measure in value order with the filter columns beside it: a percentile is a walk of this
+-- index to its rank (ORDER BY value LIMIT 1 OFFSET k) that never sorts and never leaves it.
+CREATE INDEX deployment_measures_by_value
+    ON deployment_measures (measure, value, pushed_at, branch);
+
+-- Count and sum of each measure by branch and hour of the push ('' for no branch).
+CREATE TABLE measure_totals (
+    measure TEXT    NOT NULL,
+    branch  TEXT    NOT NULL,
+    hour    INTEGER NOT NULL,  -- CAST(pushed_at / 3600 AS INTEGER)
+    count   INTEGER NOT NULL,
+    total   INTEGER NOT NULL,
+    PRIMARY KEY (measure, branch, hour)
 ) WITHOUT ROWID;
 
--- Percentiles are an index walk (ORDER BY value LIMIT 1 OFFSET k), filters read the index only.
-CREATE INDEX deployment_measures_by_value ON deployment_measures (measure, value, pushed_at, branch);
+CREATE TRIGGER deployment_measures_are_not_updated BEFORE UPDATE ON deployment_measures
+BEGIN
+    SELECT RAISE(ABORT, 'deployment_measures rows are deleted and inserted, not updated');
+END;
 
--- Outcome counts read this index only.
-CREATE INDEX deployments_by_state ON deployments (state, pushed_at, branch);
+CREATE TRIGGER deployment_measures_add_to_totals AFTER INSERT ON deployment_measures
+BEGIN
+    INSERT INTO measure_totals (measure, branch, hour, count, total)
+    VALUES (NEW.measure, coalesce(NEW.branch, ''), CAST(NEW.pushed_at / 3600 AS INTEGER), 1,
+            NEW.value)
+    ON CONFLICT (measure, branch, hour) DO UPDATE SET
+        count = count + 1, total = total + excluded.total;
+END;
 
--- Calls summed by hour, branch, source, outcome and retry; the triggers keep it equal to
--- `source_calls` grouped the same way. Stats reads whole hours here and the partial hour of
--- --since from `source_calls`. '' stands for "none" so that the key has no NULL in it.
+CREATE TRIGGER deployment_measures_take_from_totals AFTER DELETE ON deployment_measures
+BEGIN
+    UPDATE measure_totals SET count = count - 1, total = total - OLD.value
+    WHERE measure = OLD.measure AND branch = coalesce(OLD.branch, '')
+        AND hour = CAST(OLD.pushed_at / 3600 AS INTEGER);
+    DELETE FROM measure_totals
+    WHERE count = 0 AND measure = OLD.measure AND branch = coalesce(OLD.branch, '')
+        AND hour = CAST(OLD.pushed_at / 3600 AS INTEGER);
+END;
+
+-- Calls summed by hour, branch, source, outcome and retry ('' stands for "none", so that the
+-- key has no NULL in it); the triggers keep it equal to `source_calls` grouped the same way.
 CREATE TABLE call_totals (
     hour        INTEGER NOT NULL,  -- CAST(at / 3600 AS INTEGER)
     branch      TEXT    NOT NULL,  -- '' when the call's commit was never pushed
@@ -180,6 +215,11 @@ CREATE TABLE call_totals (
     db_queries  INTEGER NOT NULL,
     PRIMARY KEY (hour, branch, source, ok, error_kind, retry)
 ) WITHOUT ROWID;
+
+CREATE TRIGGER source_calls_are_not_updated BEFORE UPDATE ON source_calls
+BEGIN
+    SELECT RAISE(ABORT, 'source_calls rows are deleted and inserted, not updated');
+END;
 
 CREATE TRIGGER source_calls_add_to_totals AFTER INSERT ON source_calls
 BEGIN

@@ -31,7 +31,7 @@ from tracker.events import (
     PushRejected,
     SourcesDisagreed,
 )
-from tracker.projections import exit_code_of
+from tracker.projections import exit_code_of, measure_rows
 from tracker.store import Store
 
 SHAS = ("a" * 40, "b" * 40, "c" * 40)
@@ -100,12 +100,19 @@ def steps(draw: st.DrawFn) -> Step:
     return stream, event, key, draw(st.floats(0, 120, allow_nan=False))
 
 
-PROJECTIONS = ("deployments", "source_calls", "deployment_measures", "call_totals")
+PROJECTIONS = {  # table: its columns (the measures' `id` is only a rowid)
+    "deployments": "*",
+    "source_calls": "*",
+    "deployment_measures": "sha, measure, value, pushed_at, branch",
+    "call_totals": "*",
+    "measure_totals": "*",
+}
 
 
 def table(db: Path, name: str) -> list[tuple[object, ...]]:
     with sqlite3.connect(db) as conn:
-        return sorted(conn.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
+        found = conn.execute(f"SELECT {PROJECTIONS[name]} FROM {name}").fetchall()
+    return sorted(found, key=repr)
 
 
 def tables(db: Path) -> list[list[tuple[object, ...]]]:
@@ -173,7 +180,7 @@ def test_the_seeder_writes_what_appends_would_have(tmp_path: Path) -> None:
     assert store.last_seq() == 3000
 
 
-def corrupt(db: Path) -> None:
+def corrupt(db: Path) -> list[str]:
     """Damage every projection the way a bug or a hand edit would."""
     with sqlite3.connect(db) as conn:
         victims = [r[0] for r in conn.execute("SELECT sha FROM deployments ORDER BY sha LIMIT 4")]
@@ -185,23 +192,36 @@ def corrupt(db: Path) -> None:
             ("f" * 40,),
         )
         conn.execute("DELETE FROM source_calls WHERE seq = (SELECT min(seq) FROM source_calls)")
-        conn.execute("UPDATE source_calls SET api_calls = 7 WHERE sha = ?", (victims[2],))
+        conn.execute(  # six calls that were never made
+            "INSERT INTO source_calls SELECT seq + 1000000, sha, at, source, kind, 7, db_queries,"
+            " ok, error_kind, retry, latency_ms, ratelimit_remaining, branch"
+            " FROM source_calls WHERE sha = ?",
+            (victims[2],),
+        )
         conn.execute("DELETE FROM deployment_measures WHERE sha = ?", (victims[3],))
-        conn.execute("UPDATE deployment_measures SET value = -1 WHERE measure = 'api_calls'")
+        conn.execute(
+            "INSERT INTO deployment_measures (sha, measure, value, pushed_at, branch)"
+            " VALUES (?, 'phase:NOWHERE', 5, 0, 'main')",
+            (victims[2],),
+        )
         conn.execute("UPDATE call_totals SET calls = calls + 1")
+        conn.execute("UPDATE measure_totals SET total = total + 1")
+    return victims
 
 
 def test_a_rebuild_in_worker_processes_finds_and_fixes_every_difference(tmp_path: Path) -> None:
     db = tmp_path / "seeded.db"
     load_seed().seed(db, 300, workers=1)
     expected = tables(db)
-    corrupt(db)
     store = Store(db)
+    victims = corrupt(db)
     report = store.rebuild(workers=2)  # two spawned processes, each folding half the commits
     assert (report.events, report.rows) == (3000, 300)
     assert len(report.differing) == 3  # a row changed, one deleted, one invented
-    assert report.calls_differing == 1 + 2 * 6  # one missing, six wrong (each: out and in)
-    assert report.measures_differing > 300 and report.totals_differing > 0
+    assert report.calls_differing == 1 + 6  # one missing, six invented
+    lost = len(measure_rows(store.deployment(victims[3])))
+    assert report.measures_differing == lost + 1  # one commit's measures lost, one invented
+    assert report.totals_differing > 0
     assert tables(db) == expected
     assert store.rebuild(workers=2).clean and store.rebuild(workers=1).clean
     assert tables(db) == expected

@@ -22,6 +22,7 @@ calls, so the API call count follows the same table.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -106,6 +107,18 @@ def polls_to_detect(policy: PollPolicy, live_after_s: float, max_wait: float) ->
         if offset >= live_after_s - _EPS:
             return count
     return len(offsets)
+
+
+BASELINE = FixedPolicy(10.0)  # the original plan's poll: what `tracker stats` compares ours with
+BASELINE_MAX_WAIT_S = 480.0
+_BASELINE_OFFSETS = tuple(BASELINE.schedule(BASELINE_MAX_WAIT_S))
+
+
+def baseline_polls(live_after_s: float) -> int:
+    """`polls_to_detect(BASELINE, live_after_s, BASELINE_MAX_WAIT_S)`, by bisection (it runs
+    once per finished deployment in every replay of the log)."""
+    found = bisect.bisect_left(_BASELINE_OFFSETS, live_after_s - _EPS)
+    return min(found + 1, len(_BASELINE_OFFSETS))
 
 
 def backoff(attempt: int, base: float, cap: float, rand: float) -> float:

@@ -30,6 +30,7 @@ from tracker.events import (
     PushRecorded,
     PushRejected,
 )
+from tracker.policies import baseline_polls
 
 TERMINAL_STATES = frozenset(
     {"succeeded", "failed", "canceled", "superseded", "timed_out", "rejected"}
@@ -133,15 +134,16 @@ CALL_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SourceC
 
 
 def measures(row: DeploymentRow) -> dict[str, int]:
-    """The values `tracker stats` ranks for one commit: the `deployment_measures` rows.
+    """What `tracker stats` counts, sums and ranks of one commit: its `deployment_measures`.
 
-    Integers (milliseconds, or counts), so that SQLite orders and sums them exactly:
-    `push_to_live_ms`, `detection_lag_ms`, `api_calls` (when any), `live_after_ms` and
-    `compared_api_calls` (finished deployments that made API calls, for the fixed-poll
-    comparison: platform's end, or ours, minus the monitor's start, or the push), and
-    `phase:NAME` (from a phase's first sighting to the next phase's).
+    Integers (milliseconds or counts), so that SQLite orders and sums them exactly:
+    `state:NAME` (1), `push_to_live_ms`, `detection_lag_ms`, `api_calls` (when any) and
+    `phase:NAME` (from a phase's first sighting to the next phase's); for a finished deployment
+    that made API calls, `compared_api_calls` and `fixed_10s_polls`, the polls the baseline
+    fixed poll would have made to see the same end (the platform's time, or ours) from the same
+    start (the monitor's, or the push).
     """
-    found: dict[str, int] = {}
+    found = {"state:" + row.state: 1}
     if row.push_to_live_s is not None:
         found["push_to_live_ms"] = round(row.push_to_live_s * 1000)
     if row.detection_lag_s is not None:
@@ -152,8 +154,8 @@ def measures(row: DeploymentRow) -> dict[str, int]:
             end = row.finished_at if row.platform_finished_at is None else row.platform_finished_at
             start = row.pushed_at if row.monitor_started_at is None else row.monitor_started_at
             if end is not None and start is not None:
-                found["live_after_ms"] = round((end - start) * 1000)
                 found["compared_api_calls"] = row.api_calls
+                found["fixed_10s_polls"] = baseline_polls(end - start)
     if row.phases is not None and "," in row.phases:  # two phases at least
         for name, seconds in phase_spans(json.loads(row.phases)):
             found["phase:" + name] = round(seconds * 1000)

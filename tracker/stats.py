@@ -20,18 +20,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tracker.clock import iso
-from tracker.errors import UsageError
-from tracker.policies import LIMIT_PER_HOUR, LIMIT_PER_MINUTE, FixedPolicy
+from tracker.errors import LogError, UsageError
+from tracker.policies import BASELINE, LIMIT_PER_HOUR, LIMIT_PER_MINUTE
 from tracker.projections import FINISHED_STATES, phase_spans
 from tracker.render import duration
 
 if TYPE_CHECKING:
     from tracker.store import Store
 
-FIXED_INTERVAL_S = 10.0  # the original plan's poll, the baseline of the counterfactual
-DEFAULT_MAX_WAIT_S = 480.0
+FIXED_INTERVAL_S = BASELINE.interval  # the original plan's poll: the counterfactual's
 HISTOGRAM_BUCKETS = 8
-_EPS = 1e-9  # as tracker.policies: an offset within ε of the live time counts as reaching it
 # App Platform's phases in pipeline order, for a stable order of the per-phase table.
 PHASE_ORDER = (
     "UNKNOWN", "PENDING_BUILD", "BUILDING", "PENDING_DEPLOY", "DEPLOYING", "ACTIVE",
@@ -233,35 +231,20 @@ def phase_durations(phases_json: Sequence[dict[str, float]]) -> dict[str, list[f
     return out
 
 
-def fixed_poll_offsets(interval: float, max_wait: float) -> list[float]:
-    """The fixed policy's poll offsets (0, interval, ...) within `max_wait`."""
-    return FixedPolicy(interval).schedule(max_wait)
-
-
-def total_fixed_polls(
-    live_after: Sequence[float], offsets: Sequence[float], *, scale: float = 1.0
-) -> int:
-    """Σ `polls_to_detect(FixedPolicy, v, max_wait)` over sorted `live_after`, by bisection.
-
-    A deployment live after v seconds costs 1 + #{j < n-1 : offsets[j] < v - ε} polls, so the
-    sum is N + Σ_j #{v > offsets[j] + ε}: one bisection per poll offset, not per deployment.
-    """
-    n = len(live_after)
-    return n + sum(n - bisect.bisect_right(live_after, (o + _EPS) * scale) for o in offsets[:-1])
-
-
 # -- reading the projections ------------------------------------------------------------------
 #
-# Nothing here reads a row per deployment into Python. Outcomes are counted on the index
-# `deployments_by_state`. Every ranked value is a `deployment_measures` row, whose index keeps
-# each measure in value order with the filter columns beside it: a percentile is one walk of the
-# index to its rank (ORDER BY value LIMIT 1 OFFSET rank - 1) that never sorts and never leaves
-# the index. Calls are summed by hour in `call_totals`; the partial hour of --since is read from
-# `source_calls` (`at` indexed).
+# Nothing here reads a row per deployment into Python. Counts and sums of every measure come
+# from `measure_totals` (by hour of the push; the partial hour of --since from the few
+# deployments pushed in it). A percentile, a minimum or a maximum is one walk of the index
+# `deployment_measures_by_value` to its rank, from the nearer end, filters answered from the
+# index itself. Calls come from `call_totals` the same way (the partial hour from
+# `source_calls`).
+
+_HOUR = "CAST({} / 3600 AS INTEGER)"  # as the triggers bucket times into hours
 
 
 def _filters(since: float | None, branch: str | None) -> tuple[str, list[Any]]:
-    """Pushed since `since`, on `branch` (columns of `deployments` and of the measures)."""
+    """Pushed since `since`, on `branch` (columns of `deployment_measures`)."""
     sql, args = "", list[Any]()
     if since is not None:
         sql += " AND pushed_at >= ?"
@@ -272,10 +255,35 @@ def _filters(since: float | None, branch: str | None) -> tuple[str, list[Any]]:
     return sql, args
 
 
-def _outcomes(conn: sqlite3.Connection, where: str, args: list[Any]) -> Deployments:
-    counts = dict(
-        conn.execute(f"SELECT state, count(*) FROM deployments WHERE 1{where} GROUP BY state", args)
-    )
+def _measure_totals(
+    conn: sqlite3.Connection, since: float | None, branch: str | None
+) -> dict[str, tuple[int, int]]:
+    """Count and sum of each measure over the deployments pushed since `since` on `branch`."""
+    sql, args = "SELECT measure, sum(count), sum(total) FROM measure_totals WHERE 1", list[Any]()
+    if branch is not None:
+        sql += " AND branch = ?"
+        args.append(branch)
+    if since is not None:
+        sql += (
+            f" AND hour > {_HOUR.format('?')} GROUP BY 1"
+            " UNION ALL SELECT m.measure, count(*), sum(m.value)"
+            " FROM deployments AS d JOIN deployment_measures AS m ON m.sha = d.sha"
+            f" WHERE d.pushed_at >= ? AND d.pushed_at < ({_HOUR.format('?')} + 1) * 3600 + 1"
+            f" AND m.pushed_at >= ? AND {_HOUR.format('m.pushed_at')} = {_HOUR.format('?')}"
+        )
+        args += [since, since, since, since, since]
+        if branch is not None:
+            sql += " AND m.branch = ?"
+            args.append(branch)
+    found: dict[str, tuple[int, int]] = {}
+    for name, count, total in conn.execute(sql + " GROUP BY 1", args):
+        before = found.get(name, (0, 0))
+        found[name] = (before[0] + int(count), before[1] + int(total))
+    return found
+
+
+def _outcomes(totals: dict[str, tuple[int, int]]) -> Deployments:
+    counts = {name[6:]: n for name, (n, _) in totals.items() if name.startswith("state:") and n}
     finished = sum(counts.get(s, 0) for s in FINISHED_STATES)
     succeeded = counts.get("succeeded", 0)
     return Deployments(
@@ -287,63 +295,57 @@ def _outcomes(conn: sqlite3.Connection, where: str, args: list[Any]) -> Deployme
     )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class _Ranked:
-    """One measure over the selected deployments: count, sum, smallest, largest."""
-
-    name: str
-    count: int
-    total: int
-    low: int
-    high: int
-
-
 class _Measures:
-    """The `deployment_measures` of the selected deployments."""
+    """The `deployment_measures` of the deployments pushed since `since` on `branch`."""
 
-    def __init__(self, conn: sqlite3.Connection, where: str, args: list[Any]) -> None:
-        self.conn, self.where, self.args = conn, where, args
-        self.found = {
-            name: _Ranked(name, int(n), int(total), int(low), int(high))
-            for name, n, total, low, high in conn.execute(
-                "SELECT measure, count(*), sum(value), min(value), max(value)"
-                f" FROM deployment_measures WHERE 1{where} GROUP BY measure",
-                args,
+    def __init__(self, conn: sqlite3.Connection, since: float | None, branch: str | None) -> None:
+        self.conn = conn
+        self.where, self.args = _filters(since, branch)
+        self.totals = _measure_totals(conn, since, branch)
+
+    def count(self, name: str) -> int:
+        return self.totals.get(name, (0, 0))[0]
+
+    def total(self, name: str) -> int:
+        return self.totals.get(name, (0, 0))[1]
+
+    def at_rank(self, name: str, rank: int) -> int:
+        """The value at 1-based `rank` in value order, walking the index from the nearer end."""
+        n = self.count(name)
+        ascending = rank - 1 <= n - rank
+        found = self.conn.execute(
+            f"SELECT value FROM deployment_measures WHERE measure = ?{self.where}"
+            f" ORDER BY value {'ASC' if ascending else 'DESC'} LIMIT 1 OFFSET ?",
+            [name, *self.args, rank - 1 if ascending else n - rank],
+        ).fetchone()
+        if found is None:
+            raise LogError(
+                f"the stats projections disagree about {name!r}; `tracker rebuild` repairs them"
             )
-        }
+        return int(found[0])
 
     def summary(self, name: str, scale: float = 1.0) -> Summary:
-        m = self.found.get(name)
-        if m is None:
+        n = self.count(name)
+        if n == 0:
             return Summary()
-        ranks = [nearest_rank(m.count, p) for p in (50, 90, 95)]
-        query = (
-            f"SELECT value FROM deployment_measures WHERE measure = ?{self.where}"
-            " ORDER BY value LIMIT 1 OFFSET ?"
-        )
-        p50, p90, p95 = (
-            self.conn.execute(query, [name, *self.args, rank - 1]).fetchone()[0] for rank in ranks
-        )
 
         def out(v: float) -> float:
             return round(v / scale, 3)
 
+        p50, p90, p95 = (self.at_rank(name, nearest_rank(n, p)) for p in (50, 90, 95))
         return Summary(
-            count=m.count, mean=out(m.total / m.count), p50=out(p50), p90=out(p90),
-            p95=out(p95), min=out(m.low), max=out(m.high),
+            count=n, mean=out(self.total(name) / n), p50=out(p50), p90=out(p90), p95=out(p95),
+            min=out(self.at_rank(name, 1)), max=out(self.at_rank(name, n)),
         )  # fmt: skip
 
-    def total(self, name: str) -> int:
-        m = self.found.get(name)
-        return 0 if m is None else m.total
-
     def histogram(self, name: str, scale: float = 1.0) -> tuple[Bucket, ...]:
-        m = self.found.get(name)
-        if m is None:
+        n = self.count(name)
+        if n == 0:
             return ()
-        edges = histogram_edges(m.low, m.high)
+        low, high = self.at_rank(name, 1), self.at_rank(name, n)
+        edges = histogram_edges(low, high)
         if len(edges) == 1:
-            return (Bucket(round(m.low / scale, 3), round(m.high / scale, 3), m.count),)
+            return (Bucket(round(low / scale, 3), round(high / scale, 3), n),)
         query = (
             f"SELECT count(*) FROM deployment_measures WHERE measure = ?{self.where}"
             " AND value >= ? AND value {} ?"
@@ -360,29 +362,9 @@ class _Measures:
             for i in range(len(counts))
         )
 
-    def fixed_polls(self, max_wait: float) -> int:
-        """Σ polls_to_detect(FixedPolicy(10 s), live after, max_wait) over `live_after_ms`.
-
-        The fixed schedule is 0, I, 2I, ... KI: a deployment live after v ms (an integer)
-        costs 1 + #{j < K : j·I < v - ε} = 1 + min(K, floor((v - 1) / I) + 1) polls (0 for
-        v < 1), so SQLite sums it in the same walk of the index.
-        """
-        m = self.found.get("live_after_ms")
-        if m is None:
-            return 0
-        offsets = fixed_poll_offsets(FIXED_INTERVAL_S, max_wait)
-        interval_ms = round(FIXED_INTERVAL_S * 1000)
-        assert offsets == [j * FIXED_INTERVAL_S for j in range(len(offsets))]
-        found = self.conn.execute(
-            "SELECT sum(CASE WHEN value < 1 THEN 0 ELSE min(?, (value - 1) / ? + 1) END)"
-            f" FROM deployment_measures WHERE measure = 'live_after_ms'{self.where}",
-            [len(offsets) - 1, interval_ms, *self.args],
-        ).fetchone()[0]
-        return m.count + int(found or 0)
-
     def phases(self) -> dict[str, Summary]:
         rank = {name: i for i, name in enumerate(PHASE_ORDER)}
-        names = [m[len("phase:") :] for m in self.found if m.startswith("phase:")]
+        names = [m[6:] for m in self.totals if m.startswith("phase:") and self.count(m)]
         names.sort(key=lambda n: (rank.get(n, len(rank)), n))
         return {name: self.summary("phase:" + name, scale=1000.0) for name in names}
 
@@ -395,7 +377,6 @@ class _CallTally:
     retries: int = 0
 
 
-_HOUR = "CAST({} / 3600 AS INTEGER)"  # as the call_totals triggers bucket `at`
 _OUTCOME = "CASE WHEN ok THEN '' ELSE coalesce(error_kind, 'unknown') END"
 
 
@@ -454,7 +435,6 @@ def compute_stats(
     now: float,
     since: float | None = None,
     branch: str | None = None,
-    max_wait: float = DEFAULT_MAX_WAIT_S,
 ) -> Stats:
     """Stats of the deployments pushed since `since` on `branch`, and of their calls.
 
@@ -463,17 +443,20 @@ def compute_stats(
     cover the calls made in it (for commits on `branch` when it is given); the last minute and
     hour and `ratelimit_remaining` are account-wide, whatever the filters.
     """
-    where, args = _filters(since, branch)
     with store.reading() as conn:
         conn.execute("BEGIN")  # one snapshot for every query
         try:
-            outcomes = _outcomes(conn, where, args)
-            m = _Measures(conn, where, args)
+            m = _Measures(conn, since, branch)
+            outcomes = _outcomes(m.totals)
             push_to_live = m.summary("push_to_live_ms", scale=1000.0)
             durations = Durations(push_to_live, m.phases(), m.histogram("push_to_live_ms", 1000.0))
             per_deployment, lag = m.summary("api_calls"), m.summary("detection_lag_ms", 1000.0)
-            compared, ours = m.found.get("live_after_ms"), m.total("compared_api_calls")
-            fixed = m.fixed_polls(max_wait)
+            fixed = FixedPoll(
+                deployments=m.count("fixed_10s_polls"), api_calls=m.total("fixed_10s_polls"),
+                our_api_calls=m.total("compared_api_calls"),
+                ratio=round(m.total("compared_api_calls") / m.total("fixed_10s_polls"), 3)
+                if m.total("fixed_10s_polls") else None,
+            )  # fmt: skip
             tally = _tally_calls(conn, since, branch)
             last_minute, last_hour = store.api_calls_by_window(now)
             remaining, seen_at = _last_ratelimit(conn)
@@ -491,11 +474,7 @@ def compute_stats(
         errors=Errors(
             sum(tally.errors.values()), dict(sorted(tally.errors.items())), tally.retries
         ),
-        detection_lag_s=lag,
-        fixed_10s=FixedPoll(
-            deployments=compared.count, api_calls=fixed, our_api_calls=ours,
-            ratio=round(ours / fixed, 3) if fixed else None,
-        ) if compared else FixedPoll(),
+        detection_lag_s=lag, fixed_10s=fixed,
     )  # fmt: skip
 
 

@@ -81,7 +81,7 @@ class RebuildReport:
     differing: tuple[str, ...]  # commits whose `deployments` row differed
     calls_differing: int  # `source_calls` rows missing or wrong
     measures_differing: int = 0  # `deployment_measures` rows missing or wrong
-    totals_differing: int = 0  # `call_totals` rows not equal to `source_calls` summed
+    totals_differing: int = 0  # `call_totals`, `measure_totals` rows not equal to their sums
 
     @property
     def clean(self) -> bool:
@@ -580,25 +580,35 @@ def _compare_part(path: str, snapshot: int, parts: int, part: int) -> _Diff:
         conn.close()
 
 
-_TOTALS_OF_CALLS = """
-SELECT CAST(at / 3600 AS INTEGER), coalesce(branch, ''), source, ok,
-       CASE WHEN ok THEN '' ELSE coalesce(error_kind, 'unknown') END, retry,
-       count(*), sum(api_calls), sum(db_queries)
-FROM source_calls GROUP BY 1, 2, 3, 4, 5, 6"""
+# Each totals table, and the same sums computed again from the rows the triggers count.
 _TOTALS = (
-    "SELECT hour, branch, source, ok, error_kind, retry, calls, api_calls, db_queries"
-    " FROM call_totals"
+    (
+        "call_totals",
+        "hour, branch, source, ok, error_kind, retry, calls, api_calls, db_queries",
+        """SELECT CAST(at / 3600 AS INTEGER), coalesce(branch, ''), source, ok,
+               CASE WHEN ok THEN '' ELSE coalesce(error_kind, 'unknown') END, retry,
+               count(*), sum(api_calls), sum(db_queries)
+           FROM source_calls GROUP BY 1, 2, 3, 4, 5, 6""",
+    ),
+    (
+        "measure_totals",
+        "measure, branch, hour, count, total",
+        """SELECT measure, coalesce(branch, ''), CAST(pushed_at / 3600 AS INTEGER), count(*),
+               sum(value)
+           FROM deployment_measures GROUP BY 1, 2, 3""",
+    ),
 )
 
 
 def _totals_differing(conn: sqlite3.Connection) -> int:
-    """How many `call_totals` rows differ from `source_calls` summed (one statement: one
-    snapshot of both)."""
-    found = conn.execute(
-        f"SELECT (SELECT count(*) FROM ({_TOTALS} EXCEPT {_TOTALS_OF_CALLS}))"
-        f" + (SELECT count(*) FROM ({_TOTALS_OF_CALLS} EXCEPT {_TOTALS}))"
-    ).fetchone()
-    return int(found[0])
+    """How many rows of the totals tables differ from their sums computed again (one
+    statement: one snapshot of every table)."""
+    parts = [
+        f"(SELECT count(*) FROM (SELECT {columns} FROM {table} EXCEPT {again}))"
+        f" + (SELECT count(*) FROM ({again} EXCEPT SELECT {columns} FROM {table}))"
+        for table, columns, again in _TOTALS
+    ]
+    return int(conn.execute("SELECT " + " + ".join(parts)).fetchone()[0])
 
 
 def _totals_match(conn: sqlite3.Connection) -> bool:
@@ -606,14 +616,11 @@ def _totals_match(conn: sqlite3.Connection) -> bool:
 
 
 def _rewrite_totals(conn: sqlite3.Connection) -> int:
-    """Sum `call_totals` again from `source_calls`; returns how many rows had differed."""
+    """Sum the totals tables again from their rows; returns how many rows had differed."""
     differing = _totals_differing(conn)
-    conn.execute("DELETE FROM call_totals")
-    conn.execute(
-        "INSERT INTO call_totals"
-        " (hour, branch, source, ok, error_kind, retry, calls, api_calls, db_queries)"
-        + _TOTALS_OF_CALLS
-    )
+    for table, columns, again in _TOTALS:
+        conn.execute(f"DELETE FROM {table}")
+        conn.execute(f"INSERT INTO {table} ({columns}) {again}")
     return differing
 
 
@@ -625,8 +632,7 @@ def _write_measures(
         ((m[0], m[1]) for m in extra),
     )
     conn.executemany(
-        f"INSERT OR REPLACE INTO deployment_measures ({_MEASURE_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-        missing,
+        f"INSERT INTO deployment_measures ({_MEASURE_COLUMNS}) VALUES (?, ?, ?, ?, ?)", missing
     )
 
 
