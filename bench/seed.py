@@ -116,7 +116,6 @@ def deployment_events(n: int, rng: random.Random) -> Iterator[tuple[float, Event
 
 
 _row_values = operator.attrgetter(*ROW_COLUMNS)
-_call_values = operator.attrgetter(*CALL_COLUMNS)
 _FIELDS: dict[type[Event], tuple[str, ...]] = {}
 
 
@@ -156,7 +155,7 @@ def _chunk(job: tuple[int, int, int]) -> Chunk:
             row = evolve(row, event, stored)
             call = source_call(event, stored, row)
             if call is not None:
-                calls.append(_call_values(call))
+                calls.append(call)
         assert row is not None
         rows.append(_row_values(row))
         measured += measure_rows(row)

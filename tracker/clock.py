@@ -81,7 +81,7 @@ def parse_iso(text: str) -> float | None:
     if not text or text.startswith("0001-01-01"):
         return None
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text)  # Python 3.11 reads a `Z`
     except ValueError:
         return None
     if parsed.tzinfo is None:

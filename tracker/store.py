@@ -12,13 +12,14 @@ import dataclasses
 import errno
 import fcntl
 import json
-import multiprocessing
 import os
+import pickle
 import re
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import attrgetter
@@ -155,7 +156,7 @@ class Store:
                             conn.execute(statement)
                         conn.execute(f"PRAGMA user_version = {number}")
                 if _projection_outdated(conn):
-                    self._settle(conn, 0, [], _totals_match(conn))  # replays every event
+                    self._settle(conn, 0, [])  # replays every event
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
@@ -363,33 +364,29 @@ class Store:
             snapshot = self.last_seq()
             parts = _parts(workers, snapshot)
             if parts == 1:
-                totals_ok = _totals_match(self.conn)
                 found = [_compare_part(path, snapshot, 1, 0)]
             else:
-                spawn = multiprocessing.get_context("spawn")  # no fork of a threaded process
-                with ProcessPoolExecutor(parts, mp_context=spawn) as pool:
-                    jobs = [
-                        pool.submit(_compare_part, path, snapshot, parts, p) for p in range(parts)
-                    ]
-                    totals_ok = _totals_match(self.conn)  # meanwhile, in this process
-                    found = [job.result() for job in jobs]
+                found = [_worker_result(w) for w in _start_workers(path, snapshot, parts)]
             conn = self.conn
             with self.locked():
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    report = self._settle(conn, snapshot, found, totals_ok)
+                    report = self._settle(conn, snapshot, found)
                     conn.execute("COMMIT")
                 except BaseException:
                     _rollback(conn)
                     raise
         return report
 
-    def _settle(
-        self, conn: sqlite3.Connection, snapshot: int, found: list[_Diff], totals_ok: bool
-    ) -> RebuildReport:
+    def _settle(self, conn: sqlite3.Connection, snapshot: int, found: list[_Diff]) -> RebuildReport:
         """Under the lock: replay the commits appended to since `snapshot`, write every
-        difference, set the checkpoint. The call totals were checked at a snapshot; the triggers
-        have kept them in step with `source_calls` since, through appends and these writes."""
+        difference, set the checkpoint.
+
+        The totals tables must equal their rows summed. With nothing appended since the
+        snapshot, the parts' sums of the rows they read are the sums of the rows now: compare
+        them with the totals. Otherwise sum the rows again in SQL. Either way, before the
+        differences are written: the triggers keep the totals in step through those writes.
+        """
         tail = [r[0] for r in conn.execute(
             "SELECT DISTINCT stream FROM events WHERE seq > ?", (snapshot,)
         )]  # fmt: skip
@@ -398,6 +395,7 @@ class Store:
             found = [d.without(late) for d in found]
             found.append(_compare(conn, _streams(tail)))
         diff = _Diff.merge(found)
+        totals_ok = _totals_match(conn) if tail or not found else diff.sums_match(conn)
         diff.write(conn)
         totals = 0 if totals_ok else _rewrite_totals(conn)
         last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
@@ -415,6 +413,7 @@ class Store:
 
 _EVENT_COLUMNS = "seq, stream, version, type, recorded_at, data, key"
 _MEASURE_COLUMNS = "sha, measure, value, pushed_at, branch"
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 PARALLEL_FROM = 200_000  # events: below this, one process folds faster than several start
 _Row = tuple[Any, ...]
 
@@ -440,18 +439,30 @@ def _fold(cursor: Iterable[_Row]) -> tuple[dict[str, DeploymentRow], list[_Row],
     of events and the last seq. The hot loop of `rebuild`: it runs once per event."""
     rows: dict[str, DeploymentRow] = {}
     calls: list[_Row] = []
-    loads, get, count, last = json.loads, rows.get, 0, 0
+    get, count, last = rows.get, 0, 0
     for seq, stream, version, type_, recorded_at, data, key in cursor:
-        stored = StoredEvent(seq, stream, version, type_, recorded_at, loads(data), key)
+        stored = StoredEvent(seq, stream, version, type_, recorded_at, _loads(data), key)
         event = event_from(type_, stored.data)
         row = evolve(get(stream), event, stored)
         if row is not None:
             rows[stream] = row
         call = source_call(event, stored, row)
         if call is not None:
-            calls.append(_call_tuple(call))
+            calls.append(call)
         count, last = count + 1, seq
     return rows, calls, count, last
+
+
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _loads(text: str) -> Any:
+    """`json.loads` of an event's compact JSON, straight through the C scanner: a replay parses
+    a million of them, and `loads` adds two regular-expression matches and three calls to each."""
+    try:
+        return _scan_json(text, 0)[0]
+    except (StopIteration, ValueError):  # leading white space: not ours, but valid JSON
+        return json.loads(text)
 
 
 @dataclass(frozen=True)
@@ -492,9 +503,12 @@ class _Diff:
     calls_extra: list[_Row] = dataclasses.field(default_factory=list)
     measures_missing: list[_Row] = dataclasses.field(default_factory=list)
     measures_extra: list[_Row] = dataclasses.field(default_factory=list)
+    # The rows read from `source_calls` and `deployment_measures`, summed as the totals are.
+    call_sums: dict[_Row, list[int]] = dataclasses.field(default_factory=dict)
+    measure_sums: dict[_Row, list[int]] = dataclasses.field(default_factory=dict)
 
     def without(self, shas: set[str]) -> _Diff:
-        """This difference, leaving out some commits."""
+        """This difference, leaving out some commits (and its sums, which then mean nothing)."""
         return _Diff(
             [r for r in self.rows_changed if r[0] not in shas],
             [sha for sha in self.rows_extra if sha not in shas],
@@ -503,6 +517,18 @@ class _Diff:
             [m for m in self.measures_missing if m[0] not in shas],
             [m for m in self.measures_extra if m[0] not in shas],
         )
+
+    def sums_match(self, conn: sqlite3.Connection) -> bool:
+        """Whether the totals tables hold exactly these sums."""
+        calls = {
+            tuple(r[:6]): list(r[6:])
+            for r in conn.execute(f"SELECT {_TOTALS[0][1]} FROM {_TOTALS[0][0]}")
+        }
+        measures = {
+            tuple(r[:3]): list(r[3:])
+            for r in conn.execute(f"SELECT {_TOTALS[1][1]} FROM {_TOTALS[1][0]}")
+        }
+        return calls == self.call_sums and measures == self.measure_sums
 
     @staticmethod
     def merge(diffs: Iterable[_Diff]) -> _Diff:
@@ -514,6 +540,14 @@ class _Diff:
             total.calls_extra += d.calls_extra
             total.measures_missing += d.measures_missing
             total.measures_extra += d.measures_extra
+            for mine, theirs in (
+                (total.call_sums, d.call_sums),
+                (total.measure_sums, d.measure_sums),
+            ):
+                for key, values in theirs.items():
+                    found = mine.setdefault(key, [0] * len(values))
+                    for i, v in enumerate(values):
+                        found[i] += v
         return total
 
     def differing(self) -> set[str]:
@@ -531,47 +565,121 @@ class _Diff:
 
 
 def _compare(conn: sqlite3.Connection, scope: _Scope) -> _Diff:
-    """Replay the events of `scope` and compare the result with its projection rows."""
+    """Replay the events of `scope` and compare the result with its projection rows.
+
+    Both sides are built in the same order (commits by SHA, calls by seq, measures by commit
+    and name), so that a projection that is right, the usual case, costs one comparison of two
+    lists rather than hashing every row; the differences are worked out only when they differ.
+    """
     cursor = conn.execute(
         f"SELECT {_EVENT_COLUMNS} FROM events WHERE {scope.events} ORDER BY seq", scope.events_args
     )
     rows, calls, _, _ = _fold(cursor)
+    replayed = [_row_tuple(rows[sha]) for sha in sorted(rows)]
+    measured = [m for values in replayed for m in sorted(measure_rows(rows[values[0]]))]
     diff = _Diff()
-    table = {
-        r[0]: r
-        for r in conn.execute(
-            f"SELECT {', '.join(ROW_COLUMNS)} FROM deployments WHERE {scope.shas}", scope.shas_args
-        )
-    }
-    replayed: set[_Row] = set()
-    for sha, row in rows.items():
-        values = _row_tuple(row)
-        if table.pop(sha, None) != values:
-            diff.rows_changed.append(values)
-        replayed |= measure_rows(row)
-    diff.rows_extra = list(table)
-    old_calls = set(
-        conn.execute(
-            f"SELECT {', '.join(CALL_COLUMNS)} FROM source_calls WHERE {scope.shas}",
-            scope.shas_args,
-        )
-    )
-    new_calls = set(calls)
-    diff.calls_missing, diff.calls_extra = list(new_calls - old_calls), list(old_calls - new_calls)
-    old_measures = set(
-        conn.execute(
-            f"SELECT {_MEASURE_COLUMNS} FROM deployment_measures WHERE {scope.shas}",
-            scope.shas_args,
-        )
-    )
-    diff.measures_missing = list(replayed - old_measures)
-    diff.measures_extra = list(old_measures - replayed)
+    table = _select(conn, "deployments", ", ".join(ROW_COLUMNS), scope, "sha")
+    if table != replayed:
+        old = {r[0]: r for r in table}
+        diff.rows_changed = [r for r in replayed if old.pop(r[0], None) != r]
+        diff.rows_extra = list(old)
+    table = _select(conn, "source_calls", ", ".join(CALL_COLUMNS), scope, "seq")
+    if table != calls:
+        diff.calls_missing, diff.calls_extra = _differences(calls, table)
+    diff.call_sums = _call_sums(table)
+    table = _select(conn, "deployment_measures", _MEASURE_COLUMNS, scope, "sha, measure")
+    if table != measured:
+        diff.measures_missing, diff.measures_extra = _differences(measured, table)
+    diff.measure_sums = _measure_sums(table)
     return diff
 
 
+# These sum rows exactly as the triggers of schema.sql do (CAST truncates toward zero, as int()).
+_C_AT, _C_SOURCE, _C_API, _C_DB, _C_OK, _C_KIND, _C_RETRY, _C_BRANCH = (
+    CALL_COLUMNS.index(c)
+    for c in ("at", "source", "api_calls", "db_queries", "ok", "error_kind", "retry", "branch")
+)
+
+
+def _call_sums(calls: Iterable[_Row]) -> dict[_Row, list[int]]:
+    sums: dict[_Row, list[int]] = {}
+    for c in calls:
+        ok, kind, branch = c[_C_OK], c[_C_KIND], c[_C_BRANCH]
+        key = (
+            int(c[_C_AT] / 3600), "" if branch is None else branch, c[_C_SOURCE], ok,
+            "" if ok else "unknown" if kind is None else kind, c[_C_RETRY],
+        )  # fmt: skip
+        found = sums.get(key)
+        if found is None:
+            sums[key] = [1, c[_C_API], c[_C_DB]]
+        else:
+            found[0] += 1
+            found[1] += c[_C_API]
+            found[2] += c[_C_DB]
+    return sums
+
+
+def _measure_sums(measured: Iterable[_Row]) -> dict[_Row, list[int]]:
+    sums: dict[_Row, list[int]] = {}
+    for _, measure, value, pushed_at, branch in measured:
+        key = (measure, "" if branch is None else branch, int(pushed_at / 3600))
+        found = sums.get(key)
+        if found is None:
+            sums[key] = [1, value]
+        else:
+            found[0] += 1
+            found[1] += value
+    return sums
+
+
+def _select(
+    conn: sqlite3.Connection, table: str, columns: str, scope: _Scope, order: str
+) -> list[_Row]:
+    return conn.execute(
+        f"SELECT {columns} FROM {table} WHERE {scope.shas} ORDER BY {order}", scope.shas_args
+    ).fetchall()
+
+
+def _differences(replayed: list[_Row], table: list[_Row]) -> tuple[list[_Row], list[_Row]]:
+    """Rows the table lacks, and rows the replay does not have."""
+    new, old = set(replayed), set(table)
+    return [r for r in replayed if r not in old], [r for r in table if r not in new]
+
+
+def _start_workers(path: str, snapshot: int, parts: int) -> list[subprocess.Popen[bytes]]:
+    """Start one process per part (a fresh interpreter running `_worker`: unlike
+    multiprocessing, nothing of the caller's `__main__` is imported again)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    code = "import sys; from tracker.store import _worker; _worker(sys.argv[1:])"
+    return [
+        subprocess.Popen(
+            [sys.executable, "-c", code, path, str(snapshot), str(parts), str(part)],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        for part in range(parts)
+    ]
+
+
+def _worker_result(worker: subprocess.Popen[bytes]) -> _Diff:
+    out, _ = worker.communicate()
+    if worker.returncode != 0:
+        raise LogError(f"a rebuild worker failed (exit status {worker.returncode}); see above")
+    found = pickle.loads(out)  # noqa: S301 (our own child wrote it, just now)
+    assert isinstance(found, _Diff)
+    return found
+
+
+def _worker(argv: Sequence[str]) -> None:
+    """A rebuild worker's main: compare one part, write the pickled `_Diff` to stdout."""
+    path, snapshot, parts, part = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
+    pickle.dump(_compare_part(path, snapshot, parts, part), sys.stdout.buffer, protocol=5)
+
+
 def _compare_part(path: str, snapshot: int, parts: int, part: int) -> _Diff:
-    """`_compare` for one part of the commits, on a connection of its own (run in a worker
-    process), inside one read transaction: the events and the rows of one moment."""
+    """`_compare` for one part of the commits, on a connection of its own, inside one read
+    transaction: the events and the rows of one moment."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
     try:
         conn.execute("BEGIN")
@@ -649,7 +757,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 # The rows are flat: attrgetter builds their tuples without astuple's recursive deep copy.
 _row_tuple: Callable[[DeploymentRow], tuple[Any, ...]] = attrgetter(*ROW_COLUMNS)
-_call_tuple: Callable[[SourceCallRow], tuple[Any, ...]] = attrgetter(*CALL_COLUMNS)
 
 _UPSERT_ROW = (
     f"INSERT OR REPLACE INTO deployments ({', '.join(ROW_COLUMNS)})"
@@ -669,7 +776,7 @@ _CALL_SHA = CALL_COLUMNS.index("sha")
 
 
 def _insert_calls(conn: sqlite3.Connection, calls: Iterable[SourceCallRow]) -> None:
-    conn.executemany(_INSERT_CALL, (_call_tuple(c) for c in calls))
+    conn.executemany(_INSERT_CALL, calls)
 
 
 def _dumps(data: dict[str, Any]) -> str:
