@@ -257,6 +257,22 @@ def test_push_records_by_hand_and_rebuild_matches(db_path) -> None:
     assert done.returncode == 0 and "matched the log exactly" in done.stdout
 
 
+def test_rebuild_says_what_it_fixed(db_path) -> None:
+    sha = sha_of(78)
+    assert cli("push", sha, "--no-monitor", "--branch", "main", db=db_path).returncode == 0
+    with sqlite3.connect(db_path) as conn:  # hand edits: a wrong state, lost measures, totals
+        conn.execute("UPDATE deployments SET state = 'failed'")
+        conn.execute("DELETE FROM deployment_measures")  # (its triggers keep the totals right)
+        conn.execute("INSERT INTO measure_totals VALUES ('state:failed', 'main', 1, 1, 1)")
+    done = cli("rebuild", db=db_path)
+    assert done.returncode == 0, done.stderr
+    assert "replayed 1 events into 1 deployments" in done.stdout
+    assert f"1 deployment rows ({sha[:7]})" in done.stdout and "1 measure rows" in done.stdout
+    assert "1 totals rows" in done.stdout
+    assert cli("status", sha, db=db_path).returncode == 2  # pending again
+    assert "matched the log exactly" in cli("rebuild", db=db_path).stdout
+
+
 def test_ingest_appends_a_verdict_and_rejects_malformed_input(seeded, db_path) -> None:
     before = Store(db_path).last_seq()
     for bad in [

@@ -180,12 +180,16 @@ def rebuild() -> int:
     with _tracker() as tracker:
         report = tracker.rebuild()
     print(f"replayed {report.events} events into {report.rows} deployments")
-    if report.differing or report.calls_differing:
+    if not report.clean:
         shown = ", ".join(s[:7] for s in report.differing[:10])
-        print(
-            f"fixed {len(report.differing)} deployment rows that differed ({shown})"
-            f" and {report.calls_differing} source-call rows"
-        )
+        more = ", ..." if len(report.differing) > 10 else ""
+        fixed = [
+            f"{len(report.differing)} deployment rows ({shown}{more})" if report.differing else "",
+            f"{report.calls_differing} source-call rows" if report.calls_differing else "",
+            f"{report.measures_differing} measure rows" if report.measures_differing else "",
+            f"{report.totals_differing} totals rows" if report.totals_differing else "",
+        ]
+        print("fixed what differed from the log: " + ", ".join(f for f in fixed if f))
     else:
         print("the projections matched the log exactly")
     return 0
