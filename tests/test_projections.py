@@ -250,8 +250,11 @@ def test_events_appended_during_a_rebuild_are_folded_under_the_lock(
     before = store.deployment(late)
     with sqlite3.connect(db) as conn:  # wrong before the rebuild: its fix must not be stale
         conn.execute("UPDATE deployments SET polls = 0 WHERE sha = ?", (late,))
+        conn.execute("UPDATE call_totals SET calls = calls + 1")  # checked after the lock
+        wrong_totals = conn.execute("SELECT count(*) FROM call_totals").fetchone()[0]
     report = store.rebuild(workers=1)
     assert report.differing == (late,) and report.calls_differing == 0, report
+    assert report.totals_differing == wrong_totals
     assert (report.events, report.rows) == (502, 51)
     row = store.deployment(late)
     assert before is not None and row is not None

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tracker.clock import SYSTEM_CLOCK, Clock, iso
 from tracker.errors import LockTimeoutError, LogError, UsageError
@@ -42,6 +42,7 @@ from tracker.projections import (
 )
 
 PROJECTION = "deployments"
+T = TypeVar("T")
 _MIGRATION = re.compile(r"^-- migration: (\d+)\s*$", re.MULTILINE)
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -80,8 +81,8 @@ class RebuildReport:
     events: int
     rows: int
     differing: tuple[str, ...]  # commits whose `deployments` row differed
-    calls_differing: int  # `source_calls` rows missing or wrong
-    measures_differing: int = 0  # `deployment_measures` rows missing or wrong
+    calls_differing: int  # `source_calls` rows wrong, missing or extra (by seq)
+    measures_differing: int = 0  # `deployment_measures` rows wrong, missing or extra
     totals_differing: int = 0  # `call_totals`, `measure_totals` rows not equal to their sums
 
     @property
@@ -156,7 +157,7 @@ class Store:
                             conn.execute(statement)
                         conn.execute(f"PRAGMA user_version = {number}")
                 if _projection_outdated(conn):
-                    self._settle(conn, 0, [])  # replays every event
+                    self._settle(conn, 0, [])  # replays every event (no tail: sums checked)
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
@@ -367,25 +368,36 @@ class Store:
                 found = [_compare_part(path, snapshot, 1, 0)]
             else:
                 found = [_worker_result(w) for w in _start_workers(path, snapshot, parts)]
-            conn = self.conn
-            with self.locked():
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    report = self._settle(conn, snapshot, found)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    _rollback(conn)
-                    raise
-        return report
+            report = self._write(lambda conn: self._settle(conn, snapshot, found))
+            if report.totals_differing < 0 and not _totals_match(self.conn):
+                # Events came in during the replay: the totals were summed again outside the
+                # lock, and they were wrong (the triggers only add to what is there)
+                totals = self._write(_rewrite_totals)
+                report = dataclasses.replace(report, totals_differing=totals)
+        return dataclasses.replace(report, totals_differing=max(0, report.totals_differing))
+
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in a write transaction under the lock."""
+        conn = self.conn
+        with self.locked():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                done = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+        return done
 
     def _settle(self, conn: sqlite3.Connection, snapshot: int, found: list[_Diff]) -> RebuildReport:
         """Under the lock: replay the commits appended to since `snapshot`, write every
         difference, set the checkpoint.
 
-        The totals tables must equal their rows summed. With nothing appended since the
-        snapshot, the parts' sums of the rows they read are the sums of the rows now: compare
-        them with the totals. Otherwise sum the rows again in SQL. Either way, before the
-        differences are written: the triggers keep the totals in step through those writes.
+        The totals tables must equal their rows summed, and the triggers keep them so through
+        every write, these included. With nothing appended since the snapshot, the parts' sums
+        of the rows they read are the sums of the rows now: compare them with the totals here,
+        and sum the rows again if they differ. Otherwise the report says -1, for the caller to
+        check the totals after the lock is released (a sum of every row takes seconds).
         """
         if not found:  # nothing replayed yet (a migration): replay it all, in this transaction
             snapshot = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
@@ -398,9 +410,9 @@ class Store:
             found = [d.without(late) for d in found]
             found.append(_compare(conn, _streams(tail)))
         diff = _Diff.merge(found)
-        totals_ok = _totals_match(conn) if tail else diff.sums_match(conn)
+        totals_ok = None if tail else diff.sums_match(conn)
         diff.write(conn)
-        totals = 0 if totals_ok else _rewrite_totals(conn)
+        totals = -1 if totals_ok is None else 0 if totals_ok else _rewrite_totals(conn)
         last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
         conn.execute("DELETE FROM projection_checkpoints WHERE name = ?", (PROJECTION,))
         conn.execute(
@@ -408,10 +420,11 @@ class Store:
         )
         rows = conn.execute("SELECT count(*) FROM deployments").fetchone()[0]
         events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        calls = {c[0] for c in diff.calls_missing} | {c[0] for c in diff.calls_extra}
+        measures = {m[:2] for m in diff.measures_missing} | {m[:2] for m in diff.measures_extra}
         return RebuildReport(
-            events, rows, tuple(sorted(diff.differing())), len(diff.calls_missing) +
-            len(diff.calls_extra), len(diff.measures_missing) + len(diff.measures_extra), totals,
-        )  # fmt: skip
+            events, rows, tuple(sorted(diff.differing())), len(calls), len(measures), totals
+        )
 
 
 _EVENT_COLUMNS = "seq, stream, version, type, recorded_at, data, key"
@@ -525,11 +538,11 @@ class _Diff:
         """Whether the totals tables hold exactly these sums."""
         calls = {
             tuple(r[:6]): list(r[6:])
-            for r in conn.execute(f"SELECT {_TOTALS[0][1]} FROM {_TOTALS[0][0]}")
+            for r in conn.execute("SELECT {1}, {2} FROM {0}".format(*_TOTALS[0]))
         }
         measures = {
             tuple(r[:3]): list(r[3:])
-            for r in conn.execute(f"SELECT {_TOTALS[1][1]} FROM {_TOTALS[1][0]}")
+            for r in conn.execute("SELECT {1}, {2} FROM {0}".format(*_TOTALS[1]))
         }
         return calls == self.call_sums and measures == self.measure_sums
 
@@ -691,11 +704,13 @@ def _compare_part(path: str, snapshot: int, parts: int, part: int) -> _Diff:
         conn.close()
 
 
-# Each totals table, and the same sums computed again from the rows the triggers count.
+# Each totals table: its key columns, its other columns, the same sums computed again from the
+# rows the triggers count.
 _TOTALS = (
     (
         "call_totals",
-        "hour, branch, source, ok, error_kind, retry, calls, api_calls, db_queries",
+        "hour, branch, source, ok, error_kind, retry",
+        "calls, api_calls, db_queries",
         """SELECT CAST(at / 3600 AS INTEGER), coalesce(branch, ''), source, ok,
                CASE WHEN ok THEN '' ELSE coalesce(error_kind, 'unknown') END, retry,
                count(*), sum(api_calls), sum(db_queries)
@@ -703,7 +718,8 @@ _TOTALS = (
     ),
     (
         "measure_totals",
-        "measure, branch, hour, count, total",
+        "measure, branch, hour",
+        "count, total",
         """SELECT measure, coalesce(branch, ''), CAST(pushed_at / 3600 AS INTEGER), count(*),
                sum(value)
            FROM deployment_measures GROUP BY 1, 2, 3""",
@@ -712,13 +728,15 @@ _TOTALS = (
 
 
 def _totals_differing(conn: sqlite3.Connection) -> int:
-    """How many rows of the totals tables differ from their sums computed again (one
-    statement: one snapshot of every table)."""
-    parts = [
-        f"(SELECT count(*) FROM (SELECT {columns} FROM {table} EXCEPT {again}))"
-        f" + (SELECT count(*) FROM ({again} EXCEPT SELECT {columns} FROM {table}))"
-        for table, columns, again in _TOTALS
-    ]
+    """How many rows (keys) of the totals tables are wrong, missing or extra against their sums
+    computed again (one statement: one snapshot of every table)."""
+    parts = []
+    for table, key, values, again in _TOTALS:
+        mine = f"SELECT {key}, {values} FROM {table}"
+        parts.append(
+            f"(SELECT count(*) FROM (SELECT 1 FROM (SELECT * FROM ({mine} EXCEPT {again})"
+            f" UNION SELECT * FROM ({again} EXCEPT {mine})) GROUP BY {key}))"
+        )
     return int(conn.execute("SELECT " + " + ".join(parts)).fetchone()[0])
 
 
@@ -729,9 +747,9 @@ def _totals_match(conn: sqlite3.Connection) -> bool:
 def _rewrite_totals(conn: sqlite3.Connection) -> int:
     """Sum the totals tables again from their rows; returns how many rows had differed."""
     differing = _totals_differing(conn)
-    for table, columns, again in _TOTALS:
+    for table, key, values, again in _TOTALS:
         conn.execute(f"DELETE FROM {table}")
-        conn.execute(f"INSERT INTO {table} ({columns}) {again}")
+        conn.execute(f"INSERT INTO {table} ({key}, {values}) {again}")
     return differing
 
 
