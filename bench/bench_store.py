@@ -19,6 +19,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from seed import END, OUT, cached, sha_of  # noqa: E402
 
-from tracker.events import DeploymentPolled, PushRecorded  # noqa: E402
-from tracker.store import Store  # noqa: E402
+from tracker.events import DeploymentPolled, MonitorStopped, PushRecorded  # noqa: E402
+from tracker.store import Store, rebuild_parts  # noqa: E402
 
 WRITER = ROOT / "tests" / "store_writer.py"
 
@@ -166,7 +167,10 @@ def bench_reads(db: Path, deployments: int, runs: int, skip_rebuild: bool) -> No
     if skip_rebuild:
         row("Store.rebuild()", "skipped (--skip-rebuild)", "<= 15 s")
         return
-    for workers, label in ((None, f"{_parts(None, 10**9)} processes (the default)"), (1, "1 process")):
+    for workers, label in (
+        (None, f"{rebuild_parts(None, 10**9)} processes (the default)"),
+        (1, "1 process"),
+    ):
         appends = AppendsMeanwhile(db)
         t0 = time.perf_counter()
         report = store.rebuild(workers=workers)
@@ -175,8 +179,10 @@ def bench_reads(db: Path, deployments: int, runs: int, skip_rebuild: bool) -> No
         row(f"Store.rebuild() of {report.events:,} events, {label}", f"{took:.1f} s "
             f"({report.events / took:,.0f} events/s, {'nothing' if report.clean else 'something'}"
             " differed)", "<= 15 s")  # fmt: skip
-        row("  appends meanwhile (one every 50 ms): p50 / max",
-            f"{ms(percentile(waits, 50))} / {ms(max(waits))} ({len(waits)} appends)")
+        row(
+            "  appends meanwhile (one every 50 ms): p50 / max",
+            f"{ms(percentile(waits, 50))} / {ms(max(waits))} ({len(waits)} appends)",
+        )
 
 
 class AppendsMeanwhile:

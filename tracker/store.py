@@ -157,7 +157,7 @@ class Store:
                             conn.execute(statement)
                         conn.execute(f"PRAGMA user_version = {number}")
                 if _projection_outdated(conn):
-                    self._settle(conn, 0, [])  # replays every event (no tail: sums checked)
+                    self._settle(conn, 0)  # replays every event
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
@@ -354,27 +354,28 @@ class Store:
     def rebuild(self, *, workers: int | None = None) -> RebuildReport:
         """Recompute every projection from the log alone, fix the rows that differ, report them.
 
-        The log up to a snapshot is replayed outside the lock, by `workers` processes (by
-        default one per CPU for a large log) that each fold and compare their share of the
-        commits, so appends go on meanwhile. Then, under the lock, the commits appended to since
-        the snapshot are replayed again whole, and the differences are written: a log whose
-        projections are right costs no write at all.
+        For a moment under the lock (no append can come in), the totals are read and every part
+        opens its read transaction: all see the same snapshot. Then, outside the lock, `workers`
+        processes (by default one per CPU for a large log) each fold and compare their share of
+        the commits, while appends go on. Under the lock again, the commits appended to since the
+        snapshot are replayed whole, and the differences are written: a log whose projections
+        are right costs no write at all.
         """
         path = str(self.path)
         with _log_errors(self.path, "rebuild"):
-            snapshot = self.last_seq()
-            parts = _parts(workers, snapshot)
+            with self.locked():
+                snapshot = self.last_seq()
+                totals = _read_totals(self.conn)
+                parts = rebuild_parts(workers, snapshot)
+                if parts == 1:
+                    conn = _open_part(path)
+                else:
+                    started = _start_workers(path, snapshot, parts)
             if parts == 1:
-                found = [_compare_part(path, snapshot, 1, 0)]
+                found = [_compare_part(conn, snapshot, 1, 0)]
             else:
-                found = [_worker_result(w) for w in _start_workers(path, snapshot, parts)]
-            report = self._write(lambda conn: self._settle(conn, snapshot, found))
-            if report.totals_differing < 0 and not _totals_match(self.conn):
-                # Events came in during the replay: the totals were summed again outside the
-                # lock, and they were wrong (the triggers only add to what is there)
-                totals = self._write(_rewrite_totals)
-                report = dataclasses.replace(report, totals_differing=totals)
-        return dataclasses.replace(report, totals_differing=max(0, report.totals_differing))
+                found = [_worker_result(w) for w in started]
+            return self._write(lambda conn: self._settle(conn, snapshot, found, totals))
 
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` in a write transaction under the lock."""
@@ -389,19 +390,27 @@ class Store:
                 raise
         return done
 
-    def _settle(self, conn: sqlite3.Connection, snapshot: int, found: list[_Diff]) -> RebuildReport:
+    def _settle(
+        self,
+        conn: sqlite3.Connection,
+        snapshot: int,
+        found: list[_Diff] | None = None,
+        totals: _Totals | None = None,
+    ) -> RebuildReport:
         """Under the lock: replay the commits appended to since `snapshot`, write every
-        difference, set the checkpoint.
+        difference, set the checkpoint (with nothing `found`: replay everything, here).
 
-        The totals tables must equal their rows summed, and the triggers keep them so through
-        every write, these included. With nothing appended since the snapshot, the parts' sums
-        of the rows they read are the sums of the rows now: compare them with the totals here,
-        and sum the rows again if they differ. Otherwise the report says -1, for the caller to
-        check the totals after the lock is released (a sum of every row takes seconds).
+        The totals tables must equal their rows summed. The triggers add and take away each
+        row's share, so a difference between the two never changes: comparing the totals and
+        the parts' sums at the snapshot tells whether they are right now. If not, they are
+        summed again, after the other differences are written.
         """
-        if not found:  # nothing replayed yet (a migration): replay it all, in this transaction
+        if found is None:  # a migration: replay everything, in this transaction
             snapshot = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+            totals = _read_totals(conn)
             found = [_compare(conn, _partition(snapshot, 1, 0))]
+        assert totals is not None
+        totals_ok = _Diff.merge(found).sums() == totals
         tail = [r[0] for r in conn.execute(
             "SELECT DISTINCT stream FROM events WHERE seq > ?", (snapshot,)
         )]  # fmt: skip
@@ -410,9 +419,8 @@ class Store:
             found = [d.without(late) for d in found]
             found.append(_compare(conn, _streams(tail)))
         diff = _Diff.merge(found)
-        totals_ok = None if tail else diff.sums_match(conn)
         diff.write(conn)
-        totals = -1 if totals_ok is None else 0 if totals_ok else _rewrite_totals(conn)
+        totals_differing = 0 if totals_ok else _rewrite_totals(conn)
         last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
         conn.execute("DELETE FROM projection_checkpoints WHERE name = ?", (PROJECTION,))
         conn.execute(
@@ -423,8 +431,9 @@ class Store:
         calls = {c[0] for c in diff.calls_missing} | {c[0] for c in diff.calls_extra}
         measures = {m[:2] for m in diff.measures_missing} | {m[:2] for m in diff.measures_extra}
         return RebuildReport(
-            events, rows, tuple(sorted(diff.differing())), len(calls), len(measures), totals
-        )
+            events, rows, tuple(sorted(diff.differing())), len(calls), len(measures),
+            totals_differing,
+        )  # fmt: skip
 
 
 _EVENT_COLUMNS = "seq, stream, version, type, recorded_at, data, key"
@@ -444,7 +453,8 @@ def _projection_outdated(conn: sqlite3.Connection) -> bool:
     )
 
 
-def _parts(workers: int | None, events: int) -> int:
+def rebuild_parts(workers: int | None, events: int) -> int:
+    """How many processes replay a log of `events` (`workers` when given)."""
     if workers is not None:
         return max(1, workers)
     return 1 if events < PARALLEL_FROM else max(1, min(os.cpu_count() or 1, 4))
@@ -524,7 +534,7 @@ class _Diff:
     measure_sums: dict[_Row, list[int]] = dataclasses.field(default_factory=dict)
 
     def without(self, shas: set[str]) -> _Diff:
-        """This difference, leaving out some commits (and its sums, which then mean nothing)."""
+        """This difference, leaving out some commits (not from the sums)."""
         return _Diff(
             [r for r in self.rows_changed if r[0] not in shas],
             [sha for sha in self.rows_extra if sha not in shas],
@@ -532,19 +542,12 @@ class _Diff:
             [c for c in self.calls_extra if c[_CALL_SHA] not in shas],
             [m for m in self.measures_missing if m[0] not in shas],
             [m for m in self.measures_extra if m[0] not in shas],
+            self.call_sums,
+            self.measure_sums,
         )
 
-    def sums_match(self, conn: sqlite3.Connection) -> bool:
-        """Whether the totals tables hold exactly these sums."""
-        calls = {
-            tuple(r[:6]): list(r[6:])
-            for r in conn.execute("SELECT {1}, {2} FROM {0}".format(*_TOTALS[0]))
-        }
-        measures = {
-            tuple(r[:3]): list(r[3:])
-            for r in conn.execute("SELECT {1}, {2} FROM {0}".format(*_TOTALS[1]))
-        }
-        return calls == self.call_sums and measures == self.measure_sums
+    def sums(self) -> _Totals:
+        return self.call_sums, self.measure_sums
 
     @staticmethod
     def merge(diffs: Iterable[_Diff]) -> _Diff:
@@ -664,11 +667,12 @@ def _differences(replayed: list[_Row], table: list[_Row]) -> tuple[list[_Row], l
 
 def _start_workers(path: str, snapshot: int, parts: int) -> list[subprocess.Popen[bytes]]:
     """Start one process per part (a fresh interpreter running `_worker`: unlike
-    multiprocessing, nothing of the caller's `__main__` is imported again)."""
+    multiprocessing, nothing of the caller's `__main__` is imported again); return once each
+    has opened its read transaction."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
     code = "import sys; from tracker.store import _worker; _worker(sys.argv[1:])"
-    return [
+    started = [
         subprocess.Popen(
             [sys.executable, "-c", code, path, str(snapshot), str(parts), str(part)],
             stdout=subprocess.PIPE,
@@ -676,6 +680,17 @@ def _start_workers(path: str, snapshot: int, parts: int) -> list[subprocess.Pope
         )
         for part in range(parts)
     ]
+    for worker in started:
+        assert worker.stdout is not None
+        if worker.stdout.readline() != _READY:
+            for other in started:
+                other.kill()
+                other.wait()
+            raise LogError("a rebuild worker could not open the log; see above")
+    return started
+
+
+_READY = b"ready\n"
 
 
 def _worker_result(worker: subprocess.Popen[bytes]) -> _Diff:
@@ -688,17 +703,26 @@ def _worker_result(worker: subprocess.Popen[bytes]) -> _Diff:
 
 
 def _worker(argv: Sequence[str]) -> None:
-    """A rebuild worker's main: compare one part, write the pickled `_Diff` to stdout."""
+    """A rebuild worker's main: open a read transaction, say so, compare one part, write the
+    pickled `_Diff` to stdout."""
     path, snapshot, parts, part = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
-    pickle.dump(_compare_part(path, snapshot, parts, part), sys.stdout.buffer, protocol=5)
+    conn = _open_part(path)
+    sys.stdout.buffer.write(_READY)
+    sys.stdout.buffer.flush()
+    pickle.dump(_compare_part(conn, snapshot, parts, part), sys.stdout.buffer, protocol=5)
 
 
-def _compare_part(path: str, snapshot: int, parts: int, part: int) -> _Diff:
-    """`_compare` for one part of the commits, on a connection of its own, inside one read
-    transaction: the events and the rows of one moment."""
+def _open_part(path: str) -> sqlite3.Connection:
+    """A connection of its own, in a read transaction that has read: its snapshot is fixed."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+    conn.execute("BEGIN")
+    conn.execute("SELECT count(*) FROM projection_checkpoints").fetchone()
+    return conn
+
+
+def _compare_part(conn: sqlite3.Connection, snapshot: int, parts: int, part: int) -> _Diff:
+    """`_compare` for one part of the commits, in the read transaction of `conn` (closed)."""
     try:
-        conn.execute("BEGIN")
         return _compare(conn, _partition(snapshot, parts, part))
     finally:
         conn.close()
@@ -727,6 +751,23 @@ _TOTALS = (
 )
 
 
+_Totals = tuple[dict[_Row, list[int]], dict[_Row, list[int]]]
+
+
+def _read_totals(conn: sqlite3.Connection) -> _Totals:
+    """The totals tables, keyed as `_call_sums` and `_measure_sums` key them."""
+    found = []
+    for table, key, values, _ in _TOTALS:
+        width = key.count(",") + 1
+        found.append(
+            {
+                tuple(r[:width]): list(r[width:])
+                for r in conn.execute(f"SELECT {key}, {values} FROM {table}")
+            }
+        )
+    return found[0], found[1]
+
+
 def _totals_differing(conn: sqlite3.Connection) -> int:
     """How many rows (keys) of the totals tables are wrong, missing or extra against their sums
     computed again (one statement: one snapshot of every table)."""
@@ -738,10 +779,6 @@ def _totals_differing(conn: sqlite3.Connection) -> int:
             f" UNION SELECT * FROM ({again} EXCEPT {mine})) GROUP BY {key}))"
         )
     return int(conn.execute("SELECT " + " + ".join(parts)).fetchone()[0])
-
-
-def _totals_match(conn: sqlite3.Connection) -> bool:
-    return _totals_differing(conn) == 0
 
 
 def _rewrite_totals(conn: sqlite3.Connection) -> int:
