@@ -151,7 +151,7 @@ ALTER TABLE source_calls ADD COLUMN branch TEXT;
 -- state:NAME (1), push_to_live_ms, detection_lag_ms, api_calls (when any), phase:NAME (ms from
 -- that phase to the next), and for finished deployments that made API calls compared_api_calls
 -- and fixed_10s_polls (what a fixed 10 s poll would have spent on the same deployment).
--- Rows are deleted and inserted, never updated: the triggers below count them.
+-- Only a row's value is ever updated; the triggers below keep the totals.
 CREATE TABLE deployment_measures (
     id        INTEGER PRIMARY KEY,
     sha       TEXT    NOT NULL,
@@ -177,9 +177,17 @@ CREATE TABLE measure_totals (
     PRIMARY KEY (measure, branch, hour)
 ) WITHOUT ROWID;
 
-CREATE TRIGGER deployment_measures_are_not_updated BEFORE UPDATE ON deployment_measures
+CREATE TRIGGER deployment_measures_keep_their_keys
+BEFORE UPDATE OF sha, measure, pushed_at, branch ON deployment_measures
 BEGIN
-    SELECT RAISE(ABORT, 'deployment_measures rows are deleted and inserted, not updated');
+    SELECT RAISE(ABORT, 'only the value of a deployment_measures row is updated');
+END;
+
+CREATE TRIGGER deployment_measures_update_totals AFTER UPDATE OF value ON deployment_measures
+BEGIN
+    UPDATE measure_totals SET total = total - OLD.value + NEW.value
+    WHERE measure = OLD.measure AND branch = coalesce(OLD.branch, '')
+        AND hour = CAST(OLD.pushed_at / 3600 AS INTEGER);
 END;
 
 CREATE TRIGGER deployment_measures_add_to_totals AFTER INSERT ON deployment_measures

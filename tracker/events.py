@@ -22,13 +22,19 @@ class Event:
     TERMINAL: ClassVar[bool] = False
 
     def to_data(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The event's fields (shallow: events are frozen and hold only JSON values; `asdict`'s
+        deep copy cost more than the rest of an append's work in Python)."""
+        names = _NAMES.get(type(self))
+        if names is None:
+            names = _NAMES[type(self)] = tuple(f.name for f in dataclasses.fields(self))
+        return {name: getattr(self, name) for name in names}
 
     def to_json(self) -> str:
         return json.dumps(self.to_data(), separators=(",", ":"), sort_keys=True)
 
 
 REGISTRY: dict[str, type[Event]] = {}
+_NAMES: dict[type[Event], tuple[str, ...]] = {}
 
 E = TypeVar("E", bound=type[Event])
 

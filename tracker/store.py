@@ -19,7 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import attrgetter
@@ -239,7 +239,7 @@ class Store:
         )
         new_row = apply(row, item.event, stored)
         if new_row is not None:
-            _upsert_row(conn, new_row)
+            _write_row(conn, row, new_row)
             old, new = measure_rows(row), measure_rows(new_row)
             if old != new:
                 _write_measures(conn, old - new, new - old)
@@ -791,15 +791,29 @@ def _rewrite_totals(conn: sqlite3.Connection) -> int:
 
 
 def _write_measures(
-    conn: sqlite3.Connection, extra: Iterable[_Row], missing: Iterable[_Row]
+    conn: sqlite3.Connection, extra: Collection[_Row], missing: Collection[_Row]
 ) -> None:
-    conn.executemany(
-        "DELETE FROM deployment_measures WHERE sha = ? AND measure = ?",
-        ((m[0], m[1]) for m in extra),
-    )
-    conn.executemany(
-        f"INSERT INTO deployment_measures ({_MEASURE_COLUMNS}) VALUES (?, ?, ?, ?, ?)", missing
-    )
+    """Replace measure rows `extra` by rows `missing`: a row whose only change is its value is
+    updated in place (the API calls of every poll), others are deleted and inserted."""
+    gone = {m[:2]: m for m in extra}
+    updated = [m for m in missing if (o := gone.get(m[:2])) is not None and o[3:] == m[3:]]
+    for m in updated:
+        del gone[m[:2]]
+    if gone:
+        conn.executemany(
+            "DELETE FROM deployment_measures WHERE sha = ? AND measure = ?", list(gone)
+        )
+    for m in updated:
+        conn.execute(
+            "UPDATE deployment_measures SET value = ? WHERE sha = ? AND measure = ?",
+            (m[2], m[0], m[1]),
+        )
+    if len(updated) < len(missing):
+        done = {m[:2] for m in updated}
+        conn.executemany(
+            f"INSERT INTO deployment_measures ({_MEASURE_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+            [m for m in missing if m[:2] not in done],
+        )
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -822,8 +836,21 @@ _UPSERT_ROW = (
 )
 
 
-def _upsert_row(conn: sqlite3.Connection, row: DeploymentRow) -> None:
-    conn.execute(_UPSERT_ROW, _row_tuple(row))
+def _write_row(conn: sqlite3.Connection, old: DeploymentRow | None, new: DeploymentRow) -> None:
+    """Write a commit's new row: only its changed columns when it has one (an append changes
+    a few counters, and an UPDATE of those leaves the indexes alone)."""
+    values = _row_tuple(new)
+    if old is None or old.sha != new.sha:
+        conn.execute(_UPSERT_ROW, values)
+        return
+    before = _row_tuple(old)
+    changed = [i for i in range(len(values)) if values[i] != before[i]]
+    if changed:
+        assignments = ", ".join(f"{ROW_COLUMNS[i]} = ?" for i in changed)
+        conn.execute(
+            f"UPDATE deployments SET {assignments} WHERE sha = ?",
+            [values[i] for i in changed] + [new.sha],
+        )
 
 
 _INSERT_CALL = (
