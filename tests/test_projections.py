@@ -264,3 +264,21 @@ def test_events_appended_during_a_rebuild_are_folded_under_the_lock(
     monkeypatch.undo()
     inline = tables(db)
     assert store.rebuild(workers=1).clean and tables(db) == inline
+
+
+def test_every_stream_falls_in_one_part_whatever_its_name(tmp_path: Path) -> None:
+    """The parts split the commits by the last character of the stream: '' has none, and
+    '$tracker' ends in a letter no SHA has."""
+    db = tmp_path / "events.db"
+    store = Store(db, synchronous="OFF")
+    streams = ["", SYSTEM_STREAM, *(c * 40 for c in "0123456789abcdef")]
+    for stream in streams:
+        store.append(stream, PushRecorded(sha=stream, branch="main"))
+        store.append(stream, DeploymentPolled(source="digitalocean", ok=True, found=True,
+                                              phase="BUILDING", api_calls=1))  # fmt: skip
+    expected = tables(db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE deployments SET polls = 9")
+    report = store.rebuild(workers=3)
+    assert sorted(report.differing) == sorted(streams)
+    assert tables(db) == expected

@@ -367,18 +367,22 @@ class Store:
         """
         path = str(self.path)
         with _log_errors(self.path, "rebuild"):
-            with self.locked():
-                snapshot = self.last_seq()
-                totals = _read_totals(self.conn)
-                parts = rebuild_parts(workers, snapshot)
+            parts = rebuild_parts(workers, self.last_seq())
+            started = _start_workers(path, parts) if parts > 1 else []
+            try:
+                with self.locked():  # only while every part opens its read transaction
+                    snapshot = self.last_seq()
+                    totals = _read_totals(self.conn)
+                    if parts == 1:
+                        conn = _open_part(path)
+                    else:
+                        _open_parts(started, snapshot)
                 if parts == 1:
-                    conn = _open_part(path)
+                    found = [_compare_part(conn, snapshot, 1, 0)]
                 else:
-                    started = _start_workers(path, snapshot, parts)
-            if parts == 1:
-                found = [_compare_part(conn, snapshot, 1, 0)]
-            else:
-                found = [_worker_result(w) for w in started]
+                    found = [_worker_result(w) for w in started]
+            finally:
+                _stop(started)  # after a failure, the others are not waited for
             return self._write(lambda conn: self._settle(conn, snapshot, found, totals))
 
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -509,7 +513,7 @@ def _partition(snapshot: int, parts: int, part: int) -> _Scope:
     """The events up to `snapshot` of one `part` of the commits (by the SHA's last digit)."""
     if parts == 1:
         return _Scope("seq <= ?", (snapshot,), "1", ())
-    share = "unicode(substr({}, -1)) % ? = ?"
+    share = "coalesce(unicode(substr({}, -1)), 0) % ? = ?"  # ('' has no last character)
     return _Scope(
         "seq <= ? AND " + share.format("stream"), (snapshot, parts, part),
         share.format("sha"), (parts, part),
@@ -673,37 +677,60 @@ def _differences(replayed: list[_Row], table: list[_Row]) -> tuple[list[_Row], l
     return [r for r in replayed if r not in old], [r for r in table if r not in new]
 
 
-def _start_workers(path: str, snapshot: int, parts: int) -> list[subprocess.Popen[bytes]]:
-    """Start one process per part (a fresh interpreter running `_worker`: unlike
-    multiprocessing, nothing of the caller's `__main__` is imported again); return once each
-    has opened its read transaction."""
+def _start_workers(path: str, parts: int) -> list[subprocess.Popen[bytes]]:
+    """Start one process per part: a fresh interpreter running `_worker` (unlike
+    multiprocessing, nothing of the caller's `__main__` is imported again), which waits for
+    the snapshot to replay up to (`_open_parts`)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
     code = "import sys; from tracker.store import _worker; _worker(sys.argv[1:])"
-    started = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, path, str(snapshot), str(parts), str(part)],
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        for part in range(parts)
-    ]
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        for part in range(parts):
+            started.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", code, path, str(parts), str(part)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    env=env,
+                )
+            )
+    except BaseException:
+        _stop(started)
+        raise
+    return started
+
+
+def _open_parts(started: Sequence[subprocess.Popen[bytes]], snapshot: int) -> None:
+    """Tell every worker the snapshot; return once each has opened its read transaction."""
+    for worker in started:
+        assert worker.stdin is not None
+        worker.stdin.write(b"%d\n" % snapshot)
+        worker.stdin.close()
     for worker in started:
         assert worker.stdout is not None
         if worker.stdout.readline() != _READY:
-            for other in started:
-                other.kill()
-                other.wait()
             raise LogError("a rebuild worker could not open the log; see above")
-    return started
+
+
+def _stop(started: Iterable[subprocess.Popen[bytes]]) -> None:
+    """Kill the workers still running, and close every pipe."""
+    for worker in started:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        for pipe in (worker.stdin, worker.stdout):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
 
 
 _READY = b"ready\n"
 
 
 def _worker_result(worker: subprocess.Popen[bytes]) -> _Diff:
-    out, _ = worker.communicate()
-    if worker.returncode != 0:
+    assert worker.stdout is not None
+    out = worker.stdout.read()
+    if worker.wait() != 0:
         raise LogError(f"a rebuild worker failed (exit status {worker.returncode}); see above")
     found = pickle.loads(out)  # noqa: S301 (our own child wrote it, just now)
     assert isinstance(found, _Diff)
@@ -711,9 +738,10 @@ def _worker_result(worker: subprocess.Popen[bytes]) -> _Diff:
 
 
 def _worker(argv: Sequence[str]) -> None:
-    """A rebuild worker's main: open a read transaction, say so, compare one part, write the
-    pickled `_Diff` to stdout."""
-    path, snapshot, parts, part = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
+    """A rebuild worker's main: read the snapshot from stdin, open a read transaction, say so,
+    compare one part, write the pickled `_Diff` to stdout."""
+    path, parts, part = argv[0], int(argv[1]), int(argv[2])
+    snapshot = int(sys.stdin.buffer.readline())
     conn = _open_part(path)
     sys.stdout.buffer.write(_READY)
     sys.stdout.buffer.flush()
