@@ -383,7 +383,14 @@ class Store:
                     found = [_worker_result(w) for w in started]
             finally:
                 _stop(started)  # after a failure, the others are not waited for
-            return self._write(lambda conn: self._settle(conn, snapshot, found, totals))
+            # The triggers add and take away each row's share, so totals minus their rows
+            # summed never changes: compared at the snapshot, it tells whether it is 0 now.
+            totals_ok = _sums(found) == totals
+            report = self._write(lambda conn: self._settle(conn, snapshot, found, totals_ok))
+            events, rows = self.conn.execute(
+                "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM deployments)"
+            ).fetchone()
+        return dataclasses.replace(report, events=events, rows=rows)
 
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` in a write transaction under the lock."""
@@ -403,22 +410,16 @@ class Store:
         conn: sqlite3.Connection,
         snapshot: int,
         found: list[_Diff] | None = None,
-        totals: _Totals | None = None,
+        totals_ok: bool = True,
     ) -> RebuildReport:
         """Under the lock: replay the commits appended to since `snapshot`, write every
-        difference, set the checkpoint (with nothing `found`: replay everything, here).
-
-        The totals tables must equal their rows summed. The triggers add and take away each
-        row's share, so a difference between the two never changes: comparing the totals and
-        the parts' sums at the snapshot tells whether they are right now. If not, they are
-        summed again, after the other differences are written.
-        """
+        difference, sum the totals again if they were wrong, set the checkpoint (with nothing
+        `found`: replay everything, here). The report's counts are left for the caller."""
         if found is None:  # a migration: replay everything, in this transaction
             snapshot = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
             totals = _read_totals(conn)
             found = [_compare(conn, _partition(snapshot, 1, 0))]
-        assert totals is not None
-        totals_ok = _Diff.merge(found).sums() == totals
+            totals_ok = _sums(found) == totals
         tail = [r[0] for r in conn.execute(
             "SELECT DISTINCT stream FROM events WHERE seq > ?", (snapshot,)
         )]  # fmt: skip
@@ -434,14 +435,11 @@ class Store:
         conn.execute(
             "INSERT INTO projection_checkpoints (name, last_seq) VALUES (?, ?)", (PROJECTION, last)
         )
-        rows = conn.execute("SELECT count(*) FROM deployments").fetchone()[0]
-        events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         calls = {c[0] for c in diff.calls_missing} | {c[0] for c in diff.calls_extra}
         measures = {m[:2] for m in diff.measures_missing} | {m[:2] for m in diff.measures_extra}
         return RebuildReport(
-            events, rows, tuple(sorted(diff.differing())), len(calls), len(measures),
-            totals_differing,
-        )  # fmt: skip
+            0, 0, tuple(sorted(diff.differing())), len(calls), len(measures), totals_differing
+        )
 
 
 _EVENT_COLUMNS = "seq, stream, version, type, recorded_at, data, key"
@@ -554,9 +552,6 @@ class _Diff:
             self.measure_sums,
         )
 
-    def sums(self) -> _Totals:
-        return self.call_sums, self.measure_sums
-
     @staticmethod
     def merge(diffs: Iterable[_Diff]) -> _Diff:
         total = _Diff()
@@ -567,14 +562,6 @@ class _Diff:
             total.calls_extra += d.calls_extra
             total.measures_missing += d.measures_missing
             total.measures_extra += d.measures_extra
-            for mine, theirs in (
-                (total.call_sums, d.call_sums),
-                (total.measure_sums, d.measure_sums),
-            ):
-                for key, values in theirs.items():
-                    found = mine.setdefault(key, [0] * len(values))
-                    for i, v in enumerate(values):
-                        found[i] += v
         return total
 
     def differing(self) -> set[str]:
@@ -589,6 +576,22 @@ class _Diff:
         )
         conn.executemany(_INSERT_CALL, self.calls_missing)
         _write_measures(conn, self.measures_extra, self.measures_missing)
+
+
+def _sums(found: Iterable[_Diff]) -> _Totals:
+    """The parts' sums of the rows they read, added up."""
+    calls: dict[_Row, list[int]] = {}
+    measures: dict[_Row, list[int]] = {}
+    for d in found:
+        for mine, theirs in ((calls, d.call_sums), (measures, d.measure_sums)):
+            for key, values in theirs.items():
+                sums = mine.get(key)
+                if sums is None:
+                    mine[key] = list(values)
+                else:
+                    for i, v in enumerate(values):
+                        sums[i] += v
+    return calls, measures
 
 
 def _compare(conn: sqlite3.Connection, scope: _Scope) -> _Diff:
@@ -695,6 +698,10 @@ def _start_workers(path: str, parts: int) -> list[subprocess.Popen[bytes]]:
                     env=env,
                 )
             )
+        for worker in started:  # imports done: the lock will be held only for the opening
+            assert worker.stdout is not None
+            if worker.stdout.readline() != _WAITING:
+                raise LogError("a rebuild worker did not start; see above")
     except BaseException:
         _stop(started)
         raise
@@ -724,7 +731,7 @@ def _stop(started: Iterable[subprocess.Popen[bytes]]) -> None:
                 pipe.close()
 
 
-_READY = b"ready\n"
+_WAITING, _READY = b"waiting\n", b"ready\n"
 
 
 def _worker_result(worker: subprocess.Popen[bytes]) -> _Diff:
@@ -741,6 +748,8 @@ def _worker(argv: Sequence[str]) -> None:
     """A rebuild worker's main: read the snapshot from stdin, open a read transaction, say so,
     compare one part, write the pickled `_Diff` to stdout."""
     path, parts, part = argv[0], int(argv[1]), int(argv[2])
+    sys.stdout.buffer.write(_WAITING)
+    sys.stdout.buffer.flush()
     snapshot = int(sys.stdin.buffer.readline())
     conn = _open_part(path)
     sys.stdout.buffer.write(_READY)
