@@ -141,8 +141,8 @@ FROM deployments;
 -- migration: 2
 -- Stats without scanning: the numbers `tracker stats` counts, sums and ranks live in an index in
 -- value order and in totals by hour that triggers keep. Projections are disposable: this
--- migration clears the checkpoint, and the store replays the log into every projection when it
--- opens a log that has events but no checkpoint.
+-- migration leaves a `replay` row among the checkpoints, and the store that opens the log next
+-- replays it into every projection (as `tracker rebuild` does) and removes the row.
 
 -- The branch a call was made for (its commit's branch at the time), for `stats --branch`.
 ALTER TABLE source_calls ADD COLUMN branch TEXT;
@@ -257,4 +257,6 @@ BEGIN
     DELETE FROM call_totals WHERE calls = 0 AND hour = CAST(OLD.at / 3600 AS INTEGER);
 END;
 
-DELETE FROM projection_checkpoints;
+-- Replay the log into every projection (the store does it outside the lock, once this commits).
+INSERT INTO projection_checkpoints (name, last_seq)
+SELECT 'replay', 0 WHERE EXISTS (SELECT 1 FROM events);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import socket
@@ -116,14 +117,15 @@ def projection_tables(db: Path) -> list[list[tuple[object, ...]]]:
         ]
 
 
-def test_a_log_of_schema_1_is_migrated_and_its_projections_replayed_on_open(
-    tmp_path: Path,
-) -> None:
-    db = tmp_path / "events.db"
+def a_log_of_schema_1(db: Path) -> tuple[list[list[tuple[object, ...]]], list[str]]:
+    """A log written by this code, then taken back to what schema 1 left: no measures, no
+    totals, no branch of a call. Returns the tables the new code wrote, and the commits."""
     clock = FakeClock(start=1_800_000_000.0)
     store = Store(db, clock=clock)
+    shas = []
     for i, story in enumerate(STORIES.values()):
         sha = f"{i + 1:x}" * 40
+        shas.append(sha)
         store.append(sha, PushRecorded(sha=sha, branch="main" if i % 2 else "dev"))
         store.append(sha, MonitorStarted(pid=i + 1, host="h", policy="stepped"))
         for event in story:
@@ -132,7 +134,7 @@ def test_a_log_of_schema_1_is_migrated_and_its_projections_replayed_on_open(
     store.close()
     expected = projection_tables(db)
     assert all(expected), "every projection has rows to lose"
-    with sqlite3.connect(db) as conn:  # what schema 1 left: no measures, totals or branch
+    with sqlite3.connect(db) as conn:
         conn.executescript(
             "DROP TABLE call_totals; DROP TABLE deployment_measures; DROP TABLE measure_totals;"
             " DROP TRIGGER source_calls_add_to_totals; DROP TRIGGER source_calls_take_from_totals;"
@@ -140,14 +142,57 @@ def test_a_log_of_schema_1_is_migrated_and_its_projections_replayed_on_open(
             " ALTER TABLE source_calls DROP COLUMN branch; PRAGMA user_version = 1;"
         )
     assert "branch" not in columns(db, "source_calls")
+    return expected, shas
+
+
+def checkpoints(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("SELECT name, last_seq FROM projection_checkpoints"))
+
+
+def test_a_log_of_schema_1_is_migrated_and_its_projections_replayed_on_open(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "events.db"
+    expected, _ = a_log_of_schema_1(db)
     reopened = Store(db)
     assert reopened.last_seq() > 0  # opening migrates, then replays the log into every table
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations())
-        checkpoint = conn.execute("SELECT last_seq FROM projection_checkpoints").fetchall()
-    assert checkpoint == [(reopened.last_seq(),)]
+    assert checkpoints(db) == {"deployments": reopened.last_seq()}  # the request is gone
     assert projection_tables(db) == expected
     assert reopened.rebuild().clean
+
+
+def test_the_replay_after_a_migration_waits_for_nobody_and_survives_an_interruption(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "events.db"
+    expected, shas = a_log_of_schema_1(db)
+    guard = db.with_name("events.db.replay")
+    guard.touch()
+    with guard.open("r+") as held:  # another store is replaying: this one does not wait
+        fcntl.flock(held, fcntl.LOCK_EX)
+        other = Store(db)
+        assert other.last_seq() > 0 and "replay" in checkpoints(db)
+        other.close()
+
+    def interrupted(self: Store, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Store, "rebuild", interrupted)  # a replay killed half way
+    with pytest.raises(KeyboardInterrupt):
+        Store(db).last_seq()
+    monkeypatch.undo()
+    assert "replay" in checkpoints(db)  # still asked for: the next store does it
+    late = "f" * 40
+    store = Store(db)
+    store.append(late, PushRecorded(sha=late, branch="main"))
+    assert set(checkpoints(db)) == {"deployments"}
+    assert store.rebuild().clean  # every projection equals a replay of the log
+    tables = projection_tables(db)
+    assert [row for row in tables[0] if row[0] != late] == expected[0] and all(tables)
+    assert {m[0] for m in tables[2]} == {*shas, late}  # the old commits have their measures
 
 
 # -- the view, read by the sqlite3 program ------------------------------------------------------

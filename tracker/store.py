@@ -123,6 +123,10 @@ class Store:
         if self._conn is None or self._pid != os.getpid():
             self._conn = self._open()
             self._pid = os.getpid()
+            with _log_errors(self.path, "open"):
+                pending = _replay_pending(self._conn)
+            if pending:
+                self._replay()
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
@@ -156,8 +160,6 @@ class Store:
                         for statement in _statements(sql):
                             conn.execute(statement)
                         conn.execute(f"PRAGMA user_version = {number}")
-                if _projection_outdated(conn):
-                    self._settle(conn, 0)  # replays every event
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
@@ -392,6 +394,25 @@ class Store:
             ).fetchone()
         return dataclasses.replace(report, events=events, rows=rows)
 
+    def _replay(self) -> None:
+        """A migration's replay of the log into the projections, by the first store to open it
+        (appends go on meanwhile, as for `rebuild`); another store already at it is not joined."""
+        guard = self.path.with_name(self.path.name + ".replay")
+        with _log_errors(guard, "lock"):
+            _create_private(guard)
+            fd = os.open(guard, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # its projections fill in meanwhile; the appends go on
+            with _log_errors(self.path, "read"):
+                pending = _replay_pending(self.conn)
+            if pending:
+                self.rebuild()
+        finally:
+            os.close(fd)
+
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` in a write transaction under the lock."""
         conn = self.conn
@@ -409,17 +430,12 @@ class Store:
         self,
         conn: sqlite3.Connection,
         snapshot: int,
-        found: list[_Diff] | None = None,
-        totals_ok: bool = True,
+        found: list[_Diff],
+        totals_ok: bool,
     ) -> RebuildReport:
         """Under the lock: replay the commits appended to since `snapshot`, write every
-        difference, sum the totals again if they were wrong, set the checkpoint (with nothing
-        `found`: replay everything, here). The report's counts are left for the caller."""
-        if found is None:  # a migration: replay everything, in this transaction
-            snapshot = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-            totals = _read_totals(conn)
-            found = [_compare(conn, _partition(snapshot, 1, 0))]
-            totals_ok = _sums(found) == totals
+        difference, sum the totals again if they were wrong, set the checkpoint and clear a
+        migration's request for a replay. The report's counts are left for the caller."""
         tail = [r[0] for r in conn.execute(
             "SELECT DISTINCT stream FROM events WHERE seq > ?", (snapshot,)
         )]  # fmt: skip
@@ -431,7 +447,9 @@ class Store:
         diff.write(conn)
         totals_differing = 0 if totals_ok else _rewrite_totals(conn)
         last = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-        conn.execute("DELETE FROM projection_checkpoints WHERE name = ?", (PROJECTION,))
+        conn.execute(
+            "DELETE FROM projection_checkpoints WHERE name IN (?, 'replay')", (PROJECTION,)
+        )
         conn.execute(
             "INSERT INTO projection_checkpoints (name, last_seq) VALUES (?, ?)", (PROJECTION, last)
         )
@@ -449,14 +467,10 @@ PARALLEL_FROM = 200_000  # events: below this, one process folds faster than sev
 _Row = tuple[Any, ...]
 
 
-def _projection_outdated(conn: sqlite3.Connection) -> bool:
-    """A migration that changes the projections clears their checkpoint: replay the log."""
-    checkpoint = conn.execute(
-        "SELECT 1 FROM projection_checkpoints WHERE name = ?", (PROJECTION,)
-    ).fetchone()
-    return (
-        checkpoint is None and conn.execute("SELECT 1 FROM events LIMIT 1").fetchone() is not None
-    )
+def _replay_pending(conn: sqlite3.Connection) -> bool:
+    """Whether a migration asked for the log to be replayed into the projections."""
+    found = conn.execute("SELECT 1 FROM projection_checkpoints WHERE name = 'replay'")
+    return found.fetchone() is not None
 
 
 def rebuild_parts(workers: int | None, events: int) -> int:
