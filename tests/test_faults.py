@@ -792,6 +792,10 @@ URLS = [
     "/srv/git/app.git",
     "file:///srv/git/app.git",
     "host:path/app.git",
+    "https://gitlab.example.com/acme/app.git?private_token=S3CRET",
+    "https://host/acme/app.git#S3CRET",
+    "https://oauth2:S3CRET?x@host/app.git?token=S3CRET#S3CRET",
+    "https://host?S3CRET",
 ]
 
 

@@ -11,7 +11,6 @@ import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from tracker.errors import UsageError
 
@@ -148,15 +147,15 @@ def fetch(remote: str, cwd: Path | str = ".", timeout: float = 30.0) -> bool:
 
 
 def strip_credentials(url: str) -> str:
-    """A remote URL without user and password (`https://tok@host/x` → `https://host/x`)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return ""
-    if parts.scheme and parts.netloc and "@" in parts.netloc:
-        host = parts.netloc.rsplit("@", 1)[1]
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    if not parts.scheme and "@" in url.split(":", 1)[0] and ":" in url:
+    """A remote URL without user, password, query or fragment (`https://tok@host/x?t=1` →
+    `https://host/x`): string operations that `hooks/pre-push` repeats exactly in sh."""
+    if "://" in url:
+        scheme, rest = url.split("://", 1)
+        authority = rest.split("/", 1)[0]  # everything up to the path, '?' and '#' included
+        if "@" in authority:
+            rest = authority.rsplit("@", 1)[1] + rest[len(authority) :]
+        return f"{scheme}://{rest.split('?', 1)[0].split('#', 1)[0]}"
+    if "@" in url.split(":", 1)[0] and ":" in url:
         # scp-like `user@host:path`: the user is an account name, not a secret; keep the host
         return url.split("@", 1)[1]
     return url
