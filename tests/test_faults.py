@@ -426,6 +426,36 @@ def test_sigkill_of_a_monitor_mid_poll_is_stale_then_wait_resumes_it(tmp_path: P
     assert_consistent(db)
 
 
+def test_a_monitor_waits_out_a_lock_held_past_the_lock_timeout(tmp_path: Path) -> None:
+    """TRACKER_LOCK_TIMEOUT bounds what people wait for; a monitor waits as long as it may."""
+    from tracker.events import PushRecorded
+
+    sha = "bead" + "0" * 36
+    db = tmp_path / "log" / "events.db"
+    with SimulatedPlatform(token=TOKEN) as sim:
+        env = sim_env(sim, db, TRACKER_LOCK_TIMEOUT="0.2")
+        with Store(db) as store:
+            store.append(sha, PushRecorded(sha=sha, branch="main", source="api"))
+        sim.add_deployment(
+            sha, pending_build_s=0.2, build_s=0.5, pending_deploy_s=0.2, deploy_s=0.5
+        )
+        with lock_holder(db):
+            monitor = subprocess.Popen(
+                [sys.executable, "-m", "tracker", "monitor", sha], cwd=tmp_path, env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            time.sleep(1.5)  # far past the lock timeout, with its first append waiting
+            assert monitor.poll() is None, monitor.communicate()
+            assert event_types(db, sha) == ["PushRecorded"]  # (reads need no lock)
+        out, err = monitor.communicate(timeout=60)
+        assert monitor.returncode == 0, out + err
+    types = event_types(db, sha)
+    assert types[1] == "MonitorStarted" and [t for t in types if t in OUTCOMES] == [
+        "DeploymentSucceeded"
+    ]
+    assert_consistent(db)
+
+
 # -- the platform misbehaving -----------------------------------------------------------------
 
 

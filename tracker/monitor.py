@@ -498,6 +498,10 @@ def run_foreground(tracker: Tracker, sha: str) -> int:
                 f" since {holder.started_at}"
             )
             return 0
+        # Nobody waits on a monitor: it waits for the lock as long as a deployment may take,
+        # rather than die and leave its commit stale (TRACKER_LOCK_TIMEOUT is for the commands
+        # people wait on).
+        tracker.store.lock_timeout = max(tracker.store.lock_timeout, tracker.settings.max_wait)
         sources = build_sources(tracker.settings, tracker.clock)
         monitor = Monitor(
             tracker.store,
