@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import tracker.stats as stats_module
 from tracker.clock import iso
 from tracker.errors import UsageError
 from tracker.events import (
@@ -455,8 +456,13 @@ def observed(stats: Stats) -> dict[str, object]:
     }
 
 
+@pytest.mark.parametrize("small_window", [stats_module.SMALL_WINDOW, 0])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_indexed_stats_equal_a_plain_computation_over_every_row(log: Store, seed: int) -> None:
+def test_indexed_stats_equal_a_plain_computation_over_every_row(
+    log: Store, seed: int, small_window: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both ways of reading a --since window: values read and sorted, and the index walked."""
+    monkeypatch.setattr(stats_module, "SMALL_WINDOW", small_window)
     rng = random.Random(seed)
     random_log(log, rng, 120)
     end = T0 + 600 * 120
