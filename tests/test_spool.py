@@ -200,3 +200,19 @@ def test_a_long_lived_tracker_takes_in_records_spooled_after_its_first_call(repo
         write_record(repo.spool, record_for(repo, sha))
         assert tracker.status(sha).state == "pending"
         assert [e.type for e in tracker.events(sha)] == ["PushRecorded", "PushConfirmed"]
+
+
+def test_a_push_recorded_by_hand_names_the_same_pusher_as_the_hook(repo: Repo) -> None:
+    from tracker.api import Tracker
+
+    sha = pushed(repo)
+    write_record(repo.spool, record_for(repo, sha))
+    with Store(repo.db) as store:
+        take_in(store, repo.log_dir)
+        by_hook = store.events(stream=sha)[0].data["pushed_by"]
+    later = repo.commit("by hand")
+    with Tracker(repo.db, repo=repo.work) as tracker:
+        tracker.record_push(later, "main", monitor=False)
+    with Store(repo.db) as store:
+        by_hand = store.events(stream=later)[0].data["pushed_by"]
+    assert by_hook == by_hand == "pusher@example.com"

@@ -310,7 +310,7 @@ class Tracker:
             branch=branch,
             remote=remote,
             remote_url=gitutil.strip_credentials(remote_url),
-            pushed_by=_user(),
+            pushed_by=gitutil.pusher(self.repo),
             host=_host(),
             source=source,
             pushed_at=iso(now),
@@ -375,15 +375,6 @@ def _iso(ts: float | None) -> str | None:
 
 def _host() -> str:
     return socket.gethostname()
-
-
-def _user() -> str:
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.getuid()).pw_name
-    except (KeyError, ImportError):
-        return os.environ.get("USER", "")
 
 
 def status_for_notification(payload: str) -> dict[str, Any]:

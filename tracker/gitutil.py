@@ -70,6 +70,22 @@ def git(args: list[str], cwd: Path | str | None = None, timeout: float = 10.0) -
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def pusher(cwd: Path | str | None = None, *, git_dir: str | None = None) -> str:
+    """Who is pushing, the same whichever way the push is recorded: git's user.email (or
+    user.name) in the repository, else the login name."""
+    where = ["--git-dir", git_dir] if git_dir else []
+    for key in ("user.email", "user.name"):
+        found = git([*where, "config", "--get", key], cwd="/" if git_dir else cwd)
+        if found:
+            return found
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (KeyError, ImportError):
+        return os.environ.get("USER", "")
+
+
 def common_dir(cwd: Path | str = ".") -> Path | None:
     """The git common dir (shared by all worktrees) of the repository at `cwd`, or None."""
     out = git(["rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=cwd)

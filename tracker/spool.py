@@ -22,7 +22,7 @@ from pathlib import Path
 from tracker.clock import iso
 from tracker.errors import LockTimeoutError
 from tracker.events import PushConfirmed, PushRecorded, PushRejected
-from tracker.gitutil import clean_env
+from tracker.gitutil import clean_env, pusher
 from tracker.store import Append, Store
 
 SUFFIX = ".push"
@@ -277,15 +277,8 @@ def settle(record: PushRecord, *, git_alive: bool, give_up: bool = False) -> Ver
 
 
 def pushed_by(record: PushRecord) -> str:
-    """Who pushed: git's user.email (or user.name), else the login name."""
-    for key in ("user.email", "user.name"):
-        code, out = _git(record, ["config", "--get", key])
-        if code == 0 and out:
-            return out
-    try:
-        return os.getlogin()
-    except OSError:
-        return os.environ.get("USER", "")
+    """Who pushed (`gitutil.pusher`, in the pushed repository)."""
+    return pusher(git_dir=record.common)
 
 
 def recorded(record: PushRecord) -> Append:
