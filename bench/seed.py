@@ -14,11 +14,9 @@ it (schema, events, projections, this file) has changed.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import multiprocessing
-import operator
 import random
 import sqlite3
 import sys
@@ -46,6 +44,7 @@ from tracker.projections import (  # noqa: E402
     StoredEvent,
     evolve,
     measure_rows,
+    row_values,
     source_call,
 )
 from tracker.store import PROJECTION, Store  # noqa: E402
@@ -115,18 +114,6 @@ def deployment_events(n: int, rng: random.Random) -> Iterator[tuple[float, Event
         ), f"{sha}:outcome"  # fmt: skip
 
 
-_row_values = operator.attrgetter(*ROW_COLUMNS)
-_FIELDS: dict[type[Event], tuple[str, ...]] = {}
-
-
-def _data(event: Event) -> dict[str, object]:
-    """`event.to_data()` without `asdict`'s deep copies (our events hold only JSON values)."""
-    names = _FIELDS.get(type(event))
-    if names is None:
-        names = _FIELDS[type(event)] = tuple(f.name for f in dataclasses.fields(event))
-    return {name: getattr(event, name) for name in names}
-
-
 def _dumps(data: dict[str, object]) -> str:
     return json.dumps(data, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
@@ -149,7 +136,7 @@ def _chunk(job: tuple[int, int, int]) -> Chunk:
         sha, row = sha_of(n), None
         for version, (at, event, key) in enumerate(deployment_events(n, rng), start=1):
             seq += 1
-            data = _data(event)
+            data = event.to_data()
             stored = StoredEvent(seq, sha, version, event.TYPE, iso(at), data, key)
             events.append((seq, sha, version, event.TYPE, stored.recorded_at, _dumps(data), key))
             row = evolve(row, event, stored)
@@ -157,7 +144,7 @@ def _chunk(job: tuple[int, int, int]) -> Chunk:
             if call is not None:
                 calls.append(call)
         assert row is not None
-        rows.append(_row_values(row))
+        rows.append(row_values(row))
         measured += measure_rows(row)
     return events, rows, measured, calls
 

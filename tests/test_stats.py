@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from tracker.events import (
     PushRejected,
 )
 from tracker.policies import FixedPolicy, baseline_polls, polls_to_detect
+from tracker.projections import phase_spans
 from tracker.stats import (
     Stats,
     Summary,
@@ -31,7 +32,6 @@ from tracker.stats import (
     histogram,
     parse_since,
     percentile,
-    phase_durations,
     stats_text,
     summarise,
 )
@@ -95,6 +95,16 @@ def deploy(
     else:
         verdict = DeploymentFailed(deployment_id=f"dep-{n}", detected_at=done, platform_at=platform)
     store.append(sha(n), verdict, at=pushed + detected)
+
+
+def phase_durations(phases_json: Sequence[dict[str, float]]) -> dict[str, list[float]]:
+    """Per phase, the time from its first sighting to the next phase's, over deployments: the
+    plain computation the `phase:NAME` measures are checked against."""
+    out: dict[str, list[float]] = {}
+    for phases in phases_json:
+        for name, seconds in phase_spans(phases):
+            out.setdefault(name, []).append(seconds)
+    return out
 
 
 # -- arithmetic, by hand ---------------------------------------------------------------------

@@ -24,17 +24,25 @@ class Event:
     def to_data(self) -> dict[str, Any]:
         """The event's fields (shallow: events are frozen and hold only JSON values; `asdict`'s
         deep copy cost more than the rest of an append's work in Python)."""
-        names = _NAMES.get(type(self))
-        if names is None:
-            names = _NAMES[type(self)] = tuple(f.name for f in dataclasses.fields(self))
-        return {name: getattr(self, name) for name in names}
+        return {name: getattr(self, name) for name in _fields(type(self))[0]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_data(), separators=(",", ":"), sort_keys=True)
 
 
 REGISTRY: dict[str, type[Event]] = {}
-_NAMES: dict[type[Event], tuple[str, ...]] = {}
+_FIELDS: dict[type[Event], tuple[tuple[str, ...], frozenset[str]]] = {}
+
+
+def _fields(cls: type[Event]) -> tuple[tuple[str, ...], frozenset[str]]:
+    """An event class's field names, in order and as a set (looked up on every append and
+    every replayed event, so worked out once)."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        found = _FIELDS[cls] = (names, frozenset(names))
+    return found
+
 
 E = TypeVar("E", bound=type[Event])
 
@@ -226,9 +234,7 @@ def event_from(type_name: str, data: dict[str, Any]) -> Event:
     cls = REGISTRY.get(type_name)
     if cls is None:
         raise KeyError(type_name)
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    names = _fields(cls)[1]
     if len(data) == len(names) and names.issuperset(data):
         event = object.__new__(cls)
         event.__dict__.update(data)
@@ -236,6 +242,3 @@ def event_from(type_name: str, data: dict[str, Any]) -> Event:
     if names.issuperset(data):
         return cls(**data)
     return cls(**{k: v for k, v in data.items() if k in names})
-
-
-_FIELDS: dict[type[Event], frozenset[str]] = {}

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
+from operator import attrgetter
 from typing import Any, NamedTuple, TypeVar
 
 from tracker.clock import parse_iso
@@ -113,6 +114,9 @@ class DeploymentRow:
 
 
 ROW_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(DeploymentRow))
+# A row's values in column order (the rows are flat: `attrgetter` builds the tuple without
+# `astuple`'s recursive deep copy).
+row_values: Callable[[DeploymentRow], tuple[Any, ...]] = attrgetter(*ROW_COLUMNS)
 
 
 class SourceCallRow(NamedTuple):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from tracker.clock import iso
 from tracker.errors import LogError, UsageError
 from tracker.policies import BASELINE, LIMIT_PER_HOUR, LIMIT_PER_MINUTE
-from tracker.projections import FINISHED_STATES, phase_spans
+from tracker.projections import FINISHED_STATES
 from tracker.render import duration
 
 if TYPE_CHECKING:
@@ -220,16 +220,6 @@ def histogram_edges(low: float, high: float, buckets: int = HISTOGRAM_BUCKETS) -
         return [low]
     width = (high - low) / buckets
     return [low + i * width for i in range(buckets)] + [high]
-
-
-def phase_durations(phases_json: Sequence[dict[str, float]]) -> dict[str, list[float]]:
-    """Per phase, the time from its first sighting to the next phase's, over deployments (a
-    reference for the `phase:NAME` measures that stats reads; see `projections.phase_spans`)."""
-    out: dict[str, list[float]] = {}
-    for phases in phases_json:
-        for name, seconds in phase_spans(phases):
-            out.setdefault(name, []).append(seconds)
-    return out
 
 
 # -- reading the projections ------------------------------------------------------------------

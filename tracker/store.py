@@ -22,7 +22,6 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +37,7 @@ from tracker.projections import (
     apply,
     evolve,
     measure_rows,
+    row_values,
     source_call,
 )
 
@@ -210,16 +210,10 @@ class Store:
         """Append events in one transaction; returns those actually written, in order."""
         if not batch:
             return []
-        conn = self.conn
-        with _log_errors(self.path, "append to"), self.locked():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                written = [s for s in (self._insert(conn, item) for item in batch) if s]
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
-        return written
+        with _log_errors(self.path, "append to"):
+            return self._write(
+                lambda conn: [s for s in (self._insert(conn, item) for item in batch) if s]
+            )
 
     def _insert(self, conn: sqlite3.Connection, item: Append) -> StoredEvent | None:
         if item.key is not None:
@@ -599,13 +593,18 @@ def _sums(found: Iterable[_Diff]) -> _Totals:
     for d in found:
         for mine, theirs in ((calls, d.call_sums), (measures, d.measure_sums)):
             for key, values in theirs.items():
-                sums = mine.get(key)
-                if sums is None:
-                    mine[key] = list(values)
-                else:
-                    for i, v in enumerate(values):
-                        sums[i] += v
+                _add(mine, key, values)
     return calls, measures
+
+
+def _add(sums: dict[_Row, list[int]], key: _Row, values: Sequence[int]) -> None:
+    """Add `values` to the sums kept under `key`."""
+    found = sums.get(key)
+    if found is None:
+        sums[key] = list(values)
+    else:
+        for i, v in enumerate(values):
+            found[i] += v
 
 
 def _compare(conn: sqlite3.Connection, scope: _Scope) -> _Diff:
@@ -619,7 +618,7 @@ def _compare(conn: sqlite3.Connection, scope: _Scope) -> _Diff:
         f"SELECT {_EVENT_COLUMNS} FROM events WHERE {scope.events} ORDER BY seq", scope.events_args
     )
     rows, calls, _, _ = _fold(cursor)
-    replayed = [_row_tuple(rows[sha]) for sha in sorted(rows)]
+    replayed = [row_values(rows[sha]) for sha in sorted(rows)]
     measured = [m for values in replayed for m in sorted(measure_rows(rows[values[0]]))]
     diff = _Diff()
     table = _select(conn, "deployments", ", ".join(ROW_COLUMNS), scope, "sha")
@@ -657,26 +656,14 @@ def _call_sums(calls: Iterable[_Row]) -> dict[_Row, list[int]]:
             int(c[_C_AT] / 3600), "" if branch is None else branch, c[_C_SOURCE], ok,
             "" if ok else "unknown" if kind is None else kind, c[_C_RETRY],
         )  # fmt: skip
-        found = sums.get(key)
-        if found is None:
-            sums[key] = [1, c[_C_API], c[_C_DB]]
-        else:
-            found[0] += 1
-            found[1] += c[_C_API]
-            found[2] += c[_C_DB]
+        _add(sums, key, (1, c[_C_API], c[_C_DB]))
     return sums
 
 
 def _measure_sums(measured: Iterable[_Row]) -> dict[_Row, list[int]]:
     sums: dict[_Row, list[int]] = {}
     for _, measure, value, pushed_at, branch in measured:
-        key = (measure, "" if branch is None else branch, int(pushed_at / 3600))
-        found = sums.get(key)
-        if found is None:
-            sums[key] = [1, value]
-        else:
-            found[0] += 1
-            found[1] += value
+        _add(sums, (measure, "" if branch is None else branch, int(pushed_at / 3600)), (1, value))
     return sums
 
 
@@ -886,9 +873,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
-# The rows are flat: attrgetter builds their tuples without astuple's recursive deep copy.
-_row_tuple: Callable[[DeploymentRow], tuple[Any, ...]] = attrgetter(*ROW_COLUMNS)
-
 _UPSERT_ROW = (
     f"INSERT OR REPLACE INTO deployments ({', '.join(ROW_COLUMNS)})"
     f" VALUES ({', '.join('?' for _ in ROW_COLUMNS)})"
@@ -898,11 +882,11 @@ _UPSERT_ROW = (
 def _write_row(conn: sqlite3.Connection, old: DeploymentRow | None, new: DeploymentRow) -> None:
     """Write a commit's new row: only its changed columns when it has one (an append changes
     a few counters, and an UPDATE of those leaves the indexes alone)."""
-    values = _row_tuple(new)
+    values = row_values(new)
     if old is None or old.sha != new.sha:
         conn.execute(_UPSERT_ROW, values)
         return
-    before = _row_tuple(old)
+    before = row_values(old)
     changed = [i for i in range(len(values)) if values[i] != before[i]]
     if changed:
         assignments = ", ".join(f"{ROW_COLUMNS[i]} = ?" for i in changed)
