@@ -260,3 +260,57 @@ END;
 -- Replay the log into every projection (the store does it outside the lock, once this commits).
 INSERT INTO projection_checkpoints (name, last_seq)
 SELECT 'replay', 0 WHERE EXISTS (SELECT 1 FROM events);
+
+-- migration: 3
+-- Pushes and attempts (SPEC §3): a commit pushed again is a new attempt. The row follows the
+-- newest; the earlier ones are summed up in `previous_attempts` (a JSON list, tracker/
+-- projections.py `retire`), and their measures stay in `deployment_measures` under `N:sha`, so
+-- that stats counts each attempt once. A replay folds the log again under the new rules (which
+-- also bound the platform's times: SPEC §3).
+ALTER TABLE deployments ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE deployments ADD COLUMN previous_attempts TEXT;
+
+-- `stats --since` over a few deployments reads their measures by push time (every attempt's,
+-- not only the newest's, which a join with `deployments` would give).
+CREATE INDEX deployment_measures_by_pushed_at ON deployment_measures (pushed_at);
+
+DROP VIEW IF EXISTS deployment_status;
+CREATE VIEW deployment_status AS
+SELECT
+    sha,
+    substr(sha, 1, 7) AS short_sha,
+    branch,
+    CASE
+        WHEN state IN ('pending', 'in_progress') AND monitor_pid IS NOT NULL
+             AND (monitor_stopped = 1
+                  OR last_event_at < (julianday('now') - 2440587.5) * 86400.0 - 300)
+        THEN 'stale'
+        ELSE state
+    END AS state,
+    CASE
+        WHEN state = 'succeeded' THEN 0
+        WHEN state = 'superseded' AND superseded_went_live = 1 THEN 0
+        WHEN state IN ('failed', 'canceled', 'timed_out', 'rejected', 'superseded') THEN 1
+        ELSE 2
+    END AS exit_code,
+    phase,
+    deployment_id,
+    strftime('%Y-%m-%dT%H:%M:%fZ', pushed_at, 'unixepoch') AS pushed_at,
+    strftime('%Y-%m-%dT%H:%M:%fZ', finished_at, 'unixepoch') AS finished_at,
+    push_to_live_s,
+    polls,
+    api_calls,
+    errors,
+    reason_code,
+    reason_message,
+    failed_step,
+    superseded_by,
+    monitor_pid,
+    monitor_host,
+    strftime('%Y-%m-%dT%H:%M:%fZ', last_event_at, 'unixepoch') AS last_event_at,
+    attempt
+FROM deployments;
+
+INSERT INTO projection_checkpoints (name, last_seq)
+SELECT 'replay', 0 WHERE EXISTS (SELECT 1 FROM events)
+ON CONFLICT (name) DO NOTHING;

@@ -157,20 +157,88 @@ def test_a_second_terminal_verdict_is_not_recorded(tmp_path: Path) -> None:
     assert row is not None and row.state == "succeeded"
 
 
-def test_a_push_after_a_terminal_state_opens_a_new_pending_deployment(tmp_path: Path) -> None:
+def test_a_push_after_a_terminal_state_opens_a_new_attempt(tmp_path: Path) -> None:
     clock = FakeClock()
     store = Store(tmp_path / "events.db", clock=clock)
-    store.append(SHA, PushRecorded(sha=SHA, branch="main"), key="push:1")
+    store.append(SHA, PushRecorded(sha=SHA, branch="main", source="hook"), key="push:1")
     store.append(SHA, DeploymentPolled(source="digitalocean", ok=True, found=True, api_calls=1))
     store.append(SHA, DeploymentFailed(deployment_id="d1", reason={"code": "BuildJobFailed"}))
     clock.advance(60)
-    repush = store.append(SHA, PushRecorded(sha=SHA, branch="main"), key="push:2")
+    repush = store.append(SHA, PushRecorded(sha=SHA, branch="main", source="hook"), key="push:2")
     assert repush is not None
     row = store.deployment(SHA)
     assert row is not None
-    assert (row.state, row.polls, row.reason_code) == ("pending", 0, None)
+    assert (row.state, row.polls, row.reason_code, row.attempt) == ("pending", 0, None, 2)
     assert (row.first_seq, row.pushed_at) == (repush.seq, clock.now())
+    [first] = row.earlier()
+    assert (first["attempt"], first["state"], first["deployment_id"]) == (1, "failed", "d1")
     assert store.rebuild().differing == ()
+
+
+def test_a_deployment_that_judged_an_earlier_attempt_never_judges_a_later_one(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    store = Store(tmp_path / "events.db", clock=clock)
+    store.append(SHA, PushRecorded(sha=SHA, branch="main", source="hook"), key="push:1")
+    store.append(SHA, DeploymentSucceeded(deployment_id="d1"))
+    clock.advance(60)
+    store.append(SHA, PushRecorded(sha=SHA, branch="main", source="hook"), key="push:2")
+    # the old deployment seen again, and its verdict from a monitor of the first attempt
+    store.append(
+        SHA,
+        DeploymentPolled(
+            source="digitalocean",
+            ok=True,
+            found=True,
+            phase="ACTIVE",
+            deployment_id="d1",
+            api_calls=1,
+        ),
+    )
+    store.append(SHA, DeploymentSucceeded(deployment_id="d1"))
+    store.append(SHA, DeploymentFailed(deployment_id="d2", attempt=1))
+    row = store.deployment(SHA)
+    assert row is not None
+    assert (row.state, row.deployment_id, row.phase, row.api_calls) == ("pending", None, None, 1)
+    store.append(SHA, DeploymentFailed(deployment_id="d2", attempt=2))
+    row = store.deployment(SHA)
+    assert row is not None
+    assert (row.state, row.deployment_id, row.attempt) == ("failed", "d2", 2)
+    assert store.rebuild().differing == ()
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "again", "attempts"),
+    [
+        ("hook", "api", False, 1),  # a manager's record_push of the push the hook saw
+        ("hook", "cli", False, 1),  # `tracker push` of a commit already recorded
+        ("api", "api", False, 1),  # a retried record_push
+        ("cli", "hook", False, 2),  # git pushed it (again) after it went live
+        ("hook", "hook", False, 2),  # a rollback, or a re-push after the branch was deleted
+        ("hook", "cli", True, 2),  # `tracker push --again`
+    ],
+)
+def test_a_second_record_of_a_live_commit_is_a_new_attempt_only_when_pushed_again(
+    tmp_path: Path, first: str, second: str, again: bool, attempts: int
+) -> None:
+    store = Store(tmp_path / "events.db", clock=FakeClock())
+    store.append(SHA, PushRecorded(sha=SHA, branch="main", source=first))
+    store.append(SHA, DeploymentSucceeded(deployment_id="d1"))
+    store.append(SHA, PushRecorded(sha=SHA, branch="main", source=second, again=again))
+    row = store.deployment(SHA)
+    assert row is not None
+    assert row.attempt == attempts
+    assert row.state == ("succeeded" if attempts == 1 else "pending")
+
+
+def test_a_second_record_while_the_attempt_is_open_joins_it(tmp_path: Path) -> None:
+    store = Store(tmp_path / "events.db", clock=FakeClock())
+    store.append(SHA, PushRecorded(sha=SHA, branch="main", source="api"))
+    store.append(SHA, PushRecorded(sha=SHA, branch="main", source="hook"), key="push:1")
+    row = store.deployment(SHA)
+    assert row is not None
+    assert (row.attempt, row.state, row.push_source) == (1, "pending", "api")
 
 
 def test_events_cannot_be_updated_or_deleted(tmp_path: Path) -> None:

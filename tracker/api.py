@@ -18,7 +18,13 @@ from tracker import gitutil
 from tracker.clock import SYSTEM_CLOCK, Clock, iso
 from tracker.errors import UsageError
 from tracker.events import PushRecorded
-from tracker.projections import OPEN_STATES, TERMINAL_STATES, DeploymentRow, exit_code_of
+from tracker.projections import (
+    OPEN_STATES,
+    TERMINAL_STATES,
+    DeploymentRow,
+    exit_code_of,
+    starts_attempt,
+)
 from tracker.store import Store
 
 if TYPE_CHECKING:
@@ -53,6 +59,18 @@ class EventRecord:
 
 
 @dataclass(frozen=True)
+class AttemptRecord:
+    """An earlier push of the same commit, and how it ended (SPEC §3)."""
+
+    attempt: int
+    state: str
+    exit_code: int
+    deployment_id: str | None
+    pushed_at: str | None
+    finished_at: str | None
+
+
+@dataclass(frozen=True)
 class DeploymentStatus:
     """The status of one commit (SPEC §5: the fields of `tracker status --json`)."""
 
@@ -80,6 +98,9 @@ class DeploymentStatus:
     db_queries: int = 0
     watched: bool = True  # False: nothing is watching it (no monitor, no source configured)
     recent_events: list[EventRecord] = field(default_factory=list)
+    attempt: int = 0  # which push of the commit this is: 1, 2, 3 ... (0: not found)
+    previous_attempts: list[AttemptRecord] = field(default_factory=list)  # oldest first
+    already_recorded: bool = False  # record_push: this push was in the log already
 
     @property
     def terminal(self) -> bool:
@@ -212,6 +233,8 @@ class Tracker:
             db_queries=row.db_queries,
             watched=watched,
             recent_events=recent,
+            attempt=row.attempt,
+            previous_attempts=[_attempt_record(p) for p in row.earlier()],
         )
 
     def _sources(self) -> list[str]:
@@ -299,11 +322,17 @@ class Tracker:
         remote_url: str = "",
         source: str = "api",
         monitor: bool = True,
+        again: bool = False,
     ) -> DeploymentStatus:
-        """Record a push made by other means and (unless `monitor=False`) start its monitor."""
+        """Record a push made by other means and (unless `monitor=False`) start its monitor.
+
+        Recording a push already in the log (the hook saw it too, or a retry) is a no-op that
+        answers its status with `already_recorded`; `again=True` says the commit really was
+        pushed once more (a rollback made by other means): a new attempt (SPEC §3)."""
         full = self.resolve(sha)
         branch = gitutil.check_branch(branch or self.settings.branch)
         remote = gitutil.check_remote(remote)
+        self.take_in_spool()  # the hook's record of this very push, if there is one
         now = self.clock.now()
         event = PushRecorded(
             sha=full,
@@ -314,11 +343,15 @@ class Tracker:
             host=_host(),
             source=source,
             pushed_at=iso(now),
+            again=again,
         )
-        self.store.append(full, event, at=now)
-        if monitor and self._sources():
-            self.start_monitor(full)
-        return self.status(full)
+        row = self.store.deployment(full)
+        repeat = row is not None and not starts_attempt(row, event)
+        if not repeat:
+            self.store.append(full, event, at=now)
+        if monitor and self._sources() and not (row is not None and repeat and row.terminal):
+            self.start_monitor(full)  # one per commit: a second one leaves at once
+        return dataclasses.replace(self.status(full), already_recorded=repeat)
 
     def ingest(self, notification: Mapping[str, Any]) -> DeploymentStatus:
         """Append a deployment notification from a webhook system (see `tracker ingest`)."""
@@ -358,6 +391,17 @@ def monitor_alive(pid: int | None, host: str | None) -> bool:
     from tracker.spool import process_alive
 
     return host == _host() and process_alive(pid)
+
+
+def _attempt_record(prior: dict[str, Any]) -> AttemptRecord:
+    return AttemptRecord(
+        attempt=int(prior["attempt"]),
+        state=str(prior["state"]),
+        exit_code=int(prior["exit_code"]),
+        deployment_id=prior.get("deployment_id"),
+        pushed_at=_iso(prior.get("pushed_at")),
+        finished_at=_iso(prior.get("finished_at")),
+    )
 
 
 def _changed(a: DeploymentStatus, b: DeploymentStatus) -> bool:

@@ -205,8 +205,12 @@ def push(
     branch: str | None = None,
     remote: str = "",
     no_monitor: bool = False,
+    again: bool = False,
 ) -> int:
     """Record a push made by other means, and start its monitor.
+
+    A push already in the log (the hook saw it, or this ran twice) is not recorded again; say
+    `--again` when the commit really was pushed once more (a rollback made by other means).
 
     Parameters
     ----------
@@ -218,15 +222,23 @@ def push(
         The remote it was pushed to.
     no_monitor
         Only record the push; start no monitor.
+    again
+        The commit was pushed once more: a new attempt, judged by a new deployment.
     """
     with _tracker() as tracker:
         st = tracker.record_push(
-            ref, branch=branch, remote=remote, monitor=not no_monitor, source="cli"
+            ref, branch=branch, remote=remote, monitor=not no_monitor, source="cli", again=again
         )
-    from tracker.render import verdict
+    from tracker.render import already_recorded, verdict
 
-    print(f"recorded the push of {st.sha}")
-    print(verdict(st))
+    if st.already_recorded:
+        print(already_recorded(st))
+    else:
+        print(
+            f"recorded the push of {st.sha}"
+            + (f" (attempt {st.attempt})" if st.attempt > 1 else "")
+        )
+        print(verdict(st))
     return 0
 
 

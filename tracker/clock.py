@@ -67,6 +67,11 @@ class FakeClock:
 
 SYSTEM_CLOCK = SystemClock()
 
+# How far the platform's clock may be from ours (SPEC §3): a platform time outside
+# [our push - skew, our detection + skew] is not trusted, and a re-pushed commit's deployment is
+# one created at or after the push, give or take this.
+MAX_CLOCK_SKEW_S = 5.0
+
 
 def iso(ts: float) -> str:
     """Epoch seconds as UTC ISO-8601 with millisecond precision and a `Z`."""

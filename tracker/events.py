@@ -68,6 +68,7 @@ class PushRecorded(Event):
     source: str = "cli"  # hook / cli / api
     pushed_at: str | None = None  # UTC ISO-8601: when the push started (the hook's time)
     push_id: str = ""  # the spool record's id, for the hook path
+    again: bool = False  # a new push of a commit already recorded (`tracker push --again`)
 
 
 @registered
@@ -99,6 +100,7 @@ class MonitorStarted(Event):
     policy: str
     sources: list[str] = field(default_factory=list)
     max_wait_s: float = 0.0
+    attempt: int | None = None  # the push it follows (None: the newest, as before attempts)
 
 
 @registered
@@ -123,6 +125,7 @@ class DeploymentPolled(Event):
     steps_done: int | None = None
     steps_total: int | None = None
     platform_at: str | None = None  # UTC ISO-8601: the platform's own time of the phase
+    attempt: int | None = None  # the push this poll was made for (None: the newest)
 
 
 @registered
@@ -158,6 +161,7 @@ class DeploymentSucceeded(Event):
     detected_at: str | None = None  # UTC ISO-8601
     platform_at: str | None = None  # UTC ISO-8601: the platform's own time of the terminal phase
     source: str = ""
+    attempt: int | None = None  # the push this verdict judges (None: the newest)
 
 
 @registered
@@ -174,6 +178,7 @@ class DeploymentFailed(Event):
     detected_at: str | None = None
     platform_at: str | None = None
     source: str = ""
+    attempt: int | None = None  # the push this verdict judges (None: the newest)
 
 
 @registered
@@ -192,6 +197,7 @@ class DeploymentSuperseded(Event):
     detected_at: str | None = None
     platform_at: str | None = None
     source: str = ""
+    attempt: int | None = None  # the push this verdict judges (None: the newest)
 
 
 @registered
@@ -202,6 +208,7 @@ class MonitorTimedOut(Event):
     TERMINAL: ClassVar[bool] = True
     waited_s: float
     last_phase: str | None = None
+    attempt: int | None = None
 
 
 @registered

@@ -7,6 +7,7 @@ or a fault says), fetches the failure logs, and records the outcome exactly once
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -22,7 +23,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from tracker import gitutil
-from tracker.clock import SYSTEM_CLOCK, Clock, iso
+from tracker.clock import MAX_CLOCK_SKEW_S, SYSTEM_CLOCK, Clock, iso
 from tracker.errors import ConfigError, SourceUnavailableError
 from tracker.events import (
     DeploymentFailed,
@@ -37,6 +38,7 @@ from tracker.events import (
     SourcesDisagreed,
 )
 from tracker.policies import PollPolicy, budget_wait, policy_from_settings, retry_delay
+from tracker.projections import DeploymentRow
 from tracker.sources.base import TERMINAL_PHASES, DeploymentSource, Observation, outcome_of
 from tracker.store import Store
 
@@ -51,8 +53,8 @@ LOG_LINES = 20
 # -- pure decisions -----------------------------------------------------------------------------
 
 
-def polled(obs: Observation, *, retry: bool) -> DeploymentPolled:
-    """The event one poll makes."""
+def polled(obs: Observation, *, retry: bool, attempt: int | None = None) -> DeploymentPolled:
+    """The event one poll makes (for the commit's push `attempt`)."""
     return DeploymentPolled(
         source=obs.source,
         ok=obs.ok,
@@ -71,6 +73,7 @@ def polled(obs: Observation, *, retry: bool) -> DeploymentPolled:
         steps_done=obs.steps_done,
         steps_total=obs.steps_total,
         platform_at=iso(obs.platform_at) if obs.platform_at is not None else None,
+        attempt=attempt,
     )
 
 
@@ -128,8 +131,7 @@ def _outcome(
     platform = iso(obs.platform_at) if obs.platform_at is not None else None
     kind = outcome_of(obs.phase)
     if kind == "succeeded":
-        live_at = obs.platform_at if obs.platform_at is not None else now
-        to_live = round(live_at - pushed_at, 3) if pushed_at is not None else None
+        to_live = push_to_live(obs.platform_at, pushed_at=pushed_at, now=now)
         event: Event = DeploymentSucceeded(
             obs.deployment_id,
             "ACTIVE",
@@ -168,6 +170,17 @@ def _outcome(
         source=obs.source,
     )
     return Judgement(event, note)
+
+
+def push_to_live(platform_at: float | None, *, pushed_at: float | None, now: float) -> float | None:
+    """Seconds from the push to live: the platform's time of it when that lies between the push
+    and now give or take the clock skew, else now; never negative, never past now (SPEC §3)."""
+    if pushed_at is None:
+        return None
+    live_at = now
+    if platform_at is not None and pushed_at - MAX_CLOCK_SKEW_S <= platform_at:
+        live_at = min(platform_at, now) if platform_at <= now + MAX_CLOCK_SKEW_S else now
+    return round(min(max(live_at - pushed_at, 0.0), max(now - pushed_at, 0.0)), 3)
 
 
 def _db_says_going(obs: Observation) -> bool:
@@ -218,20 +231,17 @@ class Monitor:
         self._ancestry: dict[str, bool | None] = {}
         self._deadline = float("inf")
         self._last_shown: str | None = None
+        self.attempt: int | None = None  # the push of the commit being followed
 
     def run(self) -> str:
         """Poll until a verdict; the final state of the commit."""
         started = self.clock.now()
         self._deadline = started + self.settings.max_wait
-        self.store.append(self.sha, self._started_event(), at=started)
-        first = self.store.deployment(self.sha)
-        for source in self.sources:
-            expect = getattr(source, "expect", None)
-            if expect is not None and first is not None and first.pushed_at is not None:
-                expect(self.sha, first.pushed_at)  # older deployments cannot be ours
         polls = failures = 0
         while True:
             row = self.store.deployment(self.sha)
+            if row is not None and row.attempt != self.attempt:
+                self._follow(row)  # the first round, or the commit was pushed again meanwhile
             if row is None or row.terminal:
                 return row.state if row else "not_found"
             observations = self._round(retry=failures > 0)
@@ -257,6 +267,20 @@ class Monitor:
             if not self._sleep(min(delay, self.settings.max_wait - elapsed)):
                 return self._state()
 
+    def _follow(self, row: DeploymentRow) -> None:
+        """Follow the row's attempt: say so in the log, and tell the sources which deployments
+        cannot be its own (older ones; those that judged its earlier attempts)."""
+        self.attempt = row.attempt
+        if not row.terminal:
+            self.store.append(self.sha, self._started_event(), at=self.clock.now())
+        if row.pushed_at is None:
+            return
+        judged = [p["deployment_id"] for p in row.earlier() if p.get("deployment_id")]
+        for source in self.sources:
+            expect = getattr(source, "expect", None)
+            if expect is not None:
+                expect(self.sha, row.pushed_at, exclude=judged, again=row.attempt > 1)
+
     def _state(self) -> str:
         """The commit's state in the log now."""
         row = self.store.deployment(self.sha)
@@ -269,6 +293,7 @@ class Monitor:
             policy=self.policy.name,
             sources=[s.name for s in self.sources],
             max_wait_s=self.settings.max_wait,
+            attempt=self.attempt,
         )
 
     def _round(self, *, retry: bool) -> list[Observation]:
@@ -301,7 +326,8 @@ class Monitor:
 
     def _poll(self, source: DeploymentSource, *, retry: bool) -> Observation:
         obs = source.poll(self.sha)
-        self.store.append(self.sha, polled(obs, retry=retry), at=self.clock.now())
+        event = polled(obs, retry=retry, attempt=self.attempt)
+        self.store.append(self.sha, event, at=self.clock.now())
         self._show(obs)
         return obs
 
@@ -332,7 +358,7 @@ class Monitor:
             self.store.append(self.sha, verdict.disagreement, key=f"disagree:{self.sha}")
         if verdict.outcome is None:
             return None
-        outcome = verdict.outcome
+        outcome = dataclasses.replace(verdict.outcome, attempt=self.attempt)  # type: ignore[call-arg]
         if verdict.needs_logs and isinstance(outcome, DeploymentFailed):
             outcome = self._with_logs(outcome, verdict.needs_logs)
         self.store.append(self.sha, outcome, at=self.clock.now())
@@ -372,20 +398,12 @@ class Monitor:
             ),
             at=self.clock.now(),
         )
-        return DeploymentFailed(
-            failed.deployment_id,
-            failed.phase,
-            failed.reason,
-            failed.failed_step,
-            list(tail.lines),
-            failed.detected_at,
-            failed.platform_at,
-            failed.source,
-        )
+        return dataclasses.replace(failed, log_tail=list(tail.lines))
 
     def _time_out(self, elapsed: float, observations: Sequence[Observation]) -> str:
         last = next((o.phase for o in observations if o.phase), None)
-        self.store.append(self.sha, MonitorTimedOut(round(elapsed, 3), last), at=self.clock.now())
+        timed_out = MonitorTimedOut(round(elapsed, 3), last, attempt=self.attempt)
+        self.store.append(self.sha, timed_out, at=self.clock.now())
         self.progress(f"gave up after {elapsed:.1f} s")
         return self._state()
 

@@ -16,7 +16,7 @@ from json.encoder import encode_basestring_ascii
 from operator import attrgetter
 from typing import Any, NamedTuple, TypeVar
 
-from tracker.clock import parse_iso
+from tracker.clock import MAX_CLOCK_SKEW_S, parse_iso
 from tracker.events import (
     DeploymentFailed,
     DeploymentPolled,
@@ -107,10 +107,22 @@ class DeploymentRow:
     monitor_stopped: int = 0
     terminal_source: str | None = None
     event_count: int = 0
+    attempt: int = 1  # the push this row follows: 1, 2, 3 ... within the commit (SPEC §3)
+    previous_attempts: str | None = None  # JSON list: each earlier attempt, summed up (`retire`)
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    def earlier(self) -> list[dict[str, Any]]:
+        """The commit's earlier attempts, oldest first (see `retire`)."""
+        return json.loads(self.previous_attempts) if self.previous_attempts else []
+
+    def judged_before(self, deployment_id: str | None) -> bool:
+        """Whether `deployment_id` already judged an earlier attempt (it never judges this one)."""
+        if self.previous_attempts is None or not deployment_id:
+            return False
+        return any(p.get("deployment_id") == deployment_id for p in self.earlier())
 
 
 ROW_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(DeploymentRow))
@@ -171,11 +183,53 @@ def measures(row: DeploymentRow) -> dict[str, int]:
 
 
 def measure_rows(row: DeploymentRow | None) -> set[tuple[Any, ...]]:
-    """The `deployment_measures` rows of a commit: (sha, measure, value, pushed_at, branch)."""
+    """The `deployment_measures` rows of a commit: (sha, measure, value, pushed_at, branch).
+
+    Each attempt is counted once: an earlier attempt keeps the measures it ended with, under
+    the key `N:sha` (same last character as the SHA, so it falls in the same rebuild part)."""
     if row is None:
         return set()
     pushed_at = row.last_event_at if row.pushed_at is None else row.pushed_at
-    return {(row.sha, m, v, pushed_at, row.branch) for m, v in measures(row).items()}
+    found = {(row.sha, m, v, pushed_at, row.branch) for m, v in measures(row).items()}
+    for prior in row.earlier():
+        key, at, branch = attempt_key(row.sha, prior["attempt"]), prior["at"], prior["branch"]
+        found.update((key, m, v, at, branch) for m, v in prior["measures"].items())
+    return found
+
+
+def attempt_key(sha: str, attempt: int) -> str:
+    """The `deployment_measures.sha` of an earlier attempt of `sha`."""
+    return f"{attempt}:{sha}"
+
+
+def retire(row: DeploymentRow) -> str:
+    """`previous_attempts` once `row`'s attempt is followed by a new push of the same commit:
+    the earlier list plus this attempt's summary and the measures it ended with."""
+    summary = {
+        "attempt": row.attempt,
+        "state": row.state,
+        "exit_code": exit_code_of(row.state, row.superseded_went_live),
+        "deployment_id": row.deployment_id,
+        "pushed_at": row.pushed_at,
+        "finished_at": row.finished_at,
+        "at": row.last_event_at if row.pushed_at is None else row.pushed_at,
+        "branch": row.branch,
+        "measures": measures(row),
+    }
+    return json.dumps([*row.earlier(), summary], separators=(",", ":"), sort_keys=True)
+
+
+def starts_attempt(row: DeploymentRow, event: PushRecorded) -> bool:
+    """Whether a push of a commit already in the log is a new attempt, not the same push again.
+
+    A push that git ran (the hook) after the last attempt ended is a new one; so is any push
+    after a rejected one, and one recorded with `again`. While an attempt is open, a push joins
+    it (the hook and a manager's `record_push` of one push), and `tracker push` or the API of a
+    commit already recorded is a repeat unless `--again` says otherwise (README: "Pushes and
+    attempts")."""
+    if event.again or row.state == "rejected":
+        return True
+    return row.terminal and event.source == "hook"
 
 
 def phase_spans(phases: dict[str, float]) -> list[tuple[str, float]]:
@@ -206,13 +260,15 @@ def apply(row: DeploymentRow | None, event: Event, stored: StoredEvent) -> Deplo
 def evolve(row: DeploymentRow | None, event: Event, stored: StoredEvent) -> DeploymentRow | None:
     """Like `apply`, but may modify `row` in place (for rebuild, which owns its rows)."""
     at = stored.at
-    if isinstance(event, PushRecorded) and (row is None or row.terminal):
+    if isinstance(event, PushRecorded) and (row is None or starts_attempt(row, event)):
         row = DeploymentRow(
             sha=stored.stream,
             state="pending",
             first_seq=stored.seq,
             last_seq=stored.seq,
             last_event_at=at,
+            attempt=1 if row is None else row.attempt + 1,
+            previous_attempts=None if row is None else retire(row),
         )
     if row is None:
         return None  # an event about a commit nobody pushed: kept in the log, not projected
@@ -319,8 +375,26 @@ def _(event: PushRejected, row: DeploymentRow, at: float) -> None:
     row.reason_message = event.reason or "the remote did not accept the push"
 
 
+def _elsewhere(row: DeploymentRow, attempt: int | None, deployment_id: str | None) -> bool:
+    """Whether an event is about an earlier attempt than the row's: it names another attempt,
+    or a deployment that already judged one (SPEC §3: it never judges a later one)."""
+    return (attempt is not None and attempt != row.attempt) or row.judged_before(deployment_id)
+
+
+def _trusted(row: DeploymentRow, when: float | None, latest: float) -> float | None:
+    """A platform time, if it lies between the push and `latest` (our own time) give or take
+    the clock skew; None otherwise."""
+    if when is None or when > latest + MAX_CLOCK_SKEW_S:
+        return None
+    if row.pushed_at is not None and when < row.pushed_at - MAX_CLOCK_SKEW_S:
+        return None
+    return when
+
+
 @_folds(MonitorStarted)
 def _(event: MonitorStarted, row: DeploymentRow, at: float) -> None:
+    if _elsewhere(row, event.attempt, None):
+        return
     row.monitor_pid = event.pid
     row.monitor_host = event.host
     row.monitor_started_at = at
@@ -342,6 +416,8 @@ def _(event: DeploymentPolled, row: DeploymentRow, at: float) -> None:
     row.retries += 1 if event.retry else 0
     if row.terminal or not (event.ok and event.found):
         return
+    if _elsewhere(row, event.attempt, event.deployment_id):
+        return
     row.state = "in_progress"
     if event.deployment_id:
         row.deployment_id = event.deployment_id
@@ -351,7 +427,7 @@ def _(event: DeploymentPolled, row: DeploymentRow, at: float) -> None:
         row.steps_done, row.steps_total = event.steps_done, event.steps_total
     if event.phase:
         row.phase = event.phase
-        _note_phase(row, event.phase, parse_iso(event.platform_at or "") or at)
+        _note_phase(row, event.phase, _trusted(row, parse_iso(event.platform_at or ""), at) or at)
 
 
 @_folds(LogsFetched)
@@ -361,7 +437,7 @@ def _(event: LogsFetched, row: DeploymentRow, at: float) -> None:
 
 @_folds(NotificationIngested)
 def _(event: NotificationIngested, row: DeploymentRow, at: float) -> None:
-    if row.terminal:
+    if row.terminal or _elsewhere(row, None, event.deployment_id):
         return
     if event.deployment_id:
         row.deployment_id = event.deployment_id
@@ -373,19 +449,28 @@ def _(event: NotificationIngested, row: DeploymentRow, at: float) -> None:
 
 @_folds(DeploymentSucceeded)
 def _(event: DeploymentSucceeded, row: DeploymentRow, at: float) -> None:
-    if row.terminal:
+    if row.terminal or _elsewhere(row, event.attempt, event.deployment_id):
         return
     _finish(row, "succeeded", event.phase, event.deployment_id, event.detected_at, at)
     _platform_time(row, event.platform_at)
     row.terminal_source = event.source or None
-    row.push_to_live_s = event.push_to_live_s
-    if row.push_to_live_s is None and row.pushed_at is not None and row.finished_at is not None:
-        row.push_to_live_s = round(row.finished_at - row.pushed_at, 3)
+    row.push_to_live_s = _push_to_live(row, event.push_to_live_s)
+
+
+def _push_to_live(row: DeploymentRow, reported: float | None) -> float | None:
+    """From the push to live: the platform's time of it when trusted, else our detection;
+    never negative, never longer than from the push to our detection (SPEC §3)."""
+    if row.pushed_at is None or row.finished_at is None:
+        ok = isinstance(reported, int | float) and 0 <= reported < float("inf")
+        return reported if ok else None
+    ceiling = max(row.finished_at - row.pushed_at, 0.0)
+    live_at = row.finished_at if row.platform_finished_at is None else row.platform_finished_at
+    return round(min(max(live_at - row.pushed_at, 0.0), ceiling), 3)
 
 
 @_folds(DeploymentFailed)
 def _(event: DeploymentFailed, row: DeploymentRow, at: float) -> None:
-    if row.terminal:
+    if row.terminal or _elsewhere(row, event.attempt, event.deployment_id):
         return
     state = "canceled" if event.phase == "CANCELED" else "failed"
     _finish(row, state, event.phase, event.deployment_id, event.detected_at, at)
@@ -399,7 +484,7 @@ def _(event: DeploymentFailed, row: DeploymentRow, at: float) -> None:
 
 @_folds(DeploymentSuperseded)
 def _(event: DeploymentSuperseded, row: DeploymentRow, at: float) -> None:
-    if row.terminal:
+    if row.terminal or _elsewhere(row, event.attempt, None):
         return
     _finish(row, "superseded", "SUPERSEDED", None, event.detected_at, at)
     _platform_time(row, event.platform_at)
@@ -410,7 +495,7 @@ def _(event: DeploymentSuperseded, row: DeploymentRow, at: float) -> None:
 
 @_folds(MonitorTimedOut)
 def _(event: MonitorTimedOut, row: DeploymentRow, at: float) -> None:
-    if row.terminal:
+    if row.terminal or _elsewhere(row, event.attempt, None):
         return
     row.state = "timed_out"
     row.finished_at = at
@@ -436,7 +521,9 @@ def _finish(
 
 
 def _platform_time(row: DeploymentRow, platform_at: str | None) -> None:
-    when = parse_iso(platform_at or "")
+    """The platform's time of the terminal phase, when it is plausible (`_trusted`)."""
+    latest = row.finished_at if row.finished_at is not None else row.last_event_at
+    when = _trusted(row, parse_iso(platform_at or ""), latest)
     row.platform_finished_at = when
     if when is not None and row.finished_at is not None:
         row.detection_lag_s = round(max(0.0, row.finished_at - when), 3)

@@ -77,6 +77,21 @@ def verdict(st: DeploymentStatus) -> str:
     return f"{who}: in progress: {st.phase or 'deploying'}{progress}"
 
 
+_SINCE = {"succeeded": "live since", "superseded": "ended", "rejected": "rejected"}
+
+
+def already_recorded(st: DeploymentStatus) -> str:
+    """`tracker push` of a push the log has: what it is now (no new attempt was made)."""
+    if st.terminal:
+        when = f" {_SINCE.get(st.state, st.state + ' at')} {st.finished_at or '-'}"
+    else:
+        when = f" {st.state.replace('_', ' ')}"
+    return (
+        f"{st.short_sha}: already recorded:{when} (attempt {st.attempt}; if the commit was"
+        f" pushed again, `tracker push {st.short_sha} --again`)"
+    )
+
+
 def status_text(st: DeploymentStatus, colour: bool = False) -> str:
     """`tracker status`: the verdict, then details."""
     lines = [paint(verdict(st), _STATE_COLOUR.get(st.state, "bold"), colour)]
@@ -101,6 +116,7 @@ def status_text(st: DeploymentStatus, colour: bool = False) -> str:
             f" {st.errors} errors)",
         ),
         ("monitor", _monitor(st)),
+        ("attempt", _attempts(st)),
     ]
     width = max(len(k) for k, _ in detail)
     lines += [f"  {k:<{width}}  {v}" for k, v in detail if v is not None]
@@ -117,6 +133,14 @@ def status_text(st: DeploymentStatus, colour: bool = False) -> str:
         lines.append(f"last {len(st.recent_events)} events:")
         lines += [f"  {event_line(e)}" for e in st.recent_events]
     return "\n".join(lines)
+
+
+def _attempts(st: DeploymentStatus) -> str | None:
+    """`2 (pushed before: #1 failed)`: shown only for a commit pushed more than once."""
+    if not st.previous_attempts:
+        return None
+    earlier = ", ".join(f"#{a.attempt} {a.state}" for a in st.previous_attempts)
+    return f"{st.attempt} (pushed before: {earlier})"
 
 
 def _monitor(st: DeploymentStatus) -> str | None:

@@ -258,11 +258,11 @@ def _measure_totals(
         sql += (
             f" AND hour > {_HOUR.format('?')} GROUP BY 1"
             " UNION ALL SELECT m.measure, count(*), sum(m.value)"
-            " FROM deployments AS d JOIN deployment_measures AS m ON m.sha = d.sha"
-            f" WHERE d.pushed_at >= ? AND d.pushed_at < ({_HOUR.format('?')} + 1) * 3600 + 1"
-            f" AND m.pushed_at >= ? AND {_HOUR.format('m.pushed_at')} = {_HOUR.format('?')}"
+            " FROM deployment_measures AS m INDEXED BY deployment_measures_by_pushed_at"
+            f" WHERE m.pushed_at >= ? AND m.pushed_at < ({_HOUR.format('?')} + 1) * 3600 + 1"
+            f" AND {_HOUR.format('m.pushed_at')} = {_HOUR.format('?')}"
         )
-        args += [since, since, since, since, since]
+        args += [since, since, since, since]
         if branch is not None:
             sql += " AND m.branch = ?"
             args.append(branch)
@@ -299,11 +299,10 @@ class _Measures:
         pushed = sum(n for name, (n, _) in self.totals.items() if name.startswith("state:"))
         if since is not None and pushed <= SMALL_WINDOW:
             sql = (
-                "SELECT m.measure, m.value FROM deployments AS d"
-                " JOIN deployment_measures AS m ON m.sha = d.sha"
-                " WHERE d.pushed_at >= ? AND m.pushed_at >= ?"
+                "SELECT m.measure, m.value FROM deployment_measures AS m"
+                " INDEXED BY deployment_measures_by_pushed_at WHERE m.pushed_at >= ?"
             )
-            args: list[Any] = [since, since]
+            args: list[Any] = [since]
             if branch is not None:
                 sql += " AND m.branch = ?"
                 args.append(branch)

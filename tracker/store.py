@@ -513,6 +513,7 @@ class _Scope:
     events_args: tuple[Any, ...]
     shas: str
     shas_args: tuple[Any, ...]
+    measures: str = ""  # the condition on `deployment_measures.sha` when not `shas`
 
 
 def _partition(snapshot: int, parts: int, part: int) -> _Scope:
@@ -527,10 +528,19 @@ def _partition(snapshot: int, parts: int, part: int) -> _Scope:
 
 
 def _streams(streams: Sequence[str]) -> _Scope:
-    """Every event of some commits."""
+    """Every event of some commits (and the measures of their earlier attempts, `N:sha`)."""
     listed = (json.dumps(list(streams)),)
     inside = "{} IN (SELECT value FROM json_each(?))"
-    return _Scope(inside.format("stream"), listed, inside.format("sha"), listed)
+    return _Scope(
+        inside.format("stream"), listed, inside.format("sha"), listed,
+        inside.format("substr(sha, instr(sha, ':') + 1)"),
+    )  # fmt: skip
+
+
+def _commit_of(key: str) -> str:
+    """The commit of a `deployment_measures.sha`: the SHA itself, or an earlier attempt's
+    `N:sha` (projections.attempt_key)."""
+    return key.partition(":")[2] or key
 
 
 @dataclass
@@ -554,8 +564,8 @@ class _Diff:
             [sha for sha in self.rows_extra if sha not in shas],
             [c for c in self.calls_missing if c[_CALL_SHA] not in shas],
             [c for c in self.calls_extra if c[_CALL_SHA] not in shas],
-            [m for m in self.measures_missing if m[0] not in shas],
-            [m for m in self.measures_extra if m[0] not in shas],
+            [m for m in self.measures_missing if _commit_of(m[0]) not in shas],
+            [m for m in self.measures_extra if _commit_of(m[0]) not in shas],
             self.call_sums,
             self.measure_sums,
         )
@@ -620,6 +630,8 @@ def _compare(conn: sqlite3.Connection, scope: _Scope) -> _Diff:
     rows, calls, _, _ = _fold(cursor)
     replayed = [row_values(rows[sha]) for sha in sorted(rows)]
     measured = [m for values in replayed for m in sorted(measure_rows(rows[values[0]]))]
+    if any(row.previous_attempts is not None for row in rows.values()):
+        measured.sort()  # earlier attempts' keys (`N:sha`) sort apart from their commits
     diff = _Diff()
     table = _select(conn, "deployments", ", ".join(ROW_COLUMNS), scope, "sha")
     if table != replayed:
@@ -632,8 +644,9 @@ def _compare(conn: sqlite3.Connection, scope: _Scope) -> _Diff:
     diff.call_sums = _call_sums(table)
     # (NOT INDEXED: a scan and a sort beat a walk of the (sha, measure) index that looks up
     # every row it passes)
+    measures = dataclasses.replace(scope, shas=scope.measures) if scope.measures else scope
     table = _select(
-        conn, "deployment_measures NOT INDEXED", _MEASURE_COLUMNS, scope, "sha, measure"
+        conn, "deployment_measures NOT INDEXED", _MEASURE_COLUMNS, measures, "sha, measure"
     )
     if table != measured:
         diff.measures_missing, diff.measures_extra = _differences(measured, table)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 
-from tracker.clock import SYSTEM_CLOCK, Clock, parse_iso
+from tracker.clock import MAX_CLOCK_SKEW_S, SYSTEM_CLOCK, Clock, parse_iso
 from tracker.sources.base import ErrorKind, LogTail, Observation
 
 Json = dict[str, Any]
@@ -100,6 +100,8 @@ class DigitalOceanSource:
         self._matched: dict[str, str] = {}  # sha -> deployment id
         self._scanned: dict[str, set[str]] = {}  # sha -> ids already seen not to match
         self._cutoff: dict[str, float] = {}  # sha -> deployments created before are not ours
+        self._strict: set[str] = set()  # shas whose cutoff also rules out a match (attempts > 1)
+        self._excluded: dict[str, frozenset[str]] = {}  # sha -> ids that judged earlier attempts
 
     def __repr__(self) -> str:
         return f"DigitalOceanSource(api_url={self.api_url!r}, app_id={self.app_id!r})"
@@ -118,9 +120,23 @@ class DigitalOceanSource:
             )
         return self._archive_client
 
-    def expect(self, sha: str, pushed_at: float) -> None:
-        """Say when `sha` was pushed, so the list search stops at older deployments."""
-        self._cutoff[sha.lower()] = pushed_at - SKEW_MARGIN_S
+    def expect(
+        self, sha: str, pushed_at: float, *, exclude: Collection[str] = (), again: bool = False
+    ) -> None:
+        """Say when `sha` was pushed, so the list search stops at older deployments.
+
+        `again`: the commit was pushed before, so only a deployment created at or after this
+        push (give or take the clock skew) is its own, and none of `exclude` (the deployments
+        that judged its earlier attempts) ever is (SPEC §3). A match made before is forgotten.
+        """
+        sha = sha.lower()
+        self._cutoff[sha] = pushed_at - (MAX_CLOCK_SKEW_S if again else SKEW_MARGIN_S)
+        self._excluded[sha] = frozenset(exclude)
+        self._strict.discard(sha)
+        if again:
+            self._strict.add(sha)
+        self._matched.pop(sha, None)
+        self._scanned.pop(sha, None)
 
     # --- the protocol ---------------------------------------------------------------------
 
@@ -199,13 +215,15 @@ class DigitalOceanSource:
             if not isinstance(deployments, list):
                 raise _Failure("malformed", "deployments is not a list")
             stop = False
+            excluded = self._excluded.get(sha, frozenset())
             for item in deployments:
                 deployment = _deployment(item)
-                if sha in _shas_of(deployment):
-                    return deployment
                 created = parse_iso(str(deployment.get("created_at") or ""))
-                stop = stop or deployment["id"] in seen
-                stop = stop or (created is not None and created < self._cutoff[sha])
+                older = created is not None and created < self._cutoff[sha]
+                ours = sha in _shas_of(deployment) and deployment["id"] not in excluded
+                if ours and not (older and sha in self._strict):
+                    return deployment
+                stop = stop or deployment["id"] in seen or older
                 if _shas_of(deployment) or deployment.get("cause") == "manual":
                     settled.add(deployment["id"])  # it will never turn into ours
             next_url = _dig(data, "links", "pages", "next")
