@@ -383,12 +383,15 @@ def _elsewhere(row: DeploymentRow, attempt: int | None, deployment_id: str | Non
 
 def _trusted(row: DeploymentRow, when: float | None, latest: float) -> float | None:
     """A platform time, if it lies between the push and `latest` (our own time) give or take
-    the clock skew; None otherwise."""
+    the clock skew, and then moved inside them (nothing the platform did precedes the push or
+    follows our seeing it); None otherwise."""
     if when is None or when > latest + MAX_CLOCK_SKEW_S:
         return None
-    if row.pushed_at is not None and when < row.pushed_at - MAX_CLOCK_SKEW_S:
-        return None
-    return when
+    if row.pushed_at is not None:
+        if when < row.pushed_at - MAX_CLOCK_SKEW_S:
+            return None
+        when = max(when, row.pushed_at)
+    return min(when, latest)
 
 
 @_folds(MonitorStarted)
