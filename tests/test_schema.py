@@ -119,7 +119,8 @@ def projection_tables(db: Path) -> list[list[tuple[object, ...]]]:
 
 def a_log_of_schema_1(db: Path) -> tuple[list[list[tuple[object, ...]]], list[str]]:
     """A log written by this code, then taken back to what schema 1 left: no measures, no
-    totals, no branch of a call, no attempts (and no view: migration 3 makes it again). Returns the tables the new code wrote, and the commits."""
+    totals, no branch of a call, no attempts (and no view: migration 3 makes it again).
+    Returns the tables the new code wrote, and the commits."""
     clock = FakeClock(start=1_800_000_000.0)
     store = Store(db, clock=clock)
     shas = []
