@@ -269,6 +269,8 @@ SELECT 'replay', 0 WHERE EXISTS (SELECT 1 FROM events);
 -- also bound the platform's times: SPEC §3).
 ALTER TABLE deployments ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE deployments ADD COLUMN previous_attempts TEXT;
+-- Why nothing can watch the commit (a refused token, a setting the monitor rejects) and the fix.
+ALTER TABLE deployments ADD COLUMN not_watched TEXT;
 
 -- `stats --since` over a few deployments reads their measures by push time (every attempt's,
 -- not only the newest's, which a join with `deployments` would give).

@@ -142,7 +142,8 @@ def a_log_of_schema_1(db: Path) -> tuple[list[list[tuple[object, ...]]], list[st
             " DROP TRIGGER source_calls_are_not_updated;"
             " ALTER TABLE source_calls DROP COLUMN branch; DROP VIEW deployment_status;"
             " ALTER TABLE deployments DROP COLUMN attempt;"
-            " ALTER TABLE deployments DROP COLUMN previous_attempts; PRAGMA user_version = 1;"
+            " ALTER TABLE deployments DROP COLUMN previous_attempts;"
+            " ALTER TABLE deployments DROP COLUMN not_watched; PRAGMA user_version = 1;"
         )
     assert "branch" not in columns(db, "source_calls")
     return expected, shas

@@ -101,6 +101,7 @@ class DeploymentStatus:
     attempt: int = 0  # which push of the commit this is: 1, 2, 3 ... (0: not found)
     previous_attempts: list[AttemptRecord] = field(default_factory=list)  # oldest first
     already_recorded: bool = False  # record_push: this push was in the log already
+    not_watched: str | None = None  # why nothing watches it, and the fix (when `watched` is False)
 
     @property
     def terminal(self) -> bool:
@@ -205,6 +206,11 @@ class Tracker:
             if row.monitor_stopped or not alive or silent:
                 state = "stale"
         watched = not (state == "pending" and row.monitor_pid is None and not self._sources())
+        not_watched = row.not_watched if state in {"pending", "stale"} else None
+        if not_watched:
+            watched = False
+        elif not watched:
+            not_watched = "no deployment source is configured; run `tracker doctor`"
         reason = None
         if row.reason_code or row.reason_message:
             reason = {"code": row.reason_code, "message": row.reason_message}
@@ -235,6 +241,7 @@ class Tracker:
             recent_events=recent,
             attempt=row.attempt,
             previous_attempts=[_attempt_record(p) for p in row.earlier()],
+            not_watched=not_watched,
         )
 
     def _sources(self) -> list[str]:

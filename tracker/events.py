@@ -214,10 +214,23 @@ class MonitorTimedOut(Event):
 @registered
 @dataclass(frozen=True)
 class MonitorStopped(Event):
-    """A monitor ended without a verdict (signal, source unreachable, configuration)."""
+    """A monitor ended without a verdict (signal, source unreachable, configuration).
+
+    `fix` is set when nothing can watch the commit until someone acts (a refused token): the
+    headline then says why and how (SPEC §4)."""
 
     pid: int
     reason: str = ""
+    fix: str = ""
+
+
+@registered
+@dataclass(frozen=True)
+class MonitorNotStarted(Event):
+    """No monitor could be started for a push (added): a setting it rejects, no source."""
+
+    reason: str
+    fix: str = ""
 
 
 @registered

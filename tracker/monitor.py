@@ -183,6 +183,23 @@ def push_to_live(platform_at: float | None, *, pushed_at: float | None, now: flo
     return round(min(max(live_at - pushed_at, 0.0), max(now - pushed_at, 0.0)), 3)
 
 
+_REFUSED = {
+    "digitalocean": ("DigitalOcean refused the token", "fix DIGITALOCEAN_TOKEN"),
+    "mysql": ("the database refused the login", "fix TRACKER_MYSQL_URL (or DB_USER and DB_PASS)"),
+}
+
+
+def refusal(refused: Sequence[Observation]) -> tuple[str, str]:
+    """Why the sources refused us and what to fix, in words (`MonitorStopped`)."""
+    reasons, fixes = [], []
+    for obs in refused:
+        reason, fix = _REFUSED.get(obs.source, (f"{obs.source} refused our credentials", ""))
+        code = f"HTTP {obs.http_status}" if obs.http_status else obs.error_kind
+        reasons.append(f"{reason} ({code})")
+        fixes.append(fix)
+    return " and ".join(reasons), " and ".join(f for f in fixes if f)
+
+
 def _db_says_going(obs: Observation) -> bool:
     return obs.source == "mysql" and obs.ok and obs.found and outcome_of(obs.phase) is None
 
@@ -346,7 +363,8 @@ class Monitor:
         refused = [o for o in observations if o.error_kind == "auth"]
         if refused and len(refused) == len(observations):
             names = ", ".join(o.source for o in refused)
-            self.store.append(self.sha, MonitorStopped(os.getpid(), f"refused by {names}"))
+            reason, fix = refusal(refused)
+            self.store.append(self.sha, MonitorStopped(os.getpid(), reason, fix=fix))
             raise SourceUnavailableError(
                 f"{names} refused our credentials ({refused[0].error}); run `tracker doctor`"
             )

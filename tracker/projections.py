@@ -24,6 +24,7 @@ from tracker.events import (
     DeploymentSuperseded,
     Event,
     LogsFetched,
+    MonitorNotStarted,
     MonitorStarted,
     MonitorStopped,
     MonitorTimedOut,
@@ -109,6 +110,7 @@ class DeploymentRow:
     event_count: int = 0
     attempt: int = 1  # the push this row follows: 1, 2, 3 ... within the commit (SPEC §3)
     previous_attempts: str | None = None  # JSON list: each earlier attempt, summed up (`retire`)
+    not_watched: str | None = None  # why nothing can watch it, and the fix (cleared by a monitor)
 
     @property
     def terminal(self) -> bool:
@@ -402,12 +404,21 @@ def _(event: MonitorStarted, row: DeploymentRow, at: float) -> None:
     row.monitor_host = event.host
     row.monitor_started_at = at
     row.monitor_stopped = 0
+    row.not_watched = None
 
 
 @_folds(MonitorStopped)
 def _(event: MonitorStopped, row: DeploymentRow, at: float) -> None:
     if row.monitor_pid == event.pid:
         row.monitor_stopped = 1
+        if event.fix and not row.terminal:
+            row.not_watched = f"{event.reason}; {event.fix}"
+
+
+@_folds(MonitorNotStarted)
+def _(event: MonitorNotStarted, row: DeploymentRow, at: float) -> None:
+    if not row.terminal:
+        row.not_watched = f"{event.reason}; {event.fix}" if event.fix else event.reason
 
 
 @_folds(DeploymentPolled)

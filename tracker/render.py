@@ -69,6 +69,9 @@ def verdict(st: DeploymentStatus) -> str:
         return f"{who}: no verdict: the monitor gave up waiting (last phase {st.phase or '-'})"
     if st.state == "rejected":
         return f"{who}: the push did not reach the remote"
+    if st.not_watched:
+        then = "" if "tracker doctor" in st.not_watched else f", then `tracker wait {who}`"
+        return f"{who}: {st.state}, but nothing is watching it: {st.not_watched}{then}"
     if st.state == "stale":
         return f"{who}: in progress, but its monitor is gone (`tracker wait {who}` resumes it)"
     if st.state == "pending":
@@ -97,10 +100,6 @@ def status_text(st: DeploymentStatus, colour: bool = False) -> str:
     lines = [paint(verdict(st), _STATE_COLOUR.get(st.state, "bold"), colour)]
     if st.state == "not_found":
         return "\n".join(lines)
-    if not st.watched:
-        lines.append(
-            "nothing is watching it: no deployment source is configured (run `tracker doctor`)"
-        )
     detail = [
         ("commit", st.sha),
         ("branch", st.branch),
