@@ -42,6 +42,7 @@ def run_checks(db: Path | None, repo: Path | str = ".") -> list[Check]:
     settings_check, settings = _check_settings(repo)
     checks.append(settings_check)
     if settings is not None:
+        checks.extend(_check_refused(settings))
         checks.extend(_check_sources(settings))
     return checks
 
@@ -118,6 +119,12 @@ def _check_settings(repo: Path | str) -> tuple[Check, Settings | None]:
         fix = "set DIGITALOCEAN_TOKEN and TRACKER_DO_APP_ID, or TRACKER_MYSQL_URL"
         return Check("sources", False, "no deployment source is configured", fix, 78), settings
     return Check("settings", True, described), settings
+
+
+def _check_refused(settings: Settings) -> list[Check]:
+    """A file that tries to say where a secret goes: not used, and named here (SPEC §6)."""
+    fix = "delete the key from the file; set the variable in the environment if you need it"
+    return [Check("settings", False, line, fix, 78) for line in settings.refused]
 
 
 def _check_sources(settings: Settings) -> list[Check]:
