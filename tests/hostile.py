@@ -159,8 +159,8 @@ def deployment(phase: str = "BUILDING", **fields: Any) -> dict[str, Any]:
     return {
         "id": DEPLOYMENT_ID,
         "services": [{"name": "web", "source_commit_hash": SHA}],
-        "created_at": "2026-03-02T10:00:00Z",
-        "updated_at": "2026-03-02T10:00:41Z",
+        "created_at": "2027-01-15T07:59:00Z",  # a minute before FakeClock()
+        "updated_at": "2027-01-15T07:59:40Z",
         "phase": phase,
         "progress": {"success_steps": 1, "total_steps": 6},
         **fields,

@@ -300,7 +300,11 @@ class Monitor:
             self.progress(f"held {waited:.1f} s for the API's rate limit (shared by this machine)")
 
     def _poll(self, source: DeploymentSource, *, retry: bool) -> Observation:
-        obs = source.poll(self.sha)
+        try:
+            obs = source.poll(self.sha)
+        except Exception as exc:  # a source must not raise; if one does, it is a failed poll
+            error = f"the {source.name} answer broke the source ({type(exc).__name__})"
+            obs = Observation(source.name, ok=False, error=error, error_kind="malformed")
         self.store.append(self.sha, polled(obs, retry=retry), at=self.clock.now())
         self._show(obs)
         return obs
