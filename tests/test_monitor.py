@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hostile import Answer, deployment, hostile_api, nested
+from hostile import Answer, deployment, dripping, hostile_api, nested
 
 from tracker.api import Tracker
 from tracker.clock import FakeClock
@@ -453,3 +453,64 @@ def test_a_source_that_raises_is_a_recorded_failed_poll(store: Store, clock: Fak
     polls = [e.data for e in store.events(stream=SHA) if e.type == "DeploymentPolled"]
     assert polls and all(p["error_kind"] == "malformed" for p in polls)
     assert "RecursionError" in polls[0]["error"]
+
+
+def test_a_dripping_api_cannot_hold_a_monitor_past_max_wait(store: Store) -> None:
+    """Real time: a byte every half second, TRACKER_MAX_WAIT=3, one request deadline of 1 s."""
+    from tracker.clock import SYSTEM_CLOCK
+
+    answer = Answer(body={"deployments": []}, drip_s=0.5)
+    with hostile_api(lambda _target: answer) as api:
+        env = {
+            "DIGITALOCEAN_TOKEN": TOKEN,
+            "TRACKER_DO_APP_ID": "app",
+            "TRACKER_DO_API_URL": api.url,
+            "TRACKER_POLL_POLICY": "fixed",
+            "TRACKER_POLL_INTERVAL": "0.5",
+            "TRACKER_HTTP_TIMEOUT": "1",
+            "TRACKER_MAX_WAIT": "3",
+        }
+        settings = load_settings(None, env=env)
+        store.append(SHA, PushRecorded(sha=SHA, branch="main"))
+        sources = build_sources(settings, SYSTEM_CLOCK)
+        started = SYSTEM_CLOCK.monotonic()
+        try:
+            state = Monitor(store, SHA, sources, settings=settings).run()
+        finally:
+            for source in sources:
+                source.close()
+        took = SYSTEM_CLOCK.monotonic() - started
+    assert state == "timed_out"
+    assert took <= 3 + 1 + 0.8, took
+    kinds = {e.data["error_kind"] for e in store.events(stream=SHA) if e.type == "DeploymentPolled"}
+    assert kinds == {"timeout"}
+
+
+@pytest.mark.parametrize("payload", [b"\x4a\x00\x00\x00\x0a5.5.5-10.11" * 8, b""])
+def test_a_dripping_or_silent_database_cannot_hold_a_monitor_past_max_wait(
+    store: Store, payload: bytes
+) -> None:
+    """Real time: a handshake dripped a byte each half second (or silence), MAX_WAIT=3."""
+    from tracker.clock import SYSTEM_CLOCK
+
+    with dripping(payload, 0.5) as server:
+        env = {
+            "TRACKER_MYSQL_URL": f"mysql://root@127.0.0.1:{server.port}/test",
+            "TRACKER_MYSQL_CONNECT_TIMEOUT": "1",
+            "TRACKER_POLL_POLICY": "fixed",
+            "TRACKER_POLL_INTERVAL": "0.5",
+            "TRACKER_MAX_WAIT": "3",
+        }
+        settings = load_settings(None, env=env)
+        store.append(SHA, PushRecorded(sha=SHA, branch="main"))
+        sources = build_sources(settings, SYSTEM_CLOCK)
+        started = SYSTEM_CLOCK.monotonic()
+        try:
+            state = Monitor(store, SHA, sources, settings=settings).run()
+        finally:
+            for source in sources:
+                source.close()
+        took = SYSTEM_CLOCK.monotonic() - started
+    assert state == "timed_out" and took <= 3 + 1 + 0.8, took
+    kinds = {e.data["error_kind"] for e in store.events(stream=SHA) if e.type == "DeploymentPolled"}
+    assert kinds == {"timeout"}

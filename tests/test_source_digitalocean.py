@@ -7,7 +7,9 @@ the server received.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +18,16 @@ from typing import Any
 
 import httpx
 import pytest
-from hostile import ESCAPES, EVERY_ESCAPE, SHA, Answer, deployment, hostile_api, nested
+from hostile import (
+    DEPLOYMENT_ID,
+    ESCAPES,
+    EVERY_ESCAPE,
+    SHA,
+    Answer,
+    deployment,
+    hostile_api,
+    nested,
+)
 
 from tracker.clock import FakeClock
 from tracker.sim import (
@@ -587,3 +598,55 @@ def test_answers_no_api_sends_never_raise(body: Any) -> None:
     assert obs.ok is False or obs.found  # either a clean failure or a usable deployment
     if obs.found:
         assert obs.platform_at is None or obs.platform_at < 2**40
+
+
+# --- a server that drips: every poll ends within its deadline -------------------------------
+
+
+@pytest.mark.parametrize("drip_from", [0, 40, 150], ids=["status-line", "headers", "body"])
+def test_an_answer_dripped_a_byte_at_a_time_times_out_at_the_deadline(drip_from: int) -> None:
+    """A byte every 0.2 s never trips a per-read timeout; the whole-poll deadline (1 s) does."""
+    answer = Answer(body=listed(deployment()), drip_s=0.2, drip_from=drip_from)
+    with hostile_api(lambda _target: answer) as api:
+        source = DigitalOceanSource(api.url, TOKEN, "app", FakeClock(), timeout=1.0)
+        started = time.monotonic()
+        obs = source.poll(SHA)
+        took = time.monotonic() - started
+        source.close()
+    assert (obs.ok, obs.error_kind, obs.api_calls) == (False, "timeout", 1)
+    assert 0.9 <= took < 1.6, took
+
+
+def test_the_deadline_covers_every_request_of_a_poll() -> None:
+    """Pages answered each in 0.4 s: a 1 s poll stops asking after its deadline, not per page."""
+    links = {"pages": {"next": "/v2/apps/app/deployments?page=2"}}
+    other = deployment(id="other", services=[{"name": "web", "source_commit_hash": "b" * 40}])
+    body = json.dumps(listed(other, links=links)).encode()
+    answer = Answer(body=body, drip_s=0.4 / 40, drip_from=len(Answer(body=body).raw()) - 40)
+    with hostile_api(lambda _target: answer) as api:
+        source = DigitalOceanSource(api.url, TOKEN, "app", FakeClock(), timeout=1.0, max_pages=9)
+        started = time.monotonic()
+        obs = source.poll(SHA)
+        took = time.monotonic() - started
+        source.close()
+    assert (obs.ok, obs.error_kind) == (False, "timeout")
+    assert took < 1.6 and api.requests <= 3, (took, api.requests)
+
+
+def test_log_archives_dripped_slowly_end_within_the_deadline() -> None:
+    archive = Answer(body="line\n" * 200, drip_s=0.05)
+
+    def answer(target: str) -> Answer:
+        if "/archive" in target:
+            return archive
+        if "/logs" in target:
+            return Answer(body={"historic_urls": [f"{api.url}/archive/1"]})
+        return Answer(404, {"id": "not_found"})
+
+    with hostile_api(answer) as api:
+        source = DigitalOceanSource(api.url, TOKEN, "app", FakeClock(), timeout=1.0)
+        started = time.monotonic()
+        tail = source.fetch_logs(DEPLOYMENT_ID)
+        took = time.monotonic() - started
+        source.close()
+    assert took < 1.6 and tail.error and "timed out" in tail.error

@@ -277,6 +277,8 @@ class Monitor:
         the database has a verdict, and whenever the database cannot answer."""
         observations: list[Observation] = []
         for source in self.sources:
+            if observations and self.clock.now() >= self._deadline:
+                break  # max_wait passed during this round: ask no further source
             if source.name != "mysql" and any(_db_says_going(o) for o in observations):
                 continue
             if source.name == "digitalocean":

@@ -27,6 +27,7 @@ import httpx
 
 from tracker.clock import SYSTEM_CLOCK, Clock, parse_iso
 from tracker.sources.base import ErrorKind, LogTail, Observation
+from tracker.sources.deadline import DeadlineTransport, remaining, within
 
 Json = dict[str, Any]
 
@@ -59,9 +60,14 @@ class _Failure(Exception):
 
 @dataclass
 class _Tally:
-    """What the requests of one poll cost and what their headers said."""
+    """What the requests of one poll cost and what their headers said.
+
+    `until` is the real-time deadline of the whole poll (every request in it): one
+    `timeout` from its start, whatever the server does (SPEC §6).
+    """
 
     started: float
+    until: float
     calls: int = 0
     status: int | None = None
     remaining: int | None = None
@@ -125,7 +131,9 @@ class DigitalOceanSource:
         self._token = token
         self._clock = clock
         self._transport = transport
-        self._client = client or httpx.Client(timeout=timeout, transport=transport)
+        self._client = client or httpx.Client(
+            timeout=timeout, transport=transport or DeadlineTransport()
+        )
         self._archive_client: httpx.Client | None = None  # built on the first failure's logs
         self._app_url = f"{self.api_url}/v2/apps/{quote(app_id, safe='')}"
         self._matched: dict[str, str] = {}  # sha -> deployment id
@@ -145,9 +153,15 @@ class DigitalOceanSource:
         """Pre-signed archive URLs get a client of their own that never carries the token."""
         if self._archive_client is None:
             self._archive_client = httpx.Client(
-                timeout=self.timeout, transport=self._transport, follow_redirects=True
+                timeout=self.timeout,
+                transport=self._transport or DeadlineTransport(),
+                follow_redirects=True,
             )
         return self._archive_client
+
+    def _tally(self) -> _Tally:
+        """The account of one poll, check or log fetch, with its deadline."""
+        return _Tally(self._clock.monotonic(), SYSTEM_CLOCK.monotonic() + self.timeout)
 
     def expect(self, sha: str, pushed_at: float) -> None:
         """Say when `sha` was pushed, so the list search stops at older deployments."""
@@ -159,7 +173,7 @@ class DigitalOceanSource:
         """One poll for the deployment of the full 40-hex `sha`."""
         sha = sha.lower()
         self._cutoff.setdefault(sha, self._clock.now() - self.lookback_s)
-        tally = _Tally(started=self._clock.monotonic())
+        tally = self._tally()
         known = self._matched.get(sha)
         try:
             if known is not None:
@@ -180,7 +194,7 @@ class DigitalOceanSource:
 
     def check(self) -> Observation:
         """One cheap authorised request (`GET /v2/apps/{id}`), for `tracker doctor`."""
-        tally = _Tally(started=self._clock.monotonic())
+        tally = self._tally()
         try:
             _object(self._get_json(self._app_url, tally), "app")
         except _Failure as failure:
@@ -191,7 +205,7 @@ class DigitalOceanSource:
 
     def fetch_logs(self, deployment_id: str, lines: int = 20) -> LogTail:
         """The last `lines` lines of the BUILD then DEPLOY logs; a stage never run is skipped."""
-        tally = _Tally(started=self._clock.monotonic())
+        tally = self._tally()
         tail: deque[str] = deque(maxlen=max(lines, 0))
         stages: list[str] = []
         errors: list[str] = []
@@ -209,8 +223,10 @@ class DigitalOceanSource:
             except Exception as exc:  # as in `poll`
                 errors.append(f"{stage}: {_unreadable(exc).message}")
                 continue
-            if self._read_archives([u for u in urls if isinstance(u, str)], tail, errors, stage):
-                stages.append(stage)
+            archives = [u for u in urls if isinstance(u, str)]
+            with within(tally.until):
+                if self._read_archives(archives, tail, errors, stage):
+                    stages.append(stage)
         return LogTail(
             lines=tuple(tail),
             api_calls=tally.calls,
@@ -331,9 +347,14 @@ class DigitalOceanSource:
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }
+        if tally.until <= SYSTEM_CLOCK.monotonic():
+            raise _Failure("timeout", f"timed out after {self.timeout:g}s (the whole poll)")
         tally.calls += 1
         try:
-            with self._client.stream("GET", url, params=params, headers=headers) as response:
+            with (
+                within(tally.until),
+                self._client.stream("GET", url, params=params, headers=headers) as response,
+            ):
                 tally.saw(response)
                 body = self._read(response)
         except httpx.TimeoutException as exc:
@@ -357,6 +378,9 @@ class DigitalOceanSource:
             raise _Failure("malformed", f"answer of {declared} bytes refused", response.status_code)
         chunks, size = [], 0
         for chunk in response.iter_bytes():
+            left = remaining()
+            if left is not None and left <= 0:  # the transport checks too; this is for any other
+                raise httpx.ReadTimeout("the whole-request deadline has passed")
             size += len(chunk)
             if size > self.max_body_bytes:
                 msg = f"answer over {self.max_body_bytes} bytes refused"
