@@ -163,9 +163,11 @@ def doctor_command(db: Path | None, *, as_json: bool) -> int:
             )
         )
         return code
+    from tracker.output import say
+
     for c in checks:
         mark = "ok  " if c.ok else ("warn" if c.warning else "FAIL")
-        print(f"{mark}  {c.name}: {c.detail}")
+        say(f"{mark}  {c.name}: {c.detail}")
         if not c.ok and c.fix:
-            print(f"      fix: {c.fix}")
+            say(f"      fix: {c.fix}")
     return code

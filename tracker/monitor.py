@@ -36,6 +36,7 @@ from tracker.events import (
     MonitorTimedOut,
     SourcesDisagreed,
 )
+from tracker.output import say
 from tracker.policies import PollPolicy, budget_wait, policy_from_settings, retry_delay
 from tracker.sources.base import TERMINAL_PHASES, DeploymentSource, Observation, outcome_of
 from tracker.store import Store
@@ -484,11 +485,11 @@ def monitor_command(tracker: Tracker, ref: str, *, detach: bool, colour: bool) -
     if tracker.store.deployment(sha) is None:
         tracker.take_in_spool()
         if tracker.store.deployment(sha) is None:
-            print(f"no push of {sha[:7]} in the log; record one with `tracker push {sha[:7]}`")
+            say(f"no push of {sha[:7]} in the log; record one with `tracker push {sha[:7]}`")
             return 3
     if detach:
         pid = spawn_detached(tracker.db_path, sha, repo=tracker.repo)
-        print(f"monitor for {sha[:7]} started in the background (pid {pid})")
+        say(f"monitor for {sha[:7]} started in the background (pid {pid})")
         return 0
     return run_foreground(tracker, sha)
 
@@ -499,7 +500,7 @@ def run_foreground(tracker: Tracker, sha: str) -> int:
 
     with commit_lock(tracker.db_path.parent, sha) as holder:
         if holder is not None:
-            print(
+            say(
                 f"a monitor for {sha[:7]} is already running: pid {holder.pid} on {holder.host}"
                 f" since {holder.started_at}"
             )
@@ -516,7 +517,7 @@ def run_foreground(tracker: Tracker, sha: str) -> int:
             settings=tracker.settings,
             clock=tracker.clock,
             repo=tracker.repo,
-            progress=lambda line: print(f"{sha[:7]} {line}", flush=True),
+            progress=lambda line: say(f"{sha[:7]} {line}", flush=True),
         )
         with _stop_on_signals(tracker.store, sha):
             try:
