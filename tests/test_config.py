@@ -62,10 +62,10 @@ def test_file_sets_every_kind_of_non_secret_setting(tmp_path):
     write(
         tmp_path / ".tracker.toml",
         'branch = "release"\npoll-policy = "FIXED"\npoll_interval = 0.25\nsynchronous = "normal"\n'
-        'mysql_host = "127.0.0.1"\nmysql_user = "root"\nmysql_database = "test"\n'
-        'mysql_table = "deploys"\nmysql_port = 3307\n',
+        'mysql_user = "root"\nmysql_database = "test"\nmysql_table = "deploys"\n',
     )
-    settings = load_settings(tmp_path, env={"DB_PASS": SECRET_PW})
+    env = {"DB_PASS": SECRET_PW, "DB_HOST": "127.0.0.1", "DB_PORT": "3307"}
+    settings = load_settings(tmp_path, env=env)
     assert (settings.branch, settings.poll_policy, settings.poll_interval) == (
         "release",
         "fixed",
@@ -344,7 +344,6 @@ def test_describe_says_unset_for_an_empty_password():
         (".tracker.toml", f'password = "{SECRET_PW}"\n', "password"),
         (".tracker.toml", f'DB_PASS = "{SECRET_PW}"\n', "DB_PASS"),
         (".tracker.toml", f'token = "{SECRET_PW}"\n', "token"),
-        (".tracker.toml", f'mysql_url = "mysql://u:{SECRET_PW}@h/d"\n', "mysql_url"),
         (
             "pyproject.toml",
             f'[tool.tracker]\nDIGITALOCEAN_TOKEN = "{SECRET_PW}"\n',
@@ -371,7 +370,7 @@ def test_a_secret_in_a_file_is_refused(tmp_path, filename, text, key):
         (".tracker.toml", "poll_interval = true\n", "poll_interval in .tracker.toml: must be"),
         (
             ".tracker.toml",
-            'mysql_table = "x y"\nmysql_host = "h"\nmysql_user = "u"\nmysql_database = "d"\n',
+            'mysql_table = "x y"\nmysql_user = "u"\nmysql_database = "d"\n',
             "mysql_table in .tracker.toml: must be a plain identifier",
         ),
         ("pyproject.toml", "[tool]\ntracker = 3\n", "must be a table"),
@@ -381,7 +380,7 @@ def test_a_secret_in_a_file_is_refused(tmp_path, filename, text, key):
 def test_bad_file_values_name_the_key_and_file(tmp_path, filename, text, fragment):
     write(tmp_path / filename, text)
     with pytest.raises(ConfigError, match=None) as info:
-        load_settings(tmp_path, env={})
+        load_settings(tmp_path, env={"DB_HOST": "h"})
     assert fragment in str(info.value)
 
 
@@ -430,3 +429,75 @@ def test_branch_loses_refs_heads_prefix():
     assert (
         load_settings(None, env={"TRACKER_BRANCH": "refs/heads/release/v2"}).branch == "release/v2"
     )
+
+
+ENV_ONLY_CASES = [
+    ("do_api_url", '"http://127.0.0.1:9/"', "TRACKER_DO_API_URL"),
+    ("do-api-url", '"https://evil.example"', "TRACKER_DO_API_URL"),
+    ("TRACKER_DO_API_URL", '"https://evil.example"', "TRACKER_DO_API_URL"),
+    ("mysql_host", '"evil.example"', "DB_HOST"),
+    ("DB_HOST", '"evil.example"', "DB_HOST"),
+    ("mysql_port", "3307", "DB_PORT"),
+    ("mysql_ssl", '"disabled"', "TRACKER_MYSQL_SSL"),
+    ("mysql_ssl", "false", "TRACKER_MYSQL_SSL"),
+    ("mysql_ssl_ca", '"/etc/hostname"', "TRACKER_MYSQL_SSL_CA"),
+    ("mysql_url", f'"mysql://u:{SECRET_PW}@evil.example/d?ssl=disabled"', "TRACKER_MYSQL_URL"),
+    ("log_url", '"mysql://u@evil.example/log"', "TRACKER_LOG_URL"),
+]
+
+
+@pytest.mark.parametrize("where", [".tracker.toml", "pyproject.toml"])
+@pytest.mark.parametrize(("key", "value", "variable"), ENV_ONLY_CASES)
+def test_a_file_that_says_where_a_secret_goes_is_refused_not_used(
+    tmp_path, where, key, value, variable
+):
+    """SPEC §6: the key is not used, named for doctor (never its value), and nothing stops."""
+    body = f'{key} = {value}\nmysql_user = "deploy"\nmysql_database = "app"\n'
+    write(tmp_path / where, f"[tool.tracker]\n{body}" if where == "pyproject.toml" else body)
+    env = {**DO_ENV, "DB_HOST": "db.example.com", "DB_PASS": SECRET_PW}
+    settings = load_settings(tmp_path, env=env)
+    assert settings.do is not None and settings.do.api_url == "https://api.digitalocean.com"
+    assert settings.mysql is not None
+    assert (settings.mysql.host, settings.mysql.port) == ("db.example.com", 3306)
+    assert (settings.mysql.ssl, settings.mysql.ssl_ca) == ("required", None)
+    (line,) = settings.refused
+    assert key in line and where in line and variable in line and "not used" in line
+    assert SECRET_PW not in line and "evil" not in line and "9/" not in line
+    assert settings.describe()["refused"] == [line]
+
+
+def test_a_refused_file_key_never_configures_a_source_on_its_own(tmp_path):
+    write(
+        tmp_path / ".tracker.toml",
+        'mysql_host = "127.0.0.1"\nmysql_port = 3307\nmysql_user = "root"\n'
+        'mysql_database = "test"\nmysql_ssl = "disabled"\n',
+    )
+    settings = load_settings(tmp_path, env={"DB_PASS": SECRET_PW})
+    assert settings.mysql is None and settings.sources() == []
+    assert [line.split()[0] for line in settings.refused] == [
+        "mysql_host",
+        "mysql_port",
+        "mysql_ssl",
+    ]
+
+
+def test_the_environment_still_sets_what_a_file_may_not(tmp_path):
+    write(tmp_path / ".tracker.toml", 'do_api_url = "https://evil.example"\nmysql_port = 1\n')
+    env = {
+        **DO_ENV,
+        **MYSQL_ENV,
+        "TRACKER_DO_API_URL": "http://127.0.0.1:8080",
+        "DB_PORT": "3307",
+        "TRACKER_MYSQL_SSL": "disabled",
+    }
+    settings = load_settings(tmp_path, env=env)
+    assert settings.do is not None and settings.do.api_url == "http://127.0.0.1:8080"
+    assert settings.mysql is not None
+    assert (settings.mysql.port, settings.mysql.ssl) == (3307, "disabled")
+    assert len(settings.refused) == 2  # still named: the file is wrong whatever else is set
+
+
+def test_options_may_set_where_a_secret_goes():
+    settings = load_settings(None, env=DO_ENV, overrides={"do_api_url": "http://127.0.0.1:1"})
+    assert settings.do is not None and settings.do.api_url == "http://127.0.0.1:1"
+    assert settings.refused == ()

@@ -10,8 +10,10 @@ import itertools
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hostile import Answer, deployment, dripping, hostile_api, nested
 
 from tracker.api import Tracker
 from tracker.clock import FakeClock
@@ -358,3 +360,157 @@ def test_a_monitor_holds_off_while_the_machine_spent_the_api_budget(store, platf
     # rand() is 0.5: steps of 3 s until the calls made at -30 s leave the minute, at +30 s
     assert (parse_iso(polls[0].recorded_at) or 0) - start == pytest.approx(30.0)
     assert store.api_calls_by_window(clock.now())[0] < 200
+
+
+# -- a hostile App Platform (tests/hostile.py): no crash, no overrun, no faster than the policy --
+
+HOSTILE_429 = {"ratelimit-remaining": "0"}
+HOSTILE = {
+    "nested_200": (Answer(200, nested(100_000)), "malformed"),
+    "nested_429": (Answer(429, nested(100_000), {"retry-after": "0"}), "rate_limited"),
+    "nested_503": (Answer(503, nested(100_000)), "server_error"),
+    "huge_remaining": (
+        Answer(200, {"deployments": []}, {"ratelimit-remaining": "9" * 30}),
+        "malformed",
+    ),
+    "huge_reset": (Answer(200, {"deployments": []}, {"ratelimit-reset": "9" * 400}), "malformed"),
+    "huge_steps": (
+        Answer(
+            200,
+            {
+                "deployments": [
+                    deployment(
+                        services=[{"source_commit_hash": "1" * 40}],
+                        progress={"success_steps": 10**30},
+                    )
+                ]
+            },
+        ),
+        "malformed",
+    ),
+    "retry_after_0": (Answer(429, b"{}", {**HOSTILE_429, "retry-after": "0"}), "rate_limited"),
+    "retry_after_negative": (
+        Answer(429, b"{}", {**HOSTILE_429, "retry-after": "-5"}),
+        "rate_limited",
+    ),
+    "retry_after_nan": (Answer(429, b"{}", {**HOSTILE_429, "retry-after": "nan"}), "rate_limited"),
+    "retry_after_text": (
+        Answer(429, b"{}", {**HOSTILE_429, "retry-after": "later"}),
+        "rate_limited",
+    ),
+    "retry_after_past_date": (
+        Answer(429, b"{}", {**HOSTILE_429, "retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}),
+        "rate_limited",
+    ),
+    "retry_after_huge": (Answer(429, b"{}", {"retry-after": "9" * 400}), "rate_limited"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_a_hostile_api_never_crashes_the_monitor_nor_makes_it_poll_faster(
+    store: Store, clock: FakeClock, name: str
+) -> None:
+    answer, kind = HOSTILE[name]
+    with hostile_api(lambda _target: answer) as api:
+        env = {
+            "DIGITALOCEAN_TOKEN": TOKEN,
+            "TRACKER_DO_APP_ID": "app",
+            "TRACKER_DO_API_URL": api.url,
+            "TRACKER_POLL_POLICY": "fixed",
+            "TRACKER_POLL_INTERVAL": "5",
+            "TRACKER_MAX_WAIT": "60",
+        }
+        started = clock.now()
+        assert run(store, SHA, load_settings(None, env=env), clock) == "timed_out"
+    polls = [e.data for e in store.events(stream=SHA) if e.type == "DeploymentPolled"]
+    assert polls and {(p["ok"], p["error_kind"]) for p in polls} == {(False, kind)}
+    assert clock.now() - started <= 60
+    gaps = poll_gaps(store, SHA)
+    floor = 5.0 if kind == "rate_limited" else 5.0 / 16  # transient faults retry sooner, jittered
+    assert gaps and min(gaps) >= floor - 1e-6, gaps
+    assert api.requests == len(polls) == api_calls_in_log(store)
+
+
+def test_a_source_that_raises_is_a_recorded_failed_poll(store: Store, clock: FakeClock) -> None:
+    class Broken:
+        name = "digitalocean"
+
+        def poll(self, sha: str) -> Observation:
+            raise RecursionError("maximum recursion depth exceeded")
+
+        def fetch_logs(self, deployment_id: str, lines: int = 20) -> Any:
+            raise AssertionError("no verdict, no logs")
+
+        def check(self) -> Observation:
+            raise AssertionError("not used")
+
+        def close(self) -> None:
+            pass
+
+    store.append(SHA, PushRecorded(sha=SHA, branch="main"), at=clock.now())
+    settings = load_settings(None, env={"TRACKER_MAX_WAIT": "20"})
+    assert Monitor(store, SHA, [Broken()], settings=settings, clock=clock).run() == "timed_out"
+    polls = [e.data for e in store.events(stream=SHA) if e.type == "DeploymentPolled"]
+    assert polls and all(p["error_kind"] == "malformed" for p in polls)
+    assert "RecursionError" in polls[0]["error"]
+
+
+def test_a_dripping_api_cannot_hold_a_monitor_past_max_wait(store: Store) -> None:
+    """Real time: a byte every half second, TRACKER_MAX_WAIT=3, one request deadline of 1 s."""
+    from tracker.clock import SYSTEM_CLOCK
+
+    answer = Answer(body={"deployments": []}, drip_s=0.5)
+    with hostile_api(lambda _target: answer) as api:
+        env = {
+            "DIGITALOCEAN_TOKEN": TOKEN,
+            "TRACKER_DO_APP_ID": "app",
+            "TRACKER_DO_API_URL": api.url,
+            "TRACKER_POLL_POLICY": "fixed",
+            "TRACKER_POLL_INTERVAL": "0.5",
+            "TRACKER_HTTP_TIMEOUT": "1",
+            "TRACKER_MAX_WAIT": "3",
+        }
+        settings = load_settings(None, env=env)
+        store.append(SHA, PushRecorded(sha=SHA, branch="main"))
+        sources = build_sources(settings, SYSTEM_CLOCK)
+        started = SYSTEM_CLOCK.monotonic()
+        try:
+            state = Monitor(store, SHA, sources, settings=settings).run()
+        finally:
+            for source in sources:
+                source.close()
+        took = SYSTEM_CLOCK.monotonic() - started
+    assert state == "timed_out"
+    assert took <= 3 + 1 + 0.8, took
+    kinds = {e.data["error_kind"] for e in store.events(stream=SHA) if e.type == "DeploymentPolled"}
+    assert kinds == {"timeout"}
+
+
+@pytest.mark.parametrize("payload", [b"\x4a\x00\x00\x00\x0a5.5.5-10.11" * 8, b""])
+def test_a_dripping_or_silent_database_cannot_hold_a_monitor_past_max_wait(
+    store: Store, payload: bytes
+) -> None:
+    """Real time: a handshake dripped a byte each half second (or silence), MAX_WAIT=3."""
+    from tracker.clock import SYSTEM_CLOCK
+
+    with dripping(payload, 0.5) as server:
+        env = {
+            "TRACKER_MYSQL_URL": f"mysql://root@127.0.0.1:{server.port}/test",
+            "TRACKER_MYSQL_CONNECT_TIMEOUT": "1",
+            "TRACKER_POLL_POLICY": "fixed",
+            "TRACKER_POLL_INTERVAL": "0.5",
+            "TRACKER_MAX_WAIT": "3",
+        }
+        settings = load_settings(None, env=env)
+        store.append(SHA, PushRecorded(sha=SHA, branch="main"))
+        sources = build_sources(settings, SYSTEM_CLOCK)
+        started = SYSTEM_CLOCK.monotonic()
+        try:
+            state = Monitor(store, SHA, sources, settings=settings).run()
+        finally:
+            for source in sources:
+                source.close()
+        took = SYSTEM_CLOCK.monotonic() - started
+    assert state == "timed_out" and took <= 3 + 1 + 0.8, took
+    kinds = {e.data["error_kind"] for e in store.events(stream=SHA) if e.type == "DeploymentPolled"}
+    assert kinds == {"timeout"}

@@ -157,10 +157,20 @@ NOW = 1_800_000_000.0
             42.5,
         ),
         # 429 flagged only by its status code
-        (_obs(http_status=429, retry_after_s=3), 0, 0.0, 3),
-        # 429 with neither, or a reset in the past: back off from the interval, at least it
+        (_obs(http_status=429, retry_after_s=7), 0, 0.0, 7),
+        # a wait shorter than the interval never makes us poll faster than the policy
+        (_obs(http_status=429, retry_after_s=3), 0, 0.0, 5),
+        (_obs(error_kind="rate_limited", ratelimit_reset=NOW + 0.001), 0, 0.0, 5),
+        # an unusable retry-after falls back to the reset, then to the backoff
+        (_obs(error_kind="rate_limited", retry_after_s=0.0, ratelimit_reset=NOW + 30), 0, 0, 30),
+        (_obs(error_kind="rate_limited", retry_after_s=-5.0, ratelimit_reset=NOW + 30), 0, 0, 30),
+        (_obs(error_kind="rate_limited", retry_after_s=math.nan), 0, 0.5, 7.5),
+        (_obs(error_kind="rate_limited", retry_after_s=math.inf), 0, 0.5, 7.5),
+        (_obs(error_kind="rate_limited", ratelimit_reset=math.inf), 0, 0.5, 7.5),
+        # 429 with neither, or a reset in the past: jittered, one to two intervals, doubling
         (_obs(error_kind="rate_limited"), 0, 0.0, 5),
-        (_obs(error_kind="rate_limited", ratelimit_reset=NOW - 5), 2, 0.0, 10),
+        (_obs(error_kind="rate_limited"), 0, 0.999, 5 + 5 * 0.999),
+        (_obs(error_kind="rate_limited", ratelimit_reset=NOW - 5), 2, 0.0, 20),
         (_obs(error_kind="rate_limited"), 9, 0.999, 60 / 2 + 30 * 0.999),
         # transient errors: backoff from interval/8 = 0.625, capped by the interval 5
         (_obs(error_kind="timeout"), 0, 0.0, 0.3125),
@@ -175,6 +185,7 @@ NOW = 1_800_000_000.0
         # healthy, but no calls left: wait for the reset
         (_obs(ok=True, ratelimit_remaining=0, ratelimit_reset=NOW + 20), 0, 0.0, 20),
         (_obs(ok=True, ratelimit_remaining=0, ratelimit_reset=NOW + 1), 0, 0.0, 5),
+        (_obs(ok=True, ratelimit_remaining=0, ratelimit_reset=NOW + 1e12), 0, 0.0, 5),
     ],
 )
 def test_retry_delay(observation, attempt, rand, expected):

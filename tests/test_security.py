@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from gitrepo import base_env, make_repo, set_hook, tracker_python, wait_until
+from hostile import Listener, listener
 from mariadb import admin_connection
 
 from tracker.api import Tracker
@@ -211,6 +212,89 @@ def _state(db: Path, sha: str) -> str | None:
     with Store(db) as store:
         row = store.deployment(sha)
     return row.state if row else None
+
+
+# -- a committed settings file that names another host (SPEC §6) ---------------------------
+
+
+@pytest.fixture
+def evil() -> Iterator[Listener]:
+    with listener() as server:
+        yield server
+
+
+def hostile_files(work: Path, evil: Listener, *, host: bool) -> None:
+    """A `.tracker.toml` and a `[tool.tracker]` that try to send the logins to `evil`."""
+    lines = [f"mysql_port = {evil.port}", 'mysql_ssl = "disabled"', 'mysql_ssl_ca = "/etc/hosts"']
+    if host:
+        lines += ['mysql_host = "127.0.0.1"', 'mysql_user = "root"', 'mysql_database = "test"']
+    (work / ".tracker.toml").write_text("\n".join(lines) + "\n")
+    (work / "pyproject.toml").write_text(
+        f'[project]\nname = "app"\n[tool.tracker]\ndo_api_url = "{evil.url}"\n'
+        f'TRACKER_MYSQL_URL = "mysql://root:x@127.0.0.1:{evil.port}/test"\n'
+    )
+
+
+def named_in_doctor(db: Path, env: dict[str, str], cwd: Path) -> set[str]:
+    done = cli(db, "doctor", "--json", env=env, cwd=cwd)
+    checks = __import__("json").loads(done.stdout)["checks"]
+    assert done.returncode == 78, done.stdout
+    return {c["detail"].split()[0] for c in checks if not c["ok"] and "refused" in c["detail"]}
+
+
+@pytest.mark.mysql
+def test_a_committed_file_cannot_send_the_database_login_elsewhere(
+    tmp_path: Path, evil: Listener, mysql_user: tuple[str, str]
+) -> None:
+    """The port, TLS mode, CA, API URL and MySQL URL in the files are refused: the monitor logs
+    in where the environment says (the real MariaDB), and nothing ever reaches `evil`."""
+    user, table = mysql_user
+    repo = make_repo(tmp_path)
+    hostile_files(repo.work, evil, host=False)
+    db, sha = tmp_path / "log" / "events.db", "7" * 40
+    record(db, sha)
+    admin = admin_connection()
+    with admin.cursor() as cur:
+        cur.execute(f"INSERT INTO `{table}` VALUES (NULL, %s, 'success', NOW(3))", (sha,))
+    admin.close()
+    env = base_env(
+        DB_HOST="127.0.0.1", DB_USER=user, DB_PASS=PASSWORD, DB_NAME="test",
+        TRACKER_MYSQL_TABLE=table, TRACKER_MAX_WAIT="20", TRACKER_POLL_INITIAL="0.2",
+    )  # fmt: skip
+    done = cli(db, "monitor", sha, env=env, cwd=repo.work)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "verdict: succeeded" in done.stdout
+    assert named_in_doctor(db, env, repo.work) == {
+        "mysql_port", "mysql_ssl", "mysql_ssl_ca", "do_api_url", "TRACKER_MYSQL_URL",
+    }  # fmt: skip
+    for args in (("status", sha), ("events", sha), ("stats",)):
+        read = cli(db, *args, env=env, cwd=repo.work)
+        assert read.returncode == 0, (args, read.stderr)
+        assert not leaks(read.stdout + read.stderr)
+    assert evil.connections == 0, evil.first_bytes
+
+
+def test_a_committed_file_alone_configures_no_source_and_reads_go_on(
+    tmp_path: Path, evil: Listener
+) -> None:
+    """Host, port and TLS mode only in the files: MySQL is not watched at all (no login is
+    sent anywhere), `status`, `events`, `stats` and `wait` answer, `doctor` names every key."""
+    repo = make_repo(tmp_path)
+    hostile_files(repo.work, evil, host=True)
+    db, sha = tmp_path / "log" / "events.db", "8" * 40
+    record(db, sha)
+    env = base_env(DB_PASS=PASSWORD, TRACKER_MAX_WAIT="2")
+    assert cli(db, "monitor", sha, env=env, cwd=repo.work).returncode == 78
+    status = cli(db, "status", sha, env=env, cwd=repo.work)
+    assert status.returncode == 2 and "nothing is watching it" in status.stdout
+    assert cli(db, "wait", sha, "--timeout", "0.2", env=env, cwd=repo.work).returncode == 2
+    assert cli(db, "events", sha, env=env, cwd=repo.work).returncode == 0
+    assert cli(db, "stats", env=env, cwd=repo.work).returncode == 0
+    assert named_in_doctor(db, env, repo.work) == {
+        "mysql_host", "mysql_port", "mysql_ssl", "mysql_ssl_ca", "do_api_url",
+        "TRACKER_MYSQL_URL",
+    }  # fmt: skip
+    assert evil.connections == 0, evil.first_bytes
 
 
 # -- a wrong token ---------------------------------------------------------------------------

@@ -7,11 +7,27 @@ the server received.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
 
 import httpx
 import pytest
+from hostile import (
+    DEPLOYMENT_ID,
+    ESCAPES,
+    EVERY_ESCAPE,
+    SHA,
+    Answer,
+    deployment,
+    hostile_api,
+    nested,
+)
 
 from tracker.clock import FakeClock
 from tracker.sim import (
@@ -407,3 +423,230 @@ def test_a_server_that_echoes_the_token_does_not_leak_it() -> None:
     source.close()
     assert obs.error_kind == "auth" and obs.error and "bad Bearer ***" in obs.error
     assert TOKEN not in repr(obs) and tail.error and TOKEN not in tail.error
+
+
+# --- a hostile App Platform on loopback (tests/hostile.py) ----------------------------------
+
+SQLITE_INT = 2**63 - 1
+
+
+def hostile_poll(*answers: Answer, sha: str = SHA, polls: int = 1) -> list[Observation]:
+    """Poll a server that gives `answers` in turn (the last one again and again)."""
+    script = list(answers)
+
+    def answer(_target: str) -> Answer:
+        return script.pop(0) if len(script) > 1 else script[0]
+
+    clock = FakeClock()
+    with hostile_api(answer) as api:
+        source = DigitalOceanSource(api.url, TOKEN, "app", clock, timeout=2.0)
+        try:
+            seen = [source.poll(sha) for _ in range(polls)]
+        finally:
+            source.close()
+    for obs in seen:  # whatever came in, what goes to the log fits it
+        for value in (obs.ratelimit_remaining, obs.steps_done, obs.steps_total):
+            assert value is None or 0 <= value <= SQLITE_INT
+        for value in (obs.ratelimit_reset, obs.retry_after_s, obs.platform_at):
+            assert value is None or (math.isfinite(value) and value >= 0)
+    return seen
+
+
+def listed(*deployments: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"deployments": list(deployments), "meta": {"total": len(deployments)}, **extra}
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"), [(200, "malformed"), (429, "rate_limited"), (503, "server_error")]
+)
+def test_json_nested_100000_deep_is_a_failed_poll_not_a_crash(status: int, kind: str) -> None:
+    (obs,) = hostile_poll(Answer(status, nested(100_000)))
+    assert (obs.ok, obs.error_kind, obs.http_status, obs.api_calls) == (False, kind, status, 1)
+
+
+def test_json_nested_just_too_deep_inside_a_real_deployment_is_malformed() -> None:
+    steps: dict[str, Any] = {"name": "leaf", "status": "ERROR"}
+    for n in range(70):
+        steps = {"name": f"s{n}", "status": "ERROR", "steps": [steps]}
+    body = {"deployment": deployment("ERROR", progress={"steps": [steps]})}
+    (first, obs) = hostile_poll(Answer(body=listed(deployment())), Answer(body=body), polls=2)
+    assert first.found and (obs.ok, obs.error_kind) == (False, "malformed")
+    assert obs.error and "nests deeper than" in obs.error
+
+
+HUGE = "9" * 30
+ENORMOUS = "9" * 400
+
+
+@pytest.mark.parametrize(
+    ("headers", "progress"),
+    [
+        ({"ratelimit-remaining": HUGE}, {}),
+        ({"ratelimit-remaining": "-1"}, {}),
+        ({"ratelimit-remaining": "1e3"}, {}),
+        ({"ratelimit-reset": ENORMOUS}, {}),
+        ({"ratelimit-reset": "-1800000000"}, {}),
+        ({"ratelimit-reset": "nan"}, {}),
+        ({}, {"success_steps": int(HUGE)}),
+        ({}, {"total_steps": -6}),
+        ({}, {"total_steps": int(ENORMOUS)}),
+        ({}, {"error_steps": 1, "success_steps": 1.5}),
+    ],
+)
+def test_huge_and_negative_integers_are_a_malformed_poll(
+    headers: dict[str, str], progress: dict[str, Any]
+) -> None:
+    body = listed(deployment(progress={"total_steps": 6, **progress}))
+    (obs,) = hostile_poll(Answer(body=body, headers=headers))
+    assert (obs.ok, obs.error_kind, obs.api_calls) == (False, "malformed", 1)
+
+
+def test_a_400_digit_page_number_in_the_next_link_is_not_followed_blindly() -> None:
+    links = {"pages": {"next": "/v2/apps/app/deployments?page=" + ENORMOUS}}
+    other = deployment(id="other", services=[{"name": "web", "source_commit_hash": "b" * 40}])
+    seen: list[str] = []
+
+    def answer(target: str) -> Answer:
+        seen.append(target)
+        return Answer(body=listed(other, links=links) if len(seen) == 1 else listed(deployment()))
+
+    clock = FakeClock()
+    with hostile_api(answer) as api:
+        source = DigitalOceanSource(api.url, TOKEN, "app", clock, timeout=2.0)
+        obs = source.poll(SHA)
+        source.close()
+    assert obs.found and len(seen) == 2 and "page=2&" in seen[1]
+
+
+def test_429_with_huge_headers_is_rate_limited_and_falls_back_to_the_backoff() -> None:
+    headers = {"retry-after": HUGE, "ratelimit-reset": ENORMOUS, "ratelimit-remaining": HUGE}
+    (obs,) = hostile_poll(Answer(429, {"id": "too_many_requests"}, headers))
+    assert (obs.error_kind, obs.retry_after_s, obs.ratelimit_reset) == ("rate_limited", None, None)
+    assert obs.ratelimit_remaining is None
+
+
+NOW = FakeClock().now()
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "reset_in", "expected"),
+    [
+        ("0", None, None),
+        ("0", 30, 30),  # unusable: the reset says when
+        ("-5", 30, 30),
+        ("nan", 30, 30),
+        ("inf", None, None),
+        ("soon", 30, 30),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 30, 30),  # an HTTP date in the past
+        ("Wed, 21 Oct 2015 07:28:00 GMT", None, None),
+        (format_datetime(datetime.fromtimestamp(NOW + 90, UTC), usegmt=True), None, 90),
+        (format_datetime(datetime.fromtimestamp(NOW + 90, UTC), usegmt=True), 30, 90),
+        ("12", 30, 12),
+        ("2.5", None, 2.5),
+        (None, -30, None),  # a reset in the past
+    ],
+)
+def test_retry_after_that_is_unusable_falls_back_to_the_reset(
+    retry_after: str | None, reset_in: int | None, expected: float | None
+) -> None:
+    headers = {"ratelimit-remaining": "0"}
+    if retry_after is not None:
+        headers["retry-after"] = retry_after
+    if reset_in is not None:
+        headers["ratelimit-reset"] = str(int(NOW) + reset_in)
+    (obs,) = hostile_poll(Answer(429, {"id": "too_many_requests"}, headers))
+    assert (obs.ok, obs.error_kind) == (False, "rate_limited")
+    if expected is None:
+        assert obs.retry_after_s is None
+    else:
+        assert obs.retry_after_s == pytest.approx(expected, abs=1)
+
+
+def test_escape_sequences_come_through_as_data_for_the_output_to_escape() -> None:
+    """The source keeps strings as they came (bounded); text output escapes them (test_output)."""
+    reason = {"code": EVERY_ESCAPE, "message": "failed " + EVERY_ESCAPE}
+    steps = [{"name": "build" + ESCAPES["osc52_clipboard"], "status": "ERROR", "reason": reason}]
+    failing = deployment("ERROR", progress={"steps": steps})
+    (obs,) = hostile_poll(Answer(body=listed(failing)))
+    assert obs.phase == "ERROR" and obs.reason_code == EVERY_ESCAPE
+    assert obs.failed_step == "build" + ESCAPES["osc52_clipboard"]
+
+
+def test_error_bodies_with_escapes_and_line_breaks_become_one_short_line() -> None:
+    body = {"id": "x\n\n" + ESCAPES["clear_screen"], "message": "bad\nnews" * 100}
+    (obs,) = hostile_poll(Answer(500, body))
+    assert obs.error and "\n" not in obs.error and len(obs.error) <= 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        listed(deployment(id="x" * 5000)),
+        listed(deployment(phase="B" * 100)),
+        listed(deployment(phase=None)),
+        listed(deployment(progress=[1])),
+        listed(deployment(updated_at="9999-12-31T23:59:59-14:00")),
+        listed(deployment(created_at=7)),
+        {"deployments": "many"},
+        b'{"deployments": [' + b"1" * 5000 + b"]}",
+        b"\xff\xfe not even text",
+        b"",
+    ],
+)
+def test_answers_no_api_sends_never_raise(body: Any) -> None:
+    (obs,) = hostile_poll(Answer(body=body))
+    assert obs.ok is False or obs.found  # either a clean failure or a usable deployment
+    if obs.found:
+        assert obs.platform_at is None or obs.platform_at < 2**40
+
+
+# --- a server that drips: every poll ends within its deadline -------------------------------
+
+
+@pytest.mark.parametrize("drip_from", [0, 40, 150], ids=["status-line", "headers", "body"])
+def test_an_answer_dripped_a_byte_at_a_time_times_out_at_the_deadline(drip_from: int) -> None:
+    """A byte every 0.2 s never trips a per-read timeout; the whole-poll deadline (1 s) does."""
+    answer = Answer(body=listed(deployment()), drip_s=0.2, drip_from=drip_from)
+    with hostile_api(lambda _target: answer) as api:
+        source = DigitalOceanSource(api.url, TOKEN, "app", FakeClock(), timeout=1.0)
+        started = time.monotonic()
+        obs = source.poll(SHA)
+        took = time.monotonic() - started
+        source.close()
+    assert (obs.ok, obs.error_kind, obs.api_calls) == (False, "timeout", 1)
+    assert 0.9 <= took < 1.6, took
+
+
+def test_the_deadline_covers_every_request_of_a_poll() -> None:
+    """Pages answered each in 0.4 s: a 1 s poll stops asking after its deadline, not per page."""
+    links = {"pages": {"next": "/v2/apps/app/deployments?page=2"}}
+    other = deployment(id="other", services=[{"name": "web", "source_commit_hash": "b" * 40}])
+    body = json.dumps(listed(other, links=links)).encode()
+    answer = Answer(body=body, drip_s=0.4 / 40, drip_from=len(Answer(body=body).raw()) - 40)
+    with hostile_api(lambda _target: answer) as api:
+        source = DigitalOceanSource(api.url, TOKEN, "app", FakeClock(), timeout=1.0, max_pages=9)
+        started = time.monotonic()
+        obs = source.poll(SHA)
+        took = time.monotonic() - started
+        source.close()
+    assert (obs.ok, obs.error_kind) == (False, "timeout")
+    assert took < 1.6 and api.requests <= 3, (took, api.requests)
+
+
+def test_log_archives_dripped_slowly_end_within_the_deadline() -> None:
+    archive = Answer(body="line\n" * 200, drip_s=0.05)
+
+    def answer(target: str) -> Answer:
+        if "/archive" in target:
+            return archive
+        if "/logs" in target:
+            return Answer(body={"historic_urls": [f"{api.url}/archive/1"]})
+        return Answer(404, {"id": "not_found"})
+
+    with hostile_api(answer) as api:
+        source = DigitalOceanSource(api.url, TOKEN, "app", FakeClock(), timeout=1.0)
+        started = time.monotonic()
+        tail = source.fetch_logs(DEPLOYMENT_ID)
+        took = time.monotonic() - started
+        source.close()
+    assert took < 1.6 and tail.error and "timed out" in tail.error

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pymysql
 import pytest
+from hostile import dripping
 from mariadb import admin_connection, plan_table
 
 from tracker.config import MySQLSettings, load_settings
@@ -393,3 +394,51 @@ def test_error_text_from_the_driver_is_scrubbed_of_the_password():
 )
 def test_every_driver_failure_has_a_kind(exc, kind):
     assert describe_error(exc, _settings_at(3306))[0] == kind
+
+
+def _greeting() -> bytes:
+    """A MariaDB handshake packet (protocol 10), as a real server sends it first."""
+    body = (
+        b"\x0a5.5.5-10.11.6-MariaDB\x00"
+        + (42).to_bytes(4, "little")
+        + b"abcdefgh\x00"
+        + b"\xfe\xf7\x2d\x02\x00\xff\x81\x15"
+        + b"\x00" * 10
+        + b"ijklmnopqrst\x00mysql_native_password\x00"
+    )
+    return len(body).to_bytes(3, "little") + b"\x00" + body
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("every_s", [0.5, 0.05], ids=["a-byte-each-half-second", "fast-drip"])
+def test_a_dripped_handshake_ends_the_poll_at_its_deadline(every_s: float) -> None:
+    """pymysql's timeouts bound each read; the poll as a whole ends within connect_timeout."""
+    with dripping(_greeting(), every_s) as server:
+        with MySQLSourceClosing(_settings_at(server.port, timeout=1.0)) as src:
+            started = time.monotonic()
+            obs = src.poll(SHA)
+            took = time.monotonic() - started
+            again = src.poll(SHA)  # a fresh connection, and a fresh deadline
+    assert (obs.ok, obs.error_kind) == (False, "timeout"), obs
+    assert obs.error == f"MySQL on 127.0.0.1:{server.port} did not answer within 1 s"
+    assert 0.9 <= took < 1.6, took
+    assert (again.ok, again.error_kind) == (False, "timeout")
+
+
+@pytest.mark.timeout(20)
+def test_a_server_silent_after_the_greeting_ends_the_poll_at_its_deadline() -> None:
+    with dripping(_greeting(), 0.0) as server:  # the whole greeting, then nothing ever again
+        with MySQLSourceClosing(_settings_at(server.port, timeout=1.0)) as src:
+            started = time.monotonic()
+            obs = src.poll(SHA)
+            took = time.monotonic() - started
+    assert (obs.ok, obs.error_kind) == (False, "timeout") and took < 1.6, (obs, took)
+
+
+@pytest.mark.mysql
+def test_a_healthy_server_is_not_cut_off_by_the_alarm(admin, table, source):
+    """The alarm is cancelled once the query is answered: many quick polls on one connection."""
+    for _ in range(20):
+        obs = source.poll(SHA)
+        assert (obs.ok, obs.found) == (True, False), obs
+    assert source.server_thread_id is not None

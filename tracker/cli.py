@@ -20,6 +20,7 @@ from cyclopts import App, CycloptsError, Parameter
 from tracker import __version__
 from tracker.api import DeploymentStatus, Tracker
 from tracker.errors import TrackerError, UsageError
+from tracker.output import say
 
 USAGE = 64
 INTERNAL = 70
@@ -84,7 +85,7 @@ def _print_status(st: DeploymentStatus, *, as_json: bool) -> int:
     else:
         from tracker.render import status_text
 
-        print(status_text(st, colour=_colour()))
+        say(status_text(st, colour=_colour()))
     return st.exit_code
 
 
@@ -170,7 +171,7 @@ def stats(*, json: bool = False, since: str | None = None, branch: str | None = 
     if json:
         _emit(result.to_dict())
     else:
-        print(stats_text(result, colour=_colour()))
+        say(stats_text(result, colour=_colour()))
     return 0
 
 
@@ -179,7 +180,7 @@ def rebuild() -> int:
     """Recompute the projections from the log alone and report any difference."""
     with _tracker() as tracker:
         report = tracker.rebuild()
-    print(f"replayed {report.events} events into {report.rows} deployments")
+    say(f"replayed {report.events} events into {report.rows} deployments")
     if not report.clean:
         shown = ", ".join(s[:7] for s in report.differing[:10])
         more = ", ..." if len(report.differing) > 10 else ""
@@ -189,9 +190,9 @@ def rebuild() -> int:
             f"{report.measures_differing} measure rows" if report.measures_differing else "",
             f"{report.totals_differing} totals rows" if report.totals_differing else "",
         ]
-        print("fixed what differed from the log: " + ", ".join(f for f in fixed if f))
+        say("fixed what differed from the log: " + ", ".join(f for f in fixed if f))
     else:
-        print("the projections matched the log exactly")
+        say("the projections matched the log exactly")
     return 0
 
 
@@ -232,13 +233,13 @@ def push(
     from tracker.render import already_recorded, verdict
 
     if st.already_recorded:
-        print(already_recorded(st))
+        say(already_recorded(st))
     else:
-        print(
+        say(
             f"recorded the push of {st.sha}"
             + (f" (attempt {st.attempt})" if st.attempt > 1 else "")
         )
-        print(verdict(st))
+        say(verdict(st))
     return 0
 
 
@@ -284,7 +285,7 @@ def ingest(*, json: bool = False) -> int:
 def _say(st: DeploymentStatus) -> int:
     from tracker.render import verdict
 
-    print(verdict(st))
+    say(verdict(st))
     return st.exit_code
 
 
@@ -333,7 +334,7 @@ def install(*, husky: bool = False, pre_commit: bool = False) -> int:
     from tracker import hooks_install
 
     for line in hooks_install.install(Path("."), husky=husky, pre_commit=pre_commit):
-        print(line)
+        say(line)
     return 0
 
 
@@ -343,7 +344,7 @@ def uninstall() -> int:
     from tracker import hooks_install
 
     for line in hooks_install.uninstall(Path(".")):
-        print(line)
+        say(line)
     return 0
 
 
@@ -363,7 +364,7 @@ def hooks_status(*, json: bool = False) -> int:
         _emit(info)
     else:
         for key, value in info.items():
-            print(f"{key}: {value}")
+            say(f"{key}: {value}")
     return 0
 
 
@@ -408,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(code: int, message: str) -> int:
-    print(f"tracker: error: {message}", file=sys.stderr)
+    say(f"tracker: error: {message}", stream=sys.stderr)
     return code
 
 

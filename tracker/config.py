@@ -5,6 +5,11 @@ environment. Non-secret settings may also live in `[tool.tracker]` of the reposi
 `pyproject.toml` or, with the same keys at top level, in `.tracker.toml` (which wins over
 pyproject). Every bad value raises one `ConfigError` line naming where it came from; a secret is
 never echoed, and never kept in a `repr()`.
+
+A setting that decides where a secret is sent or whether TLS protects it (`ENV_ONLY`) comes only
+from the environment or a flag: anyone who can commit a file could otherwise send the team's
+token to a host of their own after an ordinary push. A file that sets one is refused without
+stopping anything: the value is not used and `Settings.refused` names it (for `tracker doctor`).
 """
 
 from __future__ import annotations
@@ -66,6 +71,18 @@ ENV_NAMES: dict[str, str] = {
     "mysql_status_column": "TRACKER_MYSQL_STATUS_COLUMN",
     "mysql_time_column": "TRACKER_MYSQL_TIME_COLUMN",
     "mysql_connect_timeout": "TRACKER_MYSQL_CONNECT_TIMEOUT",
+}
+# Where a secret goes and whether TLS protects it: the environment or a flag, never a file. The
+# values are what a file's key is refused in favour of (`mysql_url` and `log_url` name the URL
+# variables, which a file could otherwise smuggle in under their own names).
+ENV_ONLY: dict[str, str] = {
+    "do_api_url": "TRACKER_DO_API_URL",
+    "mysql_host": "DB_HOST",
+    "mysql_port": "DB_PORT",
+    "mysql_ssl": "TRACKER_MYSQL_SSL",
+    "mysql_ssl_ca": "TRACKER_MYSQL_SSL_CA",
+    "mysql_url": "TRACKER_MYSQL_URL",
+    "log_url": "TRACKER_LOG_URL",
 }
 # Secrets: environment only.
 SECRET_ENV = {"do_token": "DIGITALOCEAN_TOKEN", "mysql_password": "DB_PASS"}
@@ -129,6 +146,7 @@ class Settings:
     do: DigitalOceanSettings | None = None
     mysql: MySQLSettings | None = None
     notes: tuple[str, ...] = ()  # half-configured sources and weakened TLS, for doctor
+    refused: tuple[str, ...] = ()  # file keys that may only come from the environment (ENV_ONLY)
     origins: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def sources(self) -> list[str]:
@@ -145,6 +163,7 @@ class Settings:
             "mysql": _describe_mysql(self.mysql),
             "origins": dict(self.origins),
             "notes": list(self.notes),
+            "refused": list(self.refused),
         }
 
 
@@ -205,16 +224,24 @@ def load_settings(
 ) -> Settings:
     """Resolve the settings for the repository at `repo_root` (None: read no file)."""
     environ = os.environ if env is None else env
+    refused: list[str] = []
     layers = _Layers(
         _override_layer(overrides or {}),
         _env_layer(environ),
-        _file_layer(repo_root) if repo_root is not None else {},
+        _file_layer(repo_root, refused) if repo_root is not None else {},
     )
     scalars = _resolve_scalars(layers)
     notes: list[str] = []
     do = _resolve_do(layers, notes)
     mysql = _resolve_mysql(layers, notes)
-    return Settings(**scalars, do=do, mysql=mysql, notes=tuple(notes), origins=layers.origins)
+    return Settings(
+        **scalars,
+        do=do,
+        mysql=mysql,
+        notes=tuple(notes),
+        refused=tuple(refused),
+        origins=layers.origins,
+    )
 
 
 def _override_layer(overrides: Mapping[str, object]) -> dict[str, tuple[object, str]]:
@@ -277,16 +304,16 @@ def parse_mysql_url(url: str) -> dict[str, object]:
     return out
 
 
-def _file_layer(repo_root: Path) -> dict[str, tuple[object, str]]:
+def _file_layer(repo_root: Path, refused: list[str]) -> dict[str, tuple[object, str]]:
     layer: dict[str, tuple[object, str]] = {}
     pyproject = repo_root / "pyproject.toml"
     if pyproject.is_file():
         table = _read_toml(pyproject).get("tool", {})
         section = table.get("tracker", {}) if isinstance(table, dict) else {}
-        layer.update(_file_values(section, "[tool.tracker] in pyproject.toml"))
+        layer.update(_file_values(section, "[tool.tracker] in pyproject.toml", refused))
     dotfile = repo_root / ".tracker.toml"
     if dotfile.is_file():
-        layer.update(_file_values(_read_toml(dotfile), ".tracker.toml"))
+        layer.update(_file_values(_read_toml(dotfile), ".tracker.toml", refused))
     return layer
 
 
@@ -300,12 +327,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from exc
 
 
-def _file_values(section: object, where: str) -> dict[str, tuple[object, str]]:
+def _file_values(section: object, where: str, refused: list[str]) -> dict[str, tuple[object, str]]:
     if not isinstance(section, dict):
         raise ConfigError(f"{where}: must be a table of settings")
     layer: dict[str, tuple[object, str]] = {}
     for raw_key, value in section.items():
         key = raw_key.strip().lower().replace("-", "_")
+        key = _ENV_ONLY_BY_VAR.get(key, key)  # `TRACKER_DO_API_URL = ...` is the same key
+        if key in ENV_ONLY:
+            refused.append(refusal(raw_key, where, ENV_ONLY[key]))
+            continue  # not used: the value is never read, let alone checked or shown
         if any(word in key for word in _SECRET_WORDS) and key not in ENV_NAMES:
             raise ConfigError(
                 f"{raw_key!r} in {where}: secrets come only from the environment "
@@ -315,6 +346,18 @@ def _file_values(section: object, where: str) -> dict[str, tuple[object, str]]:
             raise ConfigError(f"{raw_key!r} in {where}: unknown setting")
         layer[key] = (value, f"{raw_key} in {where}")
     return layer
+
+
+_ENV_ONLY_BY_VAR = {var.lower(): key for key, var in ENV_ONLY.items()}
+
+
+def refusal(raw_key: str, where: str, variable: str) -> str:
+    """The one line `doctor` shows for a file key that may only come from the environment."""
+    shown = raw_key if raw_key.isprintable() and len(raw_key) <= 60 else repr(raw_key[:60])
+    return (
+        f"{shown} in {where} is refused and not used: where a secret is sent and whether TLS"
+        f" protects it come only from the environment or a flag (set {variable} instead)"
+    )
 
 
 # --- validation -------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tracker.api import Tracker, monitor_alive
 from tracker.gitutil import clean_env
+from tracker.output import say
 
 DEMO_TOKEN = "demo-token-not-a-secret"  # noqa: S105 (the simulated platform's own credential)
 
@@ -46,14 +47,14 @@ def run_demo(*, keep: bool = False, colour: bool = False) -> int:
 
     started = time.monotonic()
     with _workspace(keep) as root, SimulatedPlatform(token=DEMO_TOKEN) as platform:
-        print(f"demo: simulated App Platform API on {platform.base_url}")
+        say(f"demo: simulated App Platform API on {platform.base_url}")
         repo, env = _setup(root, platform.base_url, platform.app_id)
         shas = _push_all(repo, env, platform)
         ok = _report(repo, shas, colour)
         verdict = "all as expected" if ok else "UNEXPECTED RESULTS"
-        print(f"demo: finished in {time.monotonic() - started:.1f} s; {verdict}")
+        say(f"demo: finished in {time.monotonic() - started:.1f} s; {verdict}")
         if keep:
-            print(f"demo: kept {root} (log: {repo}/.git/tracker/events.db)")
+            say(f"demo: kept {root} (log: {repo}/.git/tracker/events.db)")
     return 0 if ok else 1
 
 
@@ -94,7 +95,7 @@ def _setup(root: Path, api_url: str, app_id: str) -> tuple[Path, dict[str, str]]
     _git(root, env, "clone", "-q", str(remote), str(repo))
     _git(repo, env, "checkout", "-q", "-b", "main")
     for line in hooks_install.install(repo, python=sys.executable):
-        print(f"demo: {line}")
+        say(f"demo: {line}")
     return repo, env
 
 
@@ -111,7 +112,7 @@ def _push_all(repo: Path, env: dict[str, str], platform: object) -> list[tuple[S
         began = time.monotonic()
         _git(repo, env, "push", "-q", "origin", "main")
         took = (time.monotonic() - began) * 1000
-        print(f"demo: pushed {sha[:7]} {scenario.message!r} (git push returned in {took:.0f} ms)")
+        say(f"demo: pushed {sha[:7]} {scenario.message!r} (git push returned in {took:.0f} ms)")
         platform.add_deployment(
             sha,
             appear_after_s=0.5,
@@ -133,21 +134,21 @@ def _report(repo: Path, shas: list[tuple[Scenario, str]], colour: bool) -> bool:
 
     ok = True
     with Tracker.open(repo) as tracker:
-        print("demo: waiting for the deployments (tracker wait, at most 30 s each)")
+        say("demo: waiting for the deployments (tracker wait, at most 30 s each)")
         for _, sha in shas:
             tracker.wait(sha, timeout=30, resume=True)
         for scenario, sha in shas:
             st = tracker.status(sha)
-            print()
-            print(f"$ tracker status {sha[:7]}    # exit {st.exit_code}")
-            print(status_text(st, colour=colour))
+            say()
+            say(f"$ tracker status {sha[:7]}    # exit {st.exit_code}")
+            say(status_text(st, colour=colour))
             if st.state != scenario.expect:
                 ok = False
-                print(f"demo: expected {scenario.expect}, got {st.state}")
+                say(f"demo: expected {scenario.expect}, got {st.state}")
         _wait_for_monitors(tracker, [sha for _, sha in shas])
-        print()
-        print("$ tracker stats")
-        print(stats_text(tracker.stats(), colour=colour))
+        say()
+        say("$ tracker stats")
+        say(stats_text(tracker.stats(), colour=colour))
     return ok
 
 

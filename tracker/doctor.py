@@ -42,6 +42,7 @@ def run_checks(db: Path | None, repo: Path | str = ".") -> list[Check]:
     settings_check, settings = _check_settings(repo)
     checks.append(settings_check)
     if settings is not None:
+        checks.extend(_check_refused(settings))
         checks.extend(_check_sources(settings))
     return checks
 
@@ -120,6 +121,12 @@ def _check_settings(repo: Path | str) -> tuple[Check, Settings | None]:
     return Check("settings", True, described), settings
 
 
+def _check_refused(settings: Settings) -> list[Check]:
+    """A file that tries to say where a secret goes: not used, and named here (SPEC §6)."""
+    fix = "delete the key from the file; set the variable in the environment if you need it"
+    return [Check("settings", False, line, fix, 78) for line in settings.refused]
+
+
 def _check_sources(settings: Settings) -> list[Check]:
     from tracker.clock import SYSTEM_CLOCK
     from tracker.monitor import build_sources
@@ -156,9 +163,11 @@ def doctor_command(db: Path | None, *, as_json: bool) -> int:
             )
         )
         return code
+    from tracker.output import say
+
     for c in checks:
         mark = "ok  " if c.ok else ("warn" if c.warning else "FAIL")
-        print(f"{mark}  {c.name}: {c.detail}")
+        say(f"{mark}  {c.name}: {c.detail}")
         if not c.ok and c.fix:
-            print(f"      fix: {c.fix}")
+            say(f"      fix: {c.fix}")
     return code

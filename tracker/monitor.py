@@ -37,6 +37,7 @@ from tracker.events import (
     MonitorTimedOut,
     SourcesDisagreed,
 )
+from tracker.output import say
 from tracker.policies import PollPolicy, budget_wait, policy_from_settings, retry_delay
 from tracker.projections import DeploymentRow
 from tracker.sources.base import TERMINAL_PHASES, DeploymentSource, Observation, outcome_of
@@ -319,6 +320,8 @@ class Monitor:
         the database has a verdict, and whenever the database cannot answer."""
         observations: list[Observation] = []
         for source in self.sources:
+            if observations and self.clock.now() >= self._deadline:
+                break  # max_wait passed during this round: ask no further source
             if source.name != "mysql" and any(_db_says_going(o) for o in observations):
                 continue
             if source.name == "digitalocean":
@@ -342,7 +345,11 @@ class Monitor:
             self.progress(f"held {waited:.1f} s for the API's rate limit (shared by this machine)")
 
     def _poll(self, source: DeploymentSource, *, retry: bool) -> Observation:
-        obs = source.poll(self.sha)
+        try:
+            obs = source.poll(self.sha)
+        except Exception as exc:  # a source must not raise; if one does, it is a failed poll
+            error = f"the {source.name} answer broke the source ({type(exc).__name__})"
+            obs = Observation(source.name, ok=False, error=error, error_kind="malformed")
         event = polled(obs, retry=retry, attempt=self.attempt)
         self.store.append(self.sha, event, at=self.clock.now())
         self._show(obs)
@@ -514,11 +521,11 @@ def monitor_command(tracker: Tracker, ref: str, *, detach: bool, colour: bool) -
     if tracker.store.deployment(sha) is None:
         tracker.take_in_spool()
         if tracker.store.deployment(sha) is None:
-            print(f"no push of {sha[:7]} in the log; record one with `tracker push {sha[:7]}`")
+            say(f"no push of {sha[:7]} in the log; record one with `tracker push {sha[:7]}`")
             return 3
     if detach:
         pid = spawn_detached(tracker.db_path, sha, repo=tracker.repo)
-        print(f"monitor for {sha[:7]} started in the background (pid {pid})")
+        say(f"monitor for {sha[:7]} started in the background (pid {pid})")
         return 0
     return run_foreground(tracker, sha)
 
@@ -529,7 +536,7 @@ def run_foreground(tracker: Tracker, sha: str) -> int:
 
     with commit_lock(tracker.db_path.parent, sha) as holder:
         if holder is not None:
-            print(
+            say(
                 f"a monitor for {sha[:7]} is already running: pid {holder.pid} on {holder.host}"
                 f" since {holder.started_at}"
             )
@@ -546,7 +553,7 @@ def run_foreground(tracker: Tracker, sha: str) -> int:
             settings=tracker.settings,
             clock=tracker.clock,
             repo=tracker.repo,
-            progress=lambda line: print(f"{sha[:7]} {line}", flush=True),
+            progress=lambda line: say(f"{sha[:7]} {line}", flush=True),
         )
         with _stop_on_signals(tracker.store, sha):
             try:

@@ -23,6 +23,7 @@ calls, so the API call count follows the same table.
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -133,6 +134,7 @@ def backoff(attempt: int, base: float, cap: float, rand: float) -> float:
 
 _TRANSIENT = frozenset({"timeout", "connection", "server_error"})
 RATE_LIMIT_FALLBACK_CAP_S = 60.0  # a 429 that says nothing about when to come back
+MAX_HINT_S = 86400.0  # a retry-after or reset further away than a day is not believed
 
 
 def retry_delay(
@@ -140,7 +142,8 @@ def retry_delay(
 ) -> float:
     """Seconds to wait before asking again after `observation` (attempt 0 is the first retry).
 
-    429: `retry-after`, else `ratelimit-reset - now`, else a backoff of at least `interval`.
+    429: `retry-after`, else `ratelimit-reset - now`, else a jittered backoff; never sooner than
+    `interval`, so that no answer (`retry-after: 0`, a reset in the past) makes us poll faster.
     Timeouts, connection errors and 5xx: jittered backoff from interval/8, capped by `interval`.
     A healthy answer with no calls left waits for the reset. Anything else: the normal interval.
     """
@@ -149,19 +152,26 @@ def retry_delay(
     if observation.error_kind in _TRANSIENT:
         return backoff(attempt, interval / 8, interval, rand)
     if observation.ok and observation.ratelimit_remaining == 0 and observation.ratelimit_reset:
-        return max(interval, observation.ratelimit_reset - now)
+        until = observation.ratelimit_reset - now
+        return max(interval, until) if _usable_wait(until) else interval
     return interval
 
 
 def _rate_limited_delay(
     observation: Observation, now: float, attempt: int, interval: float, rand: float
 ) -> float:
-    if observation.retry_after_s is not None and observation.retry_after_s >= 0:
-        return observation.retry_after_s
-    if observation.ratelimit_reset is not None and observation.ratelimit_reset > now:
-        return observation.ratelimit_reset - now
+    hint = observation.retry_after_s
+    if not _usable_wait(hint) and observation.ratelimit_reset is not None:
+        hint = observation.ratelimit_reset - now
+    if hint is not None and _usable_wait(hint):
+        return max(interval, hint)
+    # Nothing usable said when to come back: between one and two intervals, doubling per retry.
     cap = max(interval, RATE_LIMIT_FALLBACK_CAP_S)
-    return max(interval, backoff(attempt, interval, cap, rand))
+    return max(interval, backoff(attempt + 1, interval, cap, rand))
+
+
+def _usable_wait(seconds: float | None) -> bool:
+    return seconds is not None and math.isfinite(seconds) and 0 < seconds <= MAX_HINT_S
 
 
 # DigitalOcean's API limits, per token (reference/digitalocean-apps-api.md). Every monitor on the

@@ -1,6 +1,8 @@
 """Text for people: verdict lines, details, event lines. Pure functions of the API's dataclasses.
 
-Colour only when asked (a terminal, and `NO_COLOR` unset); output to a pipe is plain text.
+Colour only when asked (a terminal, and `NO_COLOR` unset); output to a pipe is plain text. The
+text holds values from outside as they came: `tracker.output.say`, which writes it, escapes
+their control characters (and turns `paint`'s marks into colour).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sys
 from typing import TextIO
 
 from tracker.api import DeploymentStatus, EventRecord
+from tracker.output import style
 
 _CODES = {"green": "32", "red": "31", "yellow": "33", "dim": "2", "bold": "1"}
 _STATE_COLOUR = {
@@ -33,7 +36,7 @@ def use_colour(stream: TextIO = sys.stdout) -> bool:
 
 
 def paint(text: str, colour: str, on: bool) -> str:
-    return f"\033[{_CODES[colour]}m{text}\033[0m" if on else text
+    return style(text, _CODES[colour]) if on else text
 
 
 def duration(seconds: float | None) -> str:

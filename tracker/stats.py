@@ -520,7 +520,9 @@ def stats_text(stats: Stats, colour: bool = False) -> str:
     """An aligned table and a histogram of push-to-live times; ANSI only when `colour`."""
 
     def head(text: str) -> str:
-        return f"\033[1m{text}\033[0m" if colour else text
+        from tracker.output import style
+
+        return style(text, "1") if colour else text
 
     lines = [head(_title(stats)), ""]
     lines += _outcome_lines(stats.deployments, head)

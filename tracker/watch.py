@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from tracker.api import DeploymentStatus, Tracker
+from tracker.output import say
 from tracker.render import event_json, event_line, paint, verdict
 
 FOLLOW_EVERY_S = 0.25
@@ -28,10 +29,9 @@ def wait_command(
         if live:
             pad = " " * max(shown["width"] - len(line), 0)
             shown["width"] = len(line)
-            sys.stdout.write("\r" + paint(line, "bold", colour) + pad)
-            sys.stdout.flush()
+            say(paint(line, "bold", colour) + pad, lead="\r", end="", flush=True)
         else:
-            print(line, flush=True)
+            say(line, flush=True)
 
     st = tracker.wait(ref, timeout, on_change=show)
     if live:
@@ -39,12 +39,12 @@ def wait_command(
     if not as_json:
         if st.exit_code == 2:
             limit = f"{timeout:g} s" if timeout else "the end"
-            print(
+            say(
                 f"still in progress after {limit}: not blocking; check later with"
                 f" `tracker status {st.short_sha}`"
             )
         else:
-            print(f"final: {st.state} (exit {st.exit_code})")
+            say(f"final: {st.state} (exit {st.exit_code})")
     return st
 
 
@@ -53,11 +53,12 @@ def events_command(
 ) -> None:
     """Print the log (the last `limit` events), then with `follow` keep printing new ones."""
     fmt = event_json if as_json else event_line
+    show = print if as_json else say  # JSON escapes control characters itself
     ref = tracker.resolve(ref) if ref else None  # once: `HEAD` must not move while we follow
     found = tracker.events(ref, limit=limit, newest=limit is not None)
     after = 0
     for event in found:
-        print(fmt(event), flush=follow)
+        show(fmt(event), flush=follow)
         after = event.seq
     if not follow:
         return
@@ -67,7 +68,7 @@ def events_command(
         while True:
             tracker.clock.sleep(FOLLOW_EVERY_S)
             for event in tracker.events(ref, after_seq=after):
-                print(fmt(event), flush=True)
+                show(fmt(event), flush=True)
                 after = event.seq
     except KeyboardInterrupt:
         return

@@ -3,14 +3,23 @@
 Finds a commit's deployment by its full SHA in the deployments list (newest first), then polls
 that one deployment. One `poll` is one attempt: every failure comes back inside the
 `Observation` (never as an exception, never with the token in it); the monitor decides retries.
+
+Nothing the server sends is trusted: bodies are bounded in size and JSON nesting before they are
+parsed, every integer (headers, progress counters, page numbers) is range-checked before it
+reaches arithmetic or the log, strings are bounded, and an answer that is none of what the API
+documents is a `malformed` poll, never an exception.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections import deque
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -18,6 +27,7 @@ import httpx
 
 from tracker.clock import MAX_CLOCK_SKEW_S, SYSTEM_CLOCK, Clock, parse_iso
 from tracker.sources.base import ErrorKind, LogTail, Observation
+from tracker.sources.deadline import DeadlineTransport, remaining, within
 
 Json = dict[str, Any]
 
@@ -25,6 +35,12 @@ COMPONENT_KINDS = ("services", "static_sites", "workers", "jobs", "functions")
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a page of 20 deployments with full specs is far smaller
 MAX_LOG_BYTES = 64 * 1024 * 1024
 SKEW_MARGIN_S = 600.0  # our clock against the platform's, when cutting the list off by time
+MAX_JSON_DEPTH = 64  # the deepest real answer (steps in steps in a deployment) is about 12
+MAX_COUNT = 10**9  # ratelimit-remaining, progress counters: far above any real value
+MAX_EPOCH = 10**11  # ratelimit-reset and platform times: epoch seconds before the year 5000
+MAX_WAIT_HINT_S = 86400.0  # a retry-after or reset further away than a day is not believed
+MAX_ID_CHARS = 256
+MAX_TEXT_CHARS = 1000  # reasons, step paths, phases, log lines: kept, but bounded
 USER_AGENT = "deploy-tracker (+https://github.com/)"
 
 
@@ -44,26 +60,47 @@ class _Failure(Exception):
 
 @dataclass
 class _Tally:
-    """What the requests of one poll cost and what their headers said."""
+    """What the requests of one poll cost and what their headers said.
+
+    `until` is the real-time deadline of the whole poll (every request in it): one
+    `timeout` from its start, whatever the server does (SPEC §6).
+    """
 
     started: float
+    until: float
     calls: int = 0
     status: int | None = None
     remaining: int | None = None
     reset: float | None = None
+    unusable: str | None = None  # a rate-limit header that was sent but is no count we can use
 
     def saw(self, response: httpx.Response) -> None:
         self.status = response.status_code
-        self.remaining = _int_header(response, "ratelimit-remaining", self.remaining)
-        reset = _int_header(response, "ratelimit-reset", None)
-        self.reset = float(reset) if reset is not None else self.reset
+        self.unusable = None
+        for name, high in (("ratelimit-remaining", MAX_COUNT), ("ratelimit-reset", MAX_EPOCH)):
+            if name not in response.headers:
+                continue
+            value = _count(response.headers[name], high)
+            if value is None:
+                self.unusable = name
+            elif name == "ratelimit-remaining":
+                self.remaining = value
+            else:
+                self.reset = float(value)
+
+
+def _count(text: str, high: int) -> int | None:
+    """A non-negative integer of at most `high` written in plain digits, else None."""
+    text = text.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > len(str(high)):
+        return None
+    value = int(text)
+    return value if value <= high else None
 
 
 def _int_header(response: httpx.Response, name: str, default: int | None) -> int | None:
-    try:
-        return int(response.headers[name])
-    except (KeyError, ValueError):
-        return default
+    value = _count(response.headers.get(name, ""), 2**62)
+    return default if value is None else value
 
 
 class DigitalOceanSource:
@@ -94,7 +131,9 @@ class DigitalOceanSource:
         self._token = token
         self._clock = clock
         self._transport = transport
-        self._client = client or httpx.Client(timeout=timeout, transport=transport)
+        self._client = client or httpx.Client(
+            timeout=timeout, transport=transport or DeadlineTransport()
+        )
         self._archive_client: httpx.Client | None = None  # built on the first failure's logs
         self._app_url = f"{self.api_url}/v2/apps/{quote(app_id, safe='')}"
         self._matched: dict[str, str] = {}  # sha -> deployment id
@@ -116,9 +155,15 @@ class DigitalOceanSource:
         """Pre-signed archive URLs get a client of their own that never carries the token."""
         if self._archive_client is None:
             self._archive_client = httpx.Client(
-                timeout=self.timeout, transport=self._transport, follow_redirects=True
+                timeout=self.timeout,
+                transport=self._transport or DeadlineTransport(),
+                follow_redirects=True,
             )
         return self._archive_client
+
+    def _tally(self) -> _Tally:
+        """The account of one poll, check or log fetch, with its deadline."""
+        return _Tally(self._clock.monotonic(), SYSTEM_CLOCK.monotonic() + self.timeout)
 
     def expect(
         self, sha: str, pushed_at: float, *, exclude: Collection[str] = (), again: bool = False
@@ -144,7 +189,7 @@ class DigitalOceanSource:
         """One poll for the deployment of the full 40-hex `sha`."""
         sha = sha.lower()
         self._cutoff.setdefault(sha, self._clock.now() - self.lookback_s)
-        tally = _Tally(started=self._clock.monotonic())
+        tally = self._tally()
         known = self._matched.get(sha)
         try:
             if known is not None:
@@ -160,19 +205,23 @@ class DigitalOceanSource:
             return self._observe(deployment, tally)
         except _Failure as failure:
             return self._failed(failure, tally, self._matched.get(sha))
+        except Exception as exc:  # no answer, however built, may crash a monitor (SPEC §6)
+            return self._failed(_unreadable(exc), tally, self._matched.get(sha))
 
     def check(self) -> Observation:
         """One cheap authorised request (`GET /v2/apps/{id}`), for `tracker doctor`."""
-        tally = _Tally(started=self._clock.monotonic())
+        tally = self._tally()
         try:
             _object(self._get_json(self._app_url, tally), "app")
         except _Failure as failure:
             return self._failed(failure, tally, None)
+        except Exception as exc:  # as in `poll`
+            return self._failed(_unreadable(exc), tally, None)
         return self._observation(tally, ok=True, found=True)
 
     def fetch_logs(self, deployment_id: str, lines: int = 20) -> LogTail:
         """The last `lines` lines of the BUILD then DEPLOY logs; a stage never run is skipped."""
-        tally = _Tally(started=self._clock.monotonic())
+        tally = self._tally()
         tail: deque[str] = deque(maxlen=max(lines, 0))
         stages: list[str] = []
         errors: list[str] = []
@@ -187,8 +236,13 @@ class DigitalOceanSource:
                 if failure.status != 400:  # 400: the stage was never reached
                     errors.append(f"{stage}: {failure.message}")
                 continue
-            if self._read_archives([u for u in urls if isinstance(u, str)], tail, errors, stage):
-                stages.append(stage)
+            except Exception as exc:  # as in `poll`
+                errors.append(f"{stage}: {_unreadable(exc).message}")
+                continue
+            archives = [u for u in urls if isinstance(u, str)]
+            with within(tally.until):
+                if self._read_archives(archives, tail, errors, stage):
+                    stages.append(stage)
         return LogTail(
             lines=tuple(tail),
             api_calls=tally.calls,
@@ -238,9 +292,9 @@ class DigitalOceanSource:
         ours, theirs = urlsplit(self.api_url), urlsplit(link)
         params = {"page": page, "per_page": self.per_page}
         if (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc):
-            linked = parse_qs(theirs.query).get("page", [""])[0]
-            if linked.isdigit() and int(linked) >= 1:
-                params["page"] = int(linked)
+            linked = _count(parse_qs(theirs.query).get("page", [""])[0], MAX_COUNT)
+            if linked is not None and linked >= 1:
+                params["page"] = linked
         return f"{self._app_url}/deployments", params
 
     def _observe(self, deployment: Json, tally: _Tally) -> Observation:
@@ -248,13 +302,15 @@ class DigitalOceanSource:
         progress = deployment.get("progress") or {}
         if not isinstance(phase, str) or not isinstance(progress, dict):
             raise _Failure("malformed", "deployment has no phase or a bad progress")
+        if not 0 < len(phase) <= 64:
+            raise _Failure("malformed", "deployment has a phase no API sends")
         failed_step, reason = _failed_step(progress) if phase == "ERROR" else (None, {})
         successor: tuple[str | None, str | None, str | None] = (None, None, None)
         if phase == "SUPERSEDED":
             successor = self._successor(deployment, tally)
-        platform_at = parse_iso(str(deployment.get("phase_last_updated_at") or ""))
+        platform_at = _time(deployment.get("phase_last_updated_at"))
         if platform_at is None:
-            platform_at = parse_iso(str(deployment.get("updated_at") or ""))
+            platform_at = _time(deployment.get("updated_at"))
         return self._observation(
             tally,
             ok=True,
@@ -263,9 +319,9 @@ class DigitalOceanSource:
             deployment_id=deployment["id"],
             steps_done=_counter(progress, "success_steps"),
             steps_total=_counter(progress, "total_steps"),
-            failed_step=failed_step,
-            reason_code=reason.get("code"),
-            reason_message=reason.get("message"),
+            failed_step=_bounded(failed_step),
+            reason_code=_bounded(reason.get("code")),
+            reason_message=_bounded(reason.get("message")),
             platform_at=platform_at,
             successor_id=successor[0],
             successor_sha=successor[1],
@@ -298,7 +354,7 @@ class DigitalOceanSource:
         best = candidates[0]
         shas = sorted(_shas_of(best))
         phase = best.get("phase")
-        return best["id"], shas[0] if shas else None, phase if isinstance(phase, str) else None
+        return best["id"], shas[0] if shas else None, _bounded(phase, 64)
 
     # --- HTTP -----------------------------------------------------------------------------
 
@@ -309,9 +365,14 @@ class DigitalOceanSource:
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }
+        if tally.until <= SYSTEM_CLOCK.monotonic():
+            raise _Failure("timeout", f"timed out after {self.timeout:g}s (the whole poll)")
         tally.calls += 1
         try:
-            with self._client.stream("GET", url, params=params, headers=headers) as response:
+            with (
+                within(tally.until),
+                self._client.stream("GET", url, params=params, headers=headers) as response,
+            ):
                 tally.saw(response)
                 body = self._read(response)
         except httpx.TimeoutException as exc:
@@ -320,10 +381,10 @@ class DigitalOceanSource:
             raise _Failure("connection", f"connection failed ({type(exc).__name__})") from exc
         if not 200 <= response.status_code < 300:
             raise self._http_failure(response, body)
-        try:
-            data = json.loads(body)
-        except ValueError as exc:
-            raise _Failure("malformed", "the answer is not JSON", response.status_code) from exc
+        if tally.unusable is not None:
+            msg = f"{tally.unusable} is not a count we can use"
+            raise _Failure("malformed", msg, response.status_code)
+        data = _parse_json(body, response.status_code)
         if not isinstance(data, dict):
             raise _Failure("malformed", "the answer is not a JSON object", response.status_code)
         return data
@@ -335,6 +396,9 @@ class DigitalOceanSource:
             raise _Failure("malformed", f"answer of {declared} bytes refused", response.status_code)
         chunks, size = [], 0
         for chunk in response.iter_bytes():
+            left = remaining()
+            if left is not None and left <= 0:  # the transport checks too; this is for any other
+                raise httpx.ReadTimeout("the whole-request deadline has passed")
             size += len(chunk)
             if size > self.max_body_bytes:
                 msg = f"answer over {self.max_body_bytes} bytes refused"
@@ -354,15 +418,17 @@ class DigitalOceanSource:
         return _Failure(kind, message, status)
 
     def _retry_after(self, response: httpx.Response) -> float | None:
-        """`retry-after` in seconds, else the wait until `ratelimit-reset`."""
-        try:
-            return max(0.0, float(response.headers["retry-after"]))
-        except (KeyError, ValueError):
-            pass
-        reset = _int_header(response, "ratelimit-reset", None)
-        if reset is None:
+        """Seconds to wait, from `retry-after` (seconds or an HTTP date), else from
+        `ratelimit-reset`; None when neither says a time in the future we can believe (0, a
+        negative number, `nan`, text, a date in the past: the monitor then backs off)."""
+        now = self._clock.now()
+        wait = retry_after_seconds(response.headers.get("retry-after", ""), now)
+        if wait is not None:
+            return wait
+        reset = _count(response.headers.get("ratelimit-reset", ""), MAX_EPOCH)
+        if reset is None or not 0 < reset - now <= MAX_WAIT_HINT_S:
             return None
-        return min(3600.0, max(0.0, reset - self._clock.now()))
+        return reset - now
 
     def _read_archives(
         self, urls: list[str], tail: deque[str], errors: list[str], stage: str
@@ -391,7 +457,7 @@ class DigitalOceanSource:
                     if size > MAX_LOG_BYTES:
                         raise _Failure("malformed", "log archive too large; tail incomplete")
                     if line.strip():
-                        yield line.rstrip()
+                        yield line.rstrip()[:MAX_TEXT_CHARS]
         except httpx.TimeoutException as exc:
             raise _Failure("timeout", "archive fetch timed out") from exc
         except httpx.HTTPError as exc:
@@ -425,10 +491,83 @@ class DigitalOceanSource:
         """Short, and never the token, whatever a server echoed back."""
         if self._token:
             text = text.replace(self._token, "***")
-        return text[:200]
+        return " ".join(text.split())[:200]
 
 
-# --- pure helpers over the JSON -----------------------------------------------------------
+# --- pure helpers over the answers ----------------------------------------------------------
+
+
+def retry_after_seconds(value: str, now: float) -> float | None:
+    """`retry-after` as seconds from `now`: a positive number of seconds or an HTTP date in the
+    future, at most a day away; None for anything else (absent, 0, negative, nan, text)."""
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_WAIT_HINT_S:
+        return None
+    return seconds
+
+
+_JSON_STRUCTURE = re.compile(rb'["\\\[\]{}]')
+
+
+def json_depth_exceeds(body: bytes, limit: int) -> bool:
+    """Whether the JSON text nests arrays and objects deeper than `limit` (strings skipped)."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False  # too few brackets to nest that deep: the common case, in C
+    depth, in_string, escaped_at = 0, False, -1
+    for match in _JSON_STRUCTURE.finditer(body):  # only the bytes that matter, found in C
+        byte, at = match.group(), match.start()
+        if in_string:
+            if byte == b"\\" and escaped_at != at:
+                escaped_at = at + 1  # the next byte is escaped
+            elif byte == b'"' and escaped_at != at:
+                in_string = False
+        elif byte == b'"':
+            in_string = True
+        elif byte in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
+def _parse_json(body: bytes, status: int | None) -> Any:
+    """The parsed body; too deep, not JSON, or too big a number is a `_Failure`."""
+    if json_depth_exceeds(body, MAX_JSON_DEPTH):
+        raise _Failure("malformed", f"the answer nests deeper than {MAX_JSON_DEPTH}", status)
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # ValueError: also a number of 4,300+ digits
+        raise _Failure("malformed", "the answer is not JSON", status) from exc
+
+
+def _unreadable(exc: Exception) -> _Failure:
+    """A failure for an answer that broke an assumption no check above caught."""
+    return _Failure("malformed", f"an answer we cannot read ({type(exc).__name__})")
+
+
+def _bounded(value: object, limit: int = MAX_TEXT_CHARS) -> str | None:
+    """A string from the answer, cut to `limit` characters; None if it is not a string."""
+    return value[:limit] if isinstance(value, str) else None
+
+
+def _time(value: object) -> float | None:
+    """A platform time as epoch seconds, if it is one between 1970 and the year 5000."""
+    when = parse_iso(value) if isinstance(value, str) and len(value) <= 64 else None
+    return when if when is not None and 0 <= when <= MAX_EPOCH else None
 
 
 def _dig(data: Any, *keys: str) -> Any:
@@ -449,6 +588,8 @@ def _object(data: Json, key: str) -> Json:
 def _deployment(item: Any) -> Json:
     if not isinstance(item, dict) or not isinstance(item.get("id"), str):
         raise _Failure("malformed", "a deployment without an id")
+    if not 0 < len(item["id"]) <= MAX_ID_CHARS:
+        raise _Failure("malformed", "a deployment with an id no API sends")
     return item
 
 
@@ -470,8 +611,8 @@ def _shas_of(deployment: Json) -> set[str]:
 def _counter(progress: Json, key: str) -> int:
     """A progress counter; the API omits zero counters."""
     value = progress.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Failure("malformed", f"progress.{key} is not an integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise _Failure("malformed", f"progress.{key} is not a count")
     return value
 
 
@@ -511,8 +652,8 @@ def _reason(value: Any) -> dict[str, str]:
 def _error_detail(body: bytes) -> str:
     """The `message` of a DigitalOcean error body, if it is one; short."""
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = _parse_json(body[:65536], None)
+    except _Failure:
         return ""
     if not isinstance(data, dict):
         return ""

@@ -5,12 +5,20 @@ always a bound parameter. One connection is kept across polls (autocommit, so ev
 rows committed since the last one) and dropped on any connection failure, so the next poll
 reconnects. `poll` never raises: every failure becomes an `Observation` with a short, scrubbed
 error that never carries the password.
+
+Each poll, connecting and querying together, ends within `connect_timeout` of real time whatever
+the server does: pymysql's timeouts bound each read, so a handshake dripped a byte a second would
+go on for minutes. We open the socket ourselves and an `_Alarm` shuts it down at the deadline,
+which wakes the blocked read at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
+import threading
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from tracker.clock import SYSTEM_CLOCK, Clock
@@ -24,6 +32,7 @@ SUCCESS_STATUS = "success"
 FAILED_STATUS = "failed"
 CHECK_SHA = "0" * 40  # a commit no table holds: `check()` proves the query runs, not a match
 MAX_ERROR_CHARS = 200
+MAX_STATUS_CHARS = 200  # a status value is a word; a column of megabytes is not kept whole
 MIN_SCRUBBED_SECRET = 4
 
 # pymysql / MySQL error numbers that mean "not allowed in".
@@ -72,6 +81,7 @@ class MySQLSource:
         self._clock = clock
         self._query = build_query(settings)
         self._conn: Connection[Any] | None = None
+        self._guard: socket.socket | None = None  # a second handle on the connection's socket
 
     @property
     def query(self) -> str:
@@ -88,14 +98,18 @@ class MySQLSource:
     def poll(self, sha: str) -> Observation:
         """One query for the newest row of `sha`; failures come back as `ok=False`."""
         started = self._clock.monotonic()
+        alarm = _Alarm(self._settings.connect_timeout)
         try:
-            row = self._fetch(sha)
+            with alarm:
+                row = self._fetch(sha, alarm)
         except Exception as exc:  # a monitor must never crash on a bad answer
-            return self._failure(exc, started)
+            return self._failure(exc, started, timed_out=alarm.rang)
+        if alarm.rang:
+            self.close()  # it rang as the answer came: the socket is shut, the answer is whole
         latency = self._latency_ms(started)
         if row is None:
             return Observation(self.name, ok=True, found=False, latency_ms=latency, db_queries=1)
-        status = None if row[0] is None else str(row[0])
+        status = None if row[0] is None else str(row[0])[:MAX_STATUS_CHARS]
         return Observation(
             self.name,
             ok=True,
@@ -116,23 +130,28 @@ class MySQLSource:
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
+        guard, self._guard = self._guard, None
         if conn is not None:
             with contextlib.suppress(Exception):  # already gone is as good as closed
                 conn.close()
+        if guard is not None:
+            guard.close()
 
-    def _fetch(self, sha: str) -> tuple[Any, ...] | None:
-        conn = self._connection()
+    def _fetch(self, sha: str, alarm: _Alarm) -> tuple[Any, ...] | None:
+        conn = self._connection(alarm)
+        alarm.watch(self._guard)
         with conn.cursor() as cursor:
             cursor.execute(self._query, (sha,))
             row: tuple[Any, ...] | None = cursor.fetchone()
         return row
 
-    def _connection(self) -> Connection[Any]:
+    def _connection(self, alarm: _Alarm) -> Connection[Any]:
         if self._conn is None:
             import pymysql
 
             cfg = self._settings
-            self._conn = pymysql.connect(
+            conn = pymysql.connect(
+                defer_connect=True,  # we connect the socket, so that the alarm can shut it
                 host=cfg.host,
                 port=cfg.port,
                 user=cfg.user,
@@ -148,10 +167,28 @@ class MySQLSource:
                 charset="utf8mb4",
                 **tls_arguments(cfg),
             )
+            sock = socket.create_connection((cfg.host, cfg.port), alarm.left())
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                guard = sock.dup()  # TLS takes over `sock`; the duplicate still reaches it
+            except OSError:
+                sock.close()
+                raise
+            alarm.watch(guard)
+            try:
+                conn.connect(sock)
+            except BaseException:
+                guard.close()
+                sock.close()
+                raise
+            self._conn, self._guard = conn, guard
         return self._conn
 
-    def _failure(self, exc: Exception, started: float) -> Observation:
+    def _failure(self, exc: Exception, started: float, *, timed_out: bool) -> Observation:
         kind, message = describe_error(exc, self._settings)
+        if timed_out:
+            kind, message = "timeout", _timeout_message(self._settings)
         self.close()  # whatever broke, the next poll starts from a fresh connection
         return Observation(
             self.name,
@@ -174,7 +211,7 @@ def describe_error(exc: BaseException, settings: MySQLSettings) -> tuple[ErrorKi
     if code in _AUTH_ERRORS:
         return "auth", f"MySQL refused user {settings.user!r} on {where} (error {code})"
     if _is_timeout(exc):
-        return "timeout", f"MySQL on {where} did not answer within {settings.connect_timeout:g} s"
+        return "timeout", _timeout_message(settings)
     if code == 2026 or isinstance(exc, ssl.SSLError):
         return "connection", _tls_message(exc, settings)
     if code in _CONNECTION_ERRORS or isinstance(exc, OSError) or _is_interface_error(exc):
@@ -186,6 +223,58 @@ def describe_error(exc: BaseException, settings: MySQLSettings) -> tuple[ErrorKi
         "malformed",
         f"MySQL on {where} sent what we cannot read ({type(exc).__name__}: {reason})",
     )
+
+
+def _timeout_message(settings: MySQLSettings) -> str:
+    where = f"{settings.host}:{settings.port}"
+    return f"MySQL on {where} did not answer within {settings.connect_timeout:g} s"
+
+
+class _Alarm:
+    """Shuts down the watched socket once `seconds` of real time have passed since entering:
+    a read blocked on a server that drips or stays silent then returns at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self._until = SYSTEM_CLOCK.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._done = False
+        self.rang = False
+        self._timer = threading.Timer(seconds, self._ring)
+        self._timer.daemon = True
+
+    def left(self) -> float:
+        """Seconds until it rings (a tiny positive number once it has)."""
+        return max(self._until - SYSTEM_CLOCK.monotonic(), 0.001)
+
+    def watch(self, sock: socket.socket | None) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.rang:
+                self._shut()
+
+    def _ring(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.rang = True
+            self._shut()
+
+    def _shut(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):  # already closed by the other side
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> _Alarm:
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
 
 
 def scrub(text: str, secret: str) -> str:
