@@ -83,9 +83,9 @@ def status_text(st: DeploymentStatus, colour: bool = False) -> str:
     if st.state == "not_found":
         return "\n".join(lines)
     if not st.watched:
-        lines.append(
-            "nothing is watching it: no deployment source is configured (run `tracker doctor`)"
-        )
+        lines.append(unwatched_line(st))
+    if st.spooled:
+        lines.append(SPOOLED_LINE)
     detail = [
         ("commit", st.sha),
         ("branch", st.branch),
@@ -117,6 +117,17 @@ def status_text(st: DeploymentStatus, colour: bool = False) -> str:
         lines.append(f"last {len(st.recent_events)} events:")
         lines += [f"  {event_line(e)}" for e in st.recent_events]
     return "\n".join(lines)
+
+
+SPOOLED_LINE = (
+    "answered from the push spool: the log is busy (another process holds its lock);"
+    " details follow once it is free"
+)
+
+
+def unwatched_line(st: DeploymentStatus) -> str:
+    """The line that says a commit is not watched, and how to fix that (`status`, `wait`)."""
+    return "nothing is watching it: no deployment source is configured (run `tracker doctor`)"
 
 
 def _monitor(st: DeploymentStatus) -> str | None:
