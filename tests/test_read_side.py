@@ -213,9 +213,9 @@ def test_75_only_when_nothing_can_be_answered(tmp_path: Path) -> None:
         assert done.returncode == 75, done.stdout + done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and "lock" in done.stderr
         assert made.push("origin", "main").returncode == 0
-        done = tracker(made.work, "status", sha, env=made.env, **quick)
+        done = tracker(made.work, "status", sha, env=made.env, **PATIENT)  # no lock wait
         assert done.returncode == 2, done.stdout + done.stderr
-        assert as_json(tracker(made.work, "status", "--json", env=made.env, **quick))["spooled"]
+        assert as_json(tracker(made.work, "status", "--json", env=made.env, **PATIENT))["spooled"]
     wait_until(lambda: settled(db, sha), timeout=60)
 
 

@@ -193,7 +193,8 @@ class Tracker:
         """`pending` from the newest spooled push of `sha` the log does not hold yet."""
         from tracker import spool
 
-        records = spool.unread(self.store, self.db_path.parent, sha)
+        with self.store.patience(READ_WAIT_S):  # a log that must be created first waits no more
+            records = spool.unread(self.store, self.db_path.parent, sha)
         if not records:
             return None
         record = records[-1]
