@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 STALE_AFTER_S = 300.0  # an open deployment whose monitor said nothing for this long is stale
 NOT_FOUND = 3
+NO_SOURCE = "no deployment source is configured; run `tracker doctor`"
+READ_WAIT_S = 0.5  # a reader waits this long for the lock to take in the spool, then reads
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,9 @@ class DeploymentStatus:
     steps_total: int | None = None
     db_queries: int = 0
     watched: bool = True  # False: nothing is watching it (no monitor, no source configured)
+    spooled: bool = False  # True: answered from the hook's spool record, the log being busy
     recent_events: list[EventRecord] = field(default_factory=list)
-    attempt: int = 0  # which push of the commit this is: 1, 2, 3 ... (0: not found)
+    attempt: int = 0  # which push of the commit: 1, 2, 3 ... (0: not found, or from the spool)
     previous_attempts: list[AttemptRecord] = field(default_factory=list)  # oldest first
     already_recorded: bool = False  # record_push: this push was in the log already
     not_watched: str | None = None  # why nothing watches it, and the fix (when `watched` is False)
@@ -159,11 +162,15 @@ class Tracker:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def take_in_spool(self) -> int:
-        """Append the pushes the hook has spooled but nobody has recorded yet."""
+    def take_in_spool(self, *, wait: float | None = None) -> int:
+        """Append the pushes the hook has spooled but nobody has recorded yet. With `wait`,
+        give up after that many seconds when the log is busy (the records stay spooled)."""
         from tracker import spool
 
-        return spool.take_in(self.store, self.db_path.parent)
+        if wait is None:
+            return spool.take_in(self.store, self.db_path.parent)
+        with self.store.patience(wait):
+            return spool.take_in(self.store, self.db_path.parent)
 
     def resolve(self, ref: str = "HEAD") -> str:
         """The full SHA `ref` names (SPEC §5).
@@ -189,14 +196,42 @@ class Tracker:
         raise UsageError(f"{ref!r} does not name a commit in {where}")
 
     def status(self, ref: str = "HEAD", *, recent: int = 5) -> DeploymentStatus:
-        """The status of the commit `ref` names, answered from the log alone (no network)."""
-        self.take_in_spool()
+        """The status of the commit `ref` names, answered from the log alone (no network).
+
+        Reading needs no lock (WAL). When the log is too busy to take the spool in (its lock
+        held, a writer stopped, another client's write transaction), a push still in the spool
+        answers `pending`; `LockTimeoutError` (75) only when nothing can be read at all."""
+        self.take_in_spool(wait=READ_WAIT_S)
         sha = self.resolve(ref)
+        spooled = self._unread_push(sha)
+        if spooled is not None:
+            return spooled
         row = self.store.deployment(sha)
         if row is None:
             return DeploymentStatus(sha, sha[:7], None, "not_found", NOT_FOUND)
         events = self._records(sha, limit=recent, newest=True) if recent else []
         return self._status_of(row, events)
+
+    def _unread_push(self, sha: str) -> DeploymentStatus | None:
+        """`pending` from the newest spooled push of `sha` the log does not hold yet."""
+        from tracker import spool
+
+        with self.store.patience(READ_WAIT_S):  # a log that must be created first waits no more
+            records = spool.unread(self.store, self.db_path.parent, sha)
+        if not records:
+            return None
+        record = records[-1]
+        return DeploymentStatus(
+            sha=record.sha,
+            short_sha=record.sha[:7],
+            branch=record.branch,
+            state="pending",
+            exit_code=exit_code_of("pending"),
+            pushed_at=iso(record.pushed_at),
+            watched=bool(self._sources()),
+            spooled=True,
+            not_watched=None if self._sources() else NO_SOURCE,
+        )
 
     def _status_of(self, row: DeploymentRow, recent: list[EventRecord]) -> DeploymentStatus:
         alive = monitor_alive(row.monitor_pid, row.monitor_host)
@@ -205,12 +240,12 @@ class Tracker:
             silent = self.clock.now() - row.last_event_at > STALE_AFTER_S
             if row.monitor_stopped or not alive or silent:
                 state = "stale"
-        watched = not (state == "pending" and row.monitor_pid is None and not self._sources())
+        watched = not (state in ("pending", "stale") and not alive and not self._sources())
         not_watched = row.not_watched if state in {"pending", "stale"} else None
         if not_watched:
             watched = False
         elif not watched:
-            not_watched = "no deployment source is configured; run `tracker doctor`"
+            not_watched = NO_SOURCE
         reason = None
         if row.reason_code or row.reason_message:
             reason = {"code": row.reason_code, "message": row.reason_message}
@@ -256,7 +291,7 @@ class Tracker:
         newest: bool = False,
     ) -> list[EventRecord]:
         """Events of the log (of one commit when `ref` is given), oldest first."""
-        self.take_in_spool()
+        self.take_in_spool(wait=READ_WAIT_S)
         stream = self.resolve(ref) if ref else None
         return self._records(stream, after_seq=after_seq, limit=limit, newest=newest)
 
@@ -277,7 +312,7 @@ class Tracker:
         """Outcomes, durations, API calls and detection lag over the log (SPEC §5)."""
         from tracker.stats import compute_stats
 
-        self.take_in_spool()
+        self.take_in_spool(wait=READ_WAIT_S)
         return compute_stats(self.store, now=self.clock.now(), since=since, branch=branch)
 
     def rebuild(self) -> RebuildReport:
@@ -296,16 +331,19 @@ class Tracker:
         resume: bool = True,
     ) -> DeploymentStatus:
         """Wait up to `timeout` seconds (0: until the end) for a terminal state; never raises
-        for a deployment still in progress: check `.exit_code` (2 = still going)."""
+        for a deployment still in progress: check `.exit_code` (2 = still going). A commit
+        nothing can watch (`.watched` false: no monitor, no source) returns at once."""
         sha = self.resolve(ref)
         deadline = self.clock.monotonic() + timeout if timeout > 0 else None
         current = self.status(sha)
-        orphan = current.state == "pending" and current.monitor.pid is None and current.watched
-        if resume and (current.state == "stale" or orphan):
+        orphan = current.state == "pending" and current.monitor.pid is None and not current.spooled
+        if resume and current.watched and (current.state == "stale" or orphan):
             self.start_monitor(sha)  # its monitor died, or it never had one
         if on_change:
             on_change(current)
         while current.state not in TERMINAL_STATES and current.state != "not_found":
+            if not current.watched:
+                break  # nothing will ever change it: say so now, not at the timeout
             if deadline is not None and self.clock.monotonic() >= deadline:
                 break
             step = (
@@ -380,10 +418,16 @@ class Tracker:
 
 
 def locate_db(repo: Path | str = ".", db: Path | str | None = None) -> Path:
-    """SPEC §2: `--db`, else `TRACKER_DB`, else `<git common dir>/tracker/events.db`."""
-    chosen = db or os.environ.get("TRACKER_DB")
+    """SPEC §2: `--db`, else `TRACKER_DB`, else `<git common dir>/tracker/events.db`.
+
+    A relative `db` (`--db`, like any path given as an argument) is taken from the current
+    directory; a relative `TRACKER_DB` from where git runs the hook, as the hook takes it
+    (`gitutil.log_path_from_env`)."""
+    if db:
+        return Path(db).expanduser().absolute()
+    chosen = os.environ.get("TRACKER_DB")
     if chosen:
-        return Path(chosen).expanduser().absolute()
+        return gitutil.log_path_from_env(chosen, repo)
     found = gitutil.default_db_path(repo)
     if found is None:
         raise UsageError(

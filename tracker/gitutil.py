@@ -97,6 +97,35 @@ def toplevel(cwd: Path | str = ".") -> Path | None:
     return Path(out) if out else None
 
 
+def hooks_run_in(cwd: Path | str = ".") -> Path | None:
+    """Where git runs hooks for the repository at `cwd` (githooks(5)): the top level of the
+    working tree, or the git directory of a bare repository; None outside a repository."""
+    found = toplevel(cwd)
+    if found is not None:
+        return found
+    out = git(["rev-parse", "--is-bare-repository", "--absolute-git-dir"], cwd=cwd)
+    bare, _, git_dir = (out or "").partition("\n")
+    if bare == "true" and git_dir:
+        return Path(git_dir)
+    if bare == "false" and git_dir.endswith("/.git"):
+        return Path(git_dir).parent  # somewhere inside the `.git` of a working tree
+    return None
+
+
+def log_path_from_env(value: str, cwd: Path | str = ".") -> Path:
+    """The log a `TRACKER_DB` value names, by the one rule of every entry point (the hook, the
+    confirmer, the CLI, `Tracker.open`; README "Where the log lives"): a leading `~/` is the home
+    directory; a relative path is taken from where git runs hooks (the top level of the working
+    tree, or a bare repository's git directory), so it names the same log from any directory of
+    the repository, as the hook sees it; outside a repository, from the current directory."""
+    if value == "~" or value.startswith("~/"):
+        value = os.path.expanduser(value)
+    path = Path(value)
+    if path.is_absolute():
+        return path
+    return (hooks_run_in(cwd) or Path(cwd).absolute()) / path
+
+
 def default_db_path(cwd: Path | str = ".") -> Path | None:
     """`<git common dir>/tracker/events.db`, or None outside a repository."""
     found = common_dir(cwd)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from tracker.gitutil import GIT_LOCAL_ENV, common_dir, strip_credentials
+from tracker.gitutil import GIT_LOCAL_ENV, common_dir, log_path_from_env, strip_credentials
 from tracker.spool import PushRecord, spool_dir, write_record
 
 ZERO = "0" * 40
@@ -98,7 +98,8 @@ def record_pushes(argv: list[str], env: Mapping[str, str], lines: list[str]) -> 
     git_pid = real_git_pid(os.getppid())
     if not shas or is_dry_run(git_pid):
         return 0
-    db = Path(env.get("TRACKER_DB") or common / "tracker" / "events.db").absolute()
+    chosen = env.get("TRACKER_DB")
+    db = log_path_from_env(chosen) if chosen else common / "tracker" / "events.db"
     now = time.time()
     for n, sha in enumerate(shas, 1):
         push_id = f"{now:.6f}-{os.getpid()}-{n}"

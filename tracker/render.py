@@ -103,6 +103,8 @@ def status_text(st: DeploymentStatus, colour: bool = False) -> str:
     lines = [paint(verdict(st), _STATE_COLOUR.get(st.state, "bold"), colour)]
     if st.state == "not_found":
         return "\n".join(lines)
+    if st.spooled:
+        lines.append(SPOOLED_LINE)
     detail = [
         ("commit", st.sha),
         ("branch", st.branch),
@@ -143,6 +145,17 @@ def _attempts(st: DeploymentStatus) -> str | None:
         return None
     earlier = ", ".join(f"#{a.attempt} {a.state}" for a in st.previous_attempts)
     return f"{st.attempt} (pushed before: {earlier})"
+
+
+SPOOLED_LINE = (
+    "answered from the push spool: the log is busy (another process holds its lock);"
+    " details follow once it is free"
+)
+
+
+def unwatched_line(st: DeploymentStatus) -> str:
+    """`wait`'s last line for a commit nothing watches (its headline said why and the fix)."""
+    return f"not waiting: nothing is watching {st.short_sha}, so nothing will change (exit 2)"
 
 
 def _monitor(st: DeploymentStatus) -> str | None:

@@ -288,7 +288,12 @@ def recorded(record: PushRecord) -> Append:
         pushed_by=pushed_by(record), host=socket.gethostname(), source=record.source,
         pushed_at=iso(record.pushed_at), push_id=record.push_id,
     )  # fmt: skip
-    return Append(record.sha, event, key=f"push:{record.push_id}")
+    return Append(record.sha, event, key=push_key(record))
+
+
+def push_key(record: PushRecord) -> str:
+    """The idempotency key of a record's `PushRecorded`."""
+    return f"push:{record.push_id}"
 
 
 def verdict_append(record: PushRecord, verdict: Verdict) -> Append | None:
@@ -327,6 +332,26 @@ def take_in(store: Store, log_dir: Path, *, now: float | None = None) -> int:
         except LockTimeoutError:
             break
     return count
+
+
+def unread(store: Store, log_dir: Path, sha: str) -> list[PushRecord]:
+    """The spooled pushes of `sha` that the log does not hold yet (oldest first), for a reader
+    that could not take the spool in (the log's lock or SQLite's write lock held elsewhere).
+    Reading needs no lock; when even that is impossible (the log is not created or migrated
+    yet, and the lock is held), every record of `sha` counts as unread."""
+    paths = record_paths(spool_dir(log_dir))
+    if not paths:
+        return []
+    mine = sorted(
+        (r for _, r in _readable(paths, store.path) if r.sha == sha), key=lambda r: r.pushed_at
+    )
+    if not mine:
+        return []
+    try:
+        known = store.known_keys([push_key(r) for r in mine])
+    except LockTimeoutError:
+        known = set()
+    return [r for r in mine if push_key(r) not in known]
 
 
 def _readable(paths: list[Path], db: Path) -> list[tuple[Path, PushRecord]]:

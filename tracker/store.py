@@ -152,7 +152,7 @@ class Store:
         if not pending:
             return
         with self.locked():
-            conn.execute("BEGIN IMMEDIATE")
+            _begin_immediate(conn, self.path)
             try:
                 current = conn.execute("PRAGMA user_version").fetchone()[0]
                 for number, sql in pending:
@@ -196,6 +196,26 @@ class Store:
                 os.sched_yield()
         finally:
             os.close(fd)
+
+    @contextmanager
+    def patience(self, seconds: float) -> Iterator[None]:
+        """Within it, wait at most `seconds` for the lock and for SQLite's own write lock (held
+        by another client that ignores ours): a reader taking in the spool gives up quickly and
+        answers from what it can read, rather than wait out the lock timeout."""
+        saved = self.lock_timeout, self.busy_timeout_ms
+        self.lock_timeout = min(self.lock_timeout, seconds)
+        self.busy_timeout_ms = min(self.busy_timeout_ms, int(seconds * 1000))
+        self._set_busy_timeout()
+        try:
+            yield
+        finally:
+            self.lock_timeout, self.busy_timeout_ms = saved
+            self._set_busy_timeout()
+
+    def _set_busy_timeout(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -334,6 +354,17 @@ class Store:
             ).fetchall()
         return [r[0] for r in rows if _SHA.match(r[0])]
 
+    def known_keys(self, keys: Collection[str]) -> set[str]:
+        """Which of these idempotency keys the log already holds (a read: no lock)."""
+        if not keys:
+            return set()
+        marks = ", ".join("?" for _ in keys)
+        with _log_errors(self.path, "read"):
+            rows = self.conn.execute(
+                f"SELECT key FROM events WHERE key IN ({marks})", list(keys)
+            ).fetchall()
+        return {r[0] for r in rows}
+
     def last_seq(self) -> int:
         with _log_errors(self.path, "read"):
             return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
@@ -411,7 +442,7 @@ class Store:
         """Run `work` in a write transaction under the lock."""
         conn = self.conn
         with self.locked():
-            conn.execute("BEGIN IMMEDIATE")
+            _begin_immediate(conn, self.path)
             try:
                 done = work(conn)
                 conn.execute("COMMIT")
@@ -873,6 +904,20 @@ def _write_measures(
             f"INSERT INTO deployment_measures ({_MEASURE_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
             [m for m in missing if m[:2] not in done],
         )
+
+
+def _begin_immediate(conn: sqlite3.Connection, path: Path) -> None:
+    """`BEGIN IMMEDIATE`; SQLite's write lock still held by another client after the busy
+    timeout (one that ignores our file lock: `sqlite3` with `BEGIN EXCLUSIVE`) is a lock that
+    could not be taken in time (75, try again), not a broken log (74)."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+            raise
+        raise LockTimeoutError(
+            f"another SQLite client holds a write transaction on {path}; try again"
+        ) from exc
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -10,7 +10,7 @@ import sys
 
 from tracker.api import DeploymentStatus, Tracker
 from tracker.output import say
-from tracker.render import event_json, event_line, paint, verdict
+from tracker.render import event_json, event_line, paint, unwatched_line, verdict
 
 FOLLOW_EVERY_S = 0.25
 
@@ -37,7 +37,9 @@ def wait_command(
     if live:
         sys.stdout.write("\n")
     if not as_json:
-        if st.exit_code == 2:
+        if not st.watched:
+            say(unwatched_line(st))
+        elif st.exit_code == 2:
             limit = f"{timeout:g} s" if timeout else "the end"
             say(
                 f"still in progress after {limit}: not blocking; check later with"
