@@ -159,6 +159,27 @@ def test_newest_row_wins_whatever_the_insert_order(admin, table, source):
 
 
 @pytest.mark.mysql
+def test_a_commit_pushed_again_is_judged_only_by_a_row_created_after_that_push(
+    admin, table, source
+):
+    from datetime import UTC, datetime
+
+    insert(admin, table, SHA, "success", "2030-01-01 10:00:00.000")  # the first attempt's row
+    assert source.poll(SHA).phase == "ACTIVE"
+    pushed = datetime(2030, 1, 1, 11, 0, tzinfo=UTC).timestamp()
+    source.expect(SHA, pushed, again=True)
+    assert "`createdAt`" in source._timed_query
+    assert not source.poll(SHA).found  # the old row is not this push's
+    insert(admin, table, SHA, "building", "2030-01-01 10:59:58.000")  # within the clock skew
+    seen = source.poll(SHA)
+    assert (seen.found, seen.phase, seen.status) == (True, None, "building")
+    insert(admin, table, SHA, "failed", "2030-01-01 11:03:00.000")
+    assert source.poll(SHA).phase == "ERROR"
+    source.expect(SHA, pushed)  # a first attempt: the spec's query, every row
+    assert source.poll(SHA).phase == "ERROR"
+
+
+@pytest.mark.mysql
 def test_null_status_is_in_progress(admin, table, source):
     insert(admin, table, SHA, None, "2030-01-01 10:00:00.000")
     obs = source.poll(SHA)

@@ -15,13 +15,16 @@ which wakes the blocked read at once.
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import ssl
 import threading
+from collections.abc import Collection
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from tracker.clock import SYSTEM_CLOCK, Clock
+from tracker.clock import MAX_CLOCK_SKEW_S, SYSTEM_CLOCK, Clock, parse_iso
 from tracker.config import MySQLSettings, identifier, is_loopback
 from tracker.sources.base import ErrorKind, LogTail, Observation
 
@@ -41,13 +44,31 @@ _AUTH_ERRORS = {1044, 1045, 1698, 1862, 2049}
 _CONNECTION_ERRORS = {2002, 2003, 2005, 2006, 2013, 2026, 2055}
 
 
-def build_query(settings: MySQLSettings) -> str:
-    """The poll query with the checked, backquoted names; `%s` is the bound SHA."""
+def build_query(settings: MySQLSettings, *, with_time: bool = False) -> str:
+    """The poll query with the checked, backquoted names; `%s` is the bound SHA.
+
+    `with_time` also selects the row's time (for a commit pushed again: only a row created at
+    or after that push is its own)."""
     table = identifier(settings.table, "TRACKER_MYSQL_TABLE")
     sha = identifier(settings.sha_column, "TRACKER_MYSQL_SHA_COLUMN")
     status = identifier(settings.status_column, "TRACKER_MYSQL_STATUS_COLUMN")
     created = identifier(settings.time_column, "TRACKER_MYSQL_TIME_COLUMN")
-    return f"SELECT `{status}` FROM `{table}` WHERE `{sha}` = %s ORDER BY `{created}` DESC LIMIT 1"
+    what = f"`{status}`, `{created}`" if with_time else f"`{status}`"
+    return f"SELECT {what} FROM `{table}` WHERE `{sha}` = %s ORDER BY `{created}` DESC LIMIT 1"
+
+
+def row_time(value: Any) -> float | None:
+    """A row's time as epoch seconds: a DATETIME without a zone is taken as UTC (as
+    `UTC_TIMESTAMP()` writes it), a number as epoch seconds; None when it is neither."""
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return aware.timestamp()
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    if isinstance(value, str | bytes):
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+        return parse_iso(text.strip().replace(" ", "T", 1))
+    return None
 
 
 def phase_of(status: str | None) -> str | None:
@@ -80,6 +101,8 @@ class MySQLSource:
         self._settings = settings
         self._clock = clock
         self._query = build_query(settings)
+        self._timed_query = build_query(settings, with_time=True)
+        self._since: dict[str, float] = {}  # sha pushed again -> its rows from this time on
         self._conn: Connection[Any] | None = None
         self._guard: socket.socket | None = None  # a second handle on the connection's socket
 
@@ -95,6 +118,16 @@ class MySQLSource:
         thread_id: int = self._conn.thread_id()  # type: ignore[no-untyped-call]
         return thread_id
 
+    def expect(
+        self, sha: str, pushed_at: float, *, exclude: Collection[str] = (), again: bool = False
+    ) -> None:
+        """Say when `sha` was pushed: when it was pushed `again`, a row created before that push
+        (give or take the clock skew) judged an earlier attempt and is not found (SPEC §3)."""
+        if again:
+            self._since[sha] = pushed_at - MAX_CLOCK_SKEW_S
+        else:
+            self._since.pop(sha, None)
+
     def poll(self, sha: str) -> Observation:
         """One query for the newest row of `sha`; failures come back as `ok=False`."""
         started = self._clock.monotonic()
@@ -107,6 +140,9 @@ class MySQLSource:
         if alarm.rang:
             self.close()  # it rang as the answer came: the socket is shut, the answer is whole
         latency = self._latency_ms(started)
+        since = self._since.get(sha)
+        if row is not None and since is not None and not (row_time(row[-1]) or 0.0) >= since:
+            row = None  # the newest row is older than this push: an earlier attempt's
         if row is None:
             return Observation(self.name, ok=True, found=False, latency_ms=latency, db_queries=1)
         status = None if row[0] is None else str(row[0])[:MAX_STATUS_CHARS]
@@ -141,7 +177,7 @@ class MySQLSource:
         conn = self._connection(alarm)
         alarm.watch(self._guard)
         with conn.cursor() as cursor:
-            cursor.execute(self._query, (sha,))
+            cursor.execute(self._timed_query if sha in self._since else self._query, (sha,))
             row: tuple[Any, ...] | None = cursor.fetchone()
         return row
 
