@@ -463,9 +463,9 @@ def watch(record: PushRecord, store: Store) -> int | None:
     confirmed calls this. Starting one more is harmless: a monitor first takes the commit's
     lock (`monitor.commit_lock`), and a second one for the same commit exits at once."""
     log_dir = store.path.parent
-    if not wants_monitor(record, log_dir):
-        return None
     try:
+        if not wants_monitor(record, log_dir):
+            return None
         row = store.deployment(record.sha)
         if row is None or row.terminal:
             return None
@@ -473,7 +473,7 @@ def watch(record: PushRecord, store: Store) -> int | None:
 
         repo = Path(record.toplevel) if record.toplevel else None
         return spawn_detached(store.path, record.sha, repo=repo)
-    except (TrackerError, OSError, ValueError) as exc:
+    except Exception as exc:  # the reader goes on: its answer does not depend on this
         note(log_dir, f"push {record.push_id}: cannot start the monitor: {exc}")
         return None
 
