@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +210,11 @@ def test_a_push_a_reader_settles_before_its_confirmer_is_watched(
     read(repo.db)
     check(repo.db, [sha], [])
     assert event_types(repo.db, sha)[-1] == "DeploymentSucceeded"
+    # One more monitor started late (its confirmer and a reader may both start one) has
+    # nothing to follow, and records nothing.
+    late = subprocess.run(
+        [sys.executable, "-m", "tracker", "monitor", sha], cwd=repo.work, env=repo.env,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert late.returncode == 0 and "decided already: succeeded" in late.stdout, late.stderr
+    assert event_types(repo.db, sha).count("MonitorStarted") == 1
