@@ -6,6 +6,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -216,3 +217,104 @@ def test_a_push_recorded_by_hand_names_the_same_pusher_as_the_hook(repo: Repo) -
     with Store(repo.db) as store:
         by_hand = store.events(stream=later)[0].data["pushed_by"]
     assert by_hook == by_hand == "pusher@example.com"
+
+
+# -- a push is confirmed when its commit is on the remote branch, however it got there ---------
+
+
+def other_clone(repo: Repo, tmp_path: Path) -> Repo:
+    """A second clone of the same remote (its pushes are not in `repo`'s objects)."""
+    from gitrepo import git
+
+    work = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(repo.remote), str(work), env=repo.env)
+    return Repo(work, repo.remote, repo.env)
+
+
+def refs_of(repo: Repo) -> str:
+    return repo.git("for-each-ref", "--format=%(refname) %(objectname)").stdout
+
+
+def test_a_push_by_url_that_other_clones_pushed_over_is_confirmed(
+    repo: Repo, tmp_path: Path
+) -> None:
+    sha = repo.commit()
+    repo.git("push", "-q", "--no-verify", str(repo.remote), "HEAD:main")
+    other = other_clone(repo, tmp_path)
+    for n in range(3):
+        other.commit(f"on top {n}")
+        other.git("push", "-q", "origin", "main")
+    tip = other.remote_head()
+    assert repo.git("cat-file", "-e", tip, check=False).returncode != 0  # not here yet
+    before = refs_of(repo)
+    write_record(repo.spool, record_for(repo, sha, remote="", url=str(repo.remote)))
+    with Store(repo.db) as store:
+        assert take_in(store, repo.log_dir) == 2
+        [_, verdict] = store.events(stream=sha)
+    assert verdict.type == "PushConfirmed"
+    assert verdict.data["reason"] == f"the pushed commit is in the remote's main (now {tip[:12]})"
+    assert refs_of(repo) == before  # the tip was fetched without moving any ref
+    assert not (repo.common / "FETCH_HEAD").exists()
+
+
+def test_a_push_by_url_whose_commit_never_reached_the_branch_is_rejected(
+    repo: Repo, tmp_path: Path
+) -> None:
+    other = other_clone(repo, tmp_path)
+    other.commit("someone else was first")
+    other.git("push", "-q", "origin", "main")
+    sha = repo.commit("refused: not a fast-forward")
+    assert repo.git("push", "--no-verify", str(repo.remote), "HEAD:main", check=False).returncode
+    write_record(repo.spool, record_for(repo, sha, remote="", url=str(repo.remote)))
+    with Store(repo.db) as store:
+        take_in(store, repo.log_dir)
+        assert kinds(store, sha) == ["PushRecorded", "PushRejected"]
+        assert "lacks it" in store.events(stream=sha)[1].data["reason"]
+
+
+@pytest.mark.parametrize("evidence", ["reflog", "tracking ref", "remote"])
+def test_a_push_by_name_followed_by_25_more_is_confirmed(repo: Repo, evidence: str) -> None:
+    sha = pushed(repo)
+    for _ in range(25):
+        pushed(repo)
+    if evidence != "reflog":  # no reflog: the tracking ref's history, then the remote's
+        (repo.common / "logs" / "refs" / "remotes" / "origin" / "main").unlink()
+    if evidence == "remote":
+        repo.git("update-ref", "-d", "refs/remotes/origin/main")
+    write_record(repo.spool, record_for(repo, sha, pushed_at=time.time() - 5))
+    with Store(repo.db) as store:
+        take_in(store, repo.log_dir)
+        assert kinds(store, sha) == ["PushRecorded", "PushConfirmed"]
+        reason = store.events(stream=sha)[1].data["reason"]
+    assert {
+        "reflog": "the reflog of refs/remotes/origin/main records the push",
+        "tracking ref": "the pushed commit is in refs/remotes/origin/main",
+        "remote": "the pushed commit is in the remote's main (now ",
+    }[evidence] in reason
+
+
+def test_the_reflog_is_read_back_only_to_the_push(repo: Repo) -> None:
+    """An old `update by push` of the same commit (before this push began) is not evidence."""
+    sha = pushed(repo)
+    later = time.time() + 3600
+    record = record_for(repo, sha, pushed_at=later)
+    from tracker.spool import pushed_per_reflog
+
+    assert pushed_per_reflog(record_for(repo, sha, pushed_at=time.time()))
+    assert not pushed_per_reflog(record)
+
+
+def test_a_confirmer_finds_a_push_a_reader_settled_in_the_log(repo: Repo) -> None:
+    """The confirmer that loses the race to a reader still knows the push was confirmed (and
+    so starts its monitor)."""
+    from tracker.clock import SYSTEM_CLOCK
+    from tracker.confirm import confirmed_in_log
+
+    sha = pushed(repo)
+    record = record_for(repo, sha)
+    write_record(repo.spool, record)
+    assert not confirmed_in_log(record, SYSTEM_CLOCK)
+    with Store(repo.db) as store:
+        take_in(store, repo.log_dir)
+    assert confirmed_in_log(record, SYSTEM_CLOCK)
+    assert not confirmed_in_log(replace(record, push_id="another-push"), SYSTEM_CLOCK)

@@ -26,6 +26,7 @@ from tracker.spool import (
     recorded,
     settle,
     verdict_append,
+    wants_monitor,
 )
 from tracker.store import Append, Store
 
@@ -134,20 +135,6 @@ class Confirmer:
         return verdict
 
 
-def wants_monitor(record: PushRecord, log_dir: Path) -> bool:
-    """Whether a deployment source is configured for the pushed repository."""
-    try:
-        from tracker.config import load_settings
-
-        root = Path(record.toplevel) if record.toplevel else None
-        return bool(load_settings(root).sources())
-    except ImportError:
-        return False
-    except TrackerError as exc:
-        log_line(log_dir, f"push {record.push_id}: no monitor: {exc}")
-        return False
-
-
 def become_monitor(record: PushRecord, log_dir: Path) -> None:
     """Replace this process by `python -I -m tracker monitor SHA`; returns only on failure."""
     env = clean_env()
@@ -167,20 +154,39 @@ def confirm(path: Path, clock: Clock = SYSTEM_CLOCK) -> int:
     if record is None:
         return 0  # never written, or already taken in and decided by a reader
     deadline = clock.monotonic() + BUDGET_S
+    confirmed: bool | None = None
     while True:
         with held(path) as ours:
             if ours:
                 confirmer = Confirmer(path, record, clock)
                 verdict = confirmer.run()
                 confirmer.store.close()
+                confirmed = verdict is not None and verdict.confirmed
                 break
-        if not path.exists() or clock.monotonic() >= deadline:
-            return 0  # a reader decided it while we waited (or owns it for good)
+        if not path.exists():
+            confirmed = confirmed_in_log(record, clock)  # a reader decided it while we waited
+            break
+        if clock.monotonic() >= deadline:
+            return 0  # owned by another process for good
         clock.sleep(POLL_S)
-    log_dir = confirmer.log_dir
-    if verdict is not None and verdict.confirmed and wants_monitor(record, log_dir):
+    log_dir = Path(record.db).parent if record.db else path.parent.parent
+    if confirmed and wants_monitor(record, log_dir):
         become_monitor(record, log_dir)
     return 0
+
+
+def confirmed_in_log(record: PushRecord, clock: Clock) -> bool:
+    """Whether the log holds this push's `PushConfirmed` (a reader settled the record), so
+    that the push is watched whoever settled it; the monitor's lock keeps it to one."""
+    if not record.db:
+        return False
+    try:
+        with Store(record.db, clock=clock, lock_timeout=LOCK_WAIT_S) as store:
+            events = store.events(stream=record.sha)
+    except TrackerError:
+        return False
+    key = f"confirm:{record.push_id}"
+    return any(e.key == key and e.type == "PushConfirmed" for e in events)
 
 
 def main(argv: list[str] | None = None) -> int:

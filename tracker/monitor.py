@@ -541,6 +541,12 @@ def run_foreground(tracker: Tracker, sha: str) -> int:
                 f" since {holder.started_at}"
             )
             return 0
+        row = tracker.store.deployment(sha)
+        if row is not None and row.terminal:
+            # Decided while this monitor started (more than one may be started for a push:
+            # its confirmer and a reader that settled its record): nothing left to follow.
+            print(f"{sha[:7]} is decided already: {row.state}")
+            return exit_code_of(row.state, row.superseded_went_live)
         # Nobody waits on a monitor: it waits for the lock as long as a deployment may take,
         # rather than die and leave its commit stale (TRACKER_LOCK_TIMEOUT is for the commands
         # people wait on).

@@ -15,12 +15,13 @@ import os
 import re
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from tracker.clock import iso
-from tracker.errors import LockTimeoutError
+from tracker.errors import LockTimeoutError, TrackerError
 from tracker.events import PushConfirmed, PushRecorded, PushRejected
 from tracker.gitutil import clean_env, pusher
 from tracker.store import Append, Store
@@ -197,15 +198,17 @@ def process_alive(pid: int | None, comm: str | None = None) -> bool:
 
 
 def confirmer_alive(pid: int | None) -> bool:
-    """Whether the confirmer the hook started for a record still runs."""
+    """Whether the confirmer the hook started for a record still runs (or is about to: the
+    hook's forked shell that has not yet exec'd it still has the hook's command line)."""
     if not process_alive(pid):
         return False
     if not _HAVE_PROC:
         return True
     try:
-        return b"tracker.confirm" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+    return b"tracker.confirm" in argv or b"pre-push" in argv
 
 
 # -- the check --------------------------------------------------------------------------------
@@ -227,50 +230,122 @@ def _git(record: PushRecord, args: list[str], timeout: float = 10.0) -> tuple[in
 def tracking_tip(record: PushRecord) -> str | None:
     """The remote-tracking ref of the pushed branch, or None when it does not exist."""
     code, out = _git(record, ["rev-parse", "-q", "--verify", record.tracking_ref])
-    return out if code == 0 and out else None
+    return out if code == 0 and _SHA.match(out) else None
+
+
+REFLOG_SLACK_S = 120.0  # reflog entries this much older than the push are not read
+REFLOG_TAIL_BYTES = 4 << 20
 
 
 def pushed_per_reflog(record: PushRecord) -> bool:
-    """Whether the tracking ref's reflog says git itself moved it to our sha by this push."""
-    code, out = _git(record, ["log", "-g", "-n", "20", "--format=%H %gs", record.tracking_ref])
+    """Whether the tracking ref's reflog says git itself moved it to our sha by a push made
+    since this one began: every entry since then is read, however many followed it."""
+    path = Path(record.common, "logs", *record.tracking_ref.split("/"))
+    try:
+        with open(path, "rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(size - REFLOG_TAIL_BYTES, 0))
+            lines = log.read().decode(errors="replace").splitlines()
+    except FileNotFoundError:
+        return _pushed_per_git_reflog(record)
+    except OSError:
+        return False
+    since = record.pushed_at - REFLOG_SLACK_S
+    for line in reversed(lines):  # `old new name <email> epoch tz<TAB>message`
+        head, _, message = line.partition("\t")
+        words = head.split()
+        if len(words) < 4 or not words[-2].isdigit():
+            continue
+        if int(words[-2]) < since:
+            break
+        if words[1] == record.sha and message.startswith("update by push"):
+            return True
+    return False
+
+
+def _pushed_per_git_reflog(record: PushRecord) -> bool:
+    """The same through `git log -g`, for a ref store that is not plain files."""
+    args = ["log", "-g", "-n", "2000", "--format=%H %gs", record.tracking_ref]
+    code, out = _git(record, args)
     return code == 0 and f"{record.sha} update by push" in out.splitlines()
 
 
 def remote_head(record: PushRecord) -> str | None:
     """The branch's sha on the remote (`ls-remote`); "" when absent, None when unreachable."""
-    target = record.remote or record.url
-    code, out = _git(record, ["ls-remote", target, f"refs/heads/{record.branch}"], 30.0)
+    code, out = _git(record, ["ls-remote", _target(record), f"refs/heads/{record.branch}"], 30.0)
     if code != 0:
         return None
-    return out.split()[0] if out else ""
+    head = out.split()[0] if out else ""
+    return head if not head or _SHA.match(head) else None
+
+
+def _target(record: PushRecord) -> str:
+    """Where the push went: the remote's name, or the URL of a push by URL."""
+    return record.remote or record.url
+
+
+def _ancestor(record: PushRecord, tip: str) -> bool | None:
+    """Whether the pushed commit is `tip` or in its history; None when `tip` is not here."""
+    code, _ = _git(record, ["merge-base", "--is-ancestor", record.sha, tip])
+    return {0: True, 1: False}.get(code)
+
+
+def reached(record: PushRecord, tip: str) -> bool | None:
+    """Whether the pushed commit is in the remote branch whose tip is `tip`; None when git
+    cannot tell (the tip's objects could not be fetched).
+
+    A tip pushed from another clone is not in this repository yet: it is fetched (by its sha,
+    else the branch) without writing any ref or FETCH_HEAD, so the user's refs never move.
+    """
+    found = _ancestor(record, tip)
+    if found is not None:
+        return found
+    quiet = ["fetch", "-q", "--no-tags", "--no-write-fetch-head", "--no-auto-gc", "--refmap="]
+    quiet.append("--no-recurse-submodules")
+    for wanted in (tip, f"refs/heads/{record.branch}"):
+        code, _ = _git(record, [*quiet, _target(record), wanted], 60.0)
+        if code == 0:
+            found = _ancestor(record, tip)
+            if found is not None:
+                return found
+    return None
 
 
 def settle(record: PushRecord, *, git_alive: bool, give_up: bool = False) -> Verdict | None:
     """Decide a push, or None while it cannot be decided yet.
 
+    A push is confirmed when its commit is on the remote branch: the tip itself or in its
+    history, however many pushes came after it; rejected only when the commit is not there.
     `git_alive` must be observed before calling: git writes the tracking ref before it exits,
-    so a ref read after seeing git gone is final. Pushes by URL, and remotes without a
-    tracking ref, are checked with `ls-remote` once git is gone.
+    so what is read after seeing git gone is final. While git runs only the tracking ref is
+    read (the pack may not have been sent yet); then the tracking ref's reflog, and the
+    remote itself (`ls-remote`, and the ancestry of its tip), which also covers pushes by URL.
     """
-    if record.remote:
-        tip = tracking_tip(record)
-        if tip == record.sha:
-            return Verdict(True, f"{record.tracking_ref} moved to the pushed commit")
-        if git_alive:
-            return None
-        if pushed_per_reflog(record):
-            return Verdict(True, f"the reflog of {record.tracking_ref} records the push")
-        if tip is not None:
-            return Verdict(False, f"git exited and {record.tracking_ref} is {tip[:12]}")
-    elif git_alive:
+    tip = tracking_tip(record) if record.remote else None
+    if tip == record.sha:
+        return Verdict(True, f"{record.tracking_ref} moved to the pushed commit")
+    if git_alive:
         return None
+    if record.remote and pushed_per_reflog(record):
+        return Verdict(True, f"the reflog of {record.tracking_ref} records the push")
+    if tip is not None and _ancestor(record, tip):
+        return Verdict(True, f"the pushed commit is in {record.tracking_ref}")
     head = remote_head(record)
     if head is None:
         return Verdict(None, "the remote could not be reached to verify") if give_up else None
+    branch = record.branch
     if head == record.sha:
-        return Verdict(True, f"the remote's {record.branch} is the pushed commit")
-    seen = head[:12] if head else "missing"
-    return Verdict(False, f"git exited and the remote's {record.branch} is {seen}")
+        return Verdict(True, f"the remote's {branch} is the pushed commit")
+    if not head:
+        return Verdict(False, f"git exited and the remote has no {branch}")
+    inside = reached(record, head)
+    if inside:
+        return Verdict(True, f"the pushed commit is in the remote's {branch} (now {head[:12]})")
+    if inside is False:
+        return Verdict(False, f"git exited and the remote's {branch} ({head[:12]}) lacks it")
+    if give_up:
+        return Verdict(None, f"could not fetch the remote's {branch} to verify")
+    return None
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -384,7 +459,59 @@ def _decide_orphan(store: Store, path: Path, record: PushRecord, now: float) -> 
         append = verdict_append(record, verdict)
         written = store.append_all([recorded(record), append] if append else [recorded(record)])
         path.unlink()
-        return len(written)
+    if verdict.confirmed:
+        watch(record, store)  # the confirmer, finding the record gone, does not
+    return len(written)
+
+
+# -- the monitor of a confirmed push ----------------------------------------------------------
+
+
+def wants_monitor(record: PushRecord, log_dir: Path) -> bool:
+    """Whether a deployment source is configured for the pushed repository (settings of the
+    pushed repository, environment of this process); a rejected setting is logged."""
+    try:
+        from tracker.config import load_settings
+
+        root = Path(record.toplevel) if record.toplevel else None
+        return bool(load_settings(root).sources())
+    except ImportError:
+        return False
+    except TrackerError as exc:
+        note(log_dir, f"push {record.push_id}: no monitor: {exc}")
+        return False
+
+
+def watch(record: PushRecord, store: Store) -> int | None:
+    """Make sure a monitor follows a confirmed push: start one detached unless no source is
+    configured or the commit is decided already; its pid. Whoever settles a record as
+    confirmed calls this. Starting one more is harmless: a monitor first takes the commit's
+    lock (`monitor.commit_lock`), and a second one for the same commit exits at once."""
+    log_dir = store.path.parent
+    try:
+        if not wants_monitor(record, log_dir):
+            return None
+        row = store.deployment(record.sha)
+        if row is None or row.terminal:
+            return None
+        from tracker.monitor import spawn_detached
+
+        repo = Path(record.toplevel) if record.toplevel else None
+        return spawn_detached(store.path, record.sha, repo=repo)
+    except Exception as exc:  # the reader goes on: its answer does not depend on this
+        note(log_dir, f"push {record.push_id}: cannot start the monitor: {exc}")
+        return None
+
+
+def note(log_dir: Path, message: str) -> None:
+    """Append one line to `<log dir>/confirm.log` (owner-only); never raises."""
+    text = f"{iso(time.time())} pid {os.getpid()}: {' '.join(message.split())}\n"
+    with contextlib.suppress(OSError):
+        fd = os.open(log_dir / "confirm.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, text.encode(errors="replace"))
+        finally:
+            os.close(fd)
 
 
 def with_confirmer(record: PushRecord, pid: int | None) -> PushRecord:
