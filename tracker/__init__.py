@@ -1,20 +1,69 @@
-"""tracker: follow every push to the deployed branch until it is live or has failed."""
+"""tracker: follow every push to the deployed branch until it is live or has failed.
+
+The public surface is what `__all__` names; each name is imported on first use, so that the
+push hook's confirmer, which imports `tracker.store`, pays for nothing else.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Tracker", "__version__"]
+
+# name -> the module that defines it
+_EXPORTS = {
+    "Tracker": "tracker.api",
+    "DeploymentStatus": "tracker.api",
+    "EventRecord": "tracker.api",
+    "AttemptRecord": "tracker.api",
+    "Stats": "tracker.stats",
+    "RebuildReport": "tracker.store",
+    "TrackerError": "tracker.errors",
+    "UsageError": "tracker.errors",
+    "ConfigError": "tracker.errors",
+    "LogError": "tracker.errors",
+    "LockTimeoutError": "tracker.errors",
+    "SourceUnavailableError": "tracker.errors",
+}
+__all__ = [
+    "AttemptRecord",
+    "ConfigError",
+    "DeploymentStatus",
+    "EventRecord",
+    "LockTimeoutError",
+    "LogError",
+    "RebuildReport",
+    "SourceUnavailableError",
+    "Stats",
+    "Tracker",
+    "TrackerError",
+    "UsageError",
+    "__version__",
+]
 
 if TYPE_CHECKING:
-    from tracker.api import Tracker
+    from tracker.api import AttemptRecord, DeploymentStatus, EventRecord, Tracker
+    from tracker.errors import (
+        ConfigError,
+        LockTimeoutError,
+        LogError,
+        SourceUnavailableError,
+        TrackerError,
+        UsageError,
+    )
+    from tracker.stats import Stats
+    from tracker.store import RebuildReport
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that the push hook's confirmer importing `tracker.store` pays for nothing else.
-    if name == "Tracker":
-        from tracker.api import Tracker
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tracker' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once
+    return value
 
-        return Tracker
-    raise AttributeError(name)
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,183 @@
+"""The contract every event-log backend keeps (`tracker.log.EventLog`), one suite for all.
+
+In the style of eventsourcing's recorder tests: each test takes a fresh log from the `log`
+fixture, parametrised over the backends. SQLite today; the fleet's MySQL backend joins the
+parameters when it exists (SPEC §10), and must pass the same tests unchanged.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tracker.clock import FakeClock
+from tracker.errors import ConfigError
+from tracker.events import (
+    DeploymentFailed,
+    DeploymentPolled,
+    DeploymentSucceeded,
+    PushConfirmed,
+    PushRecorded,
+)
+from tracker.log import EventLog, open_log
+from tracker.store import Append
+
+A = "a" * 40
+B = "b" * 40
+WRITER = Path(__file__).resolve().parent / "store_writer.py"
+
+Opener = Callable[[], EventLog]
+
+
+def sqlite_backend(tmp_path: Path, clock: FakeClock) -> Opener:
+    return lambda: open_log(tmp_path / "events.db", clock=clock)
+
+
+BACKENDS = {"sqlite": sqlite_backend}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    return BACKENDS[request.param](tmp_path, FakeClock(start=1_800_000_000.0))
+
+
+@pytest.fixture
+def log(opener: Opener) -> Iterator[EventLog]:
+    found = opener()
+    yield found
+    found.close()
+
+
+def test_a_backend_is_an_event_log(log: EventLog) -> None:
+    assert isinstance(log, EventLog)
+    assert log.last_seq() == 0 and log.events() == []
+
+
+def test_positions_increase_in_commit_order_and_versions_count_per_stream(log: EventLog) -> None:
+    log.append(A, PushRecorded(sha=A, branch="main"))
+    log.append(B, PushRecorded(sha=B, branch="main"))
+    log.append(A, PushConfirmed(sha=A))
+    found = log.events()
+    assert [e.seq for e in found] == [1, 2, 3]
+    assert [(e.stream, e.version) for e in found] == [(A, 1), (B, 1), (A, 2)]
+    assert [e.type for e in found] == ["PushRecorded", "PushRecorded", "PushConfirmed"]
+    assert found[0].data["branch"] == "main" and found[0].recorded_at.endswith("Z")
+    assert log.last_seq() == 3
+
+
+def test_the_same_fact_twice_is_one_event(log: EventLog) -> None:
+    first = log.append(A, PushRecorded(sha=A, branch="main"), key="push:1")
+    again = log.append(A, PushRecorded(sha=A, branch="main"), key="push:1")
+    assert first is not None and again is None
+    assert log.known_keys({"push:1", "push:2"}) == {"push:1"}
+    assert len(log.events()) == 1
+
+
+def test_a_batch_is_written_whole_in_order(log: EventLog) -> None:
+    written = log.append_all(
+        [
+            Append(A, PushRecorded(sha=A, branch="main"), "push:a", None),
+            Append(A, PushConfirmed(sha=A), "confirm:a", None),
+            Append(A, PushRecorded(sha=A, branch="main"), "push:a", None),  # a repeat: skipped
+        ]
+    )
+    assert [e.type for e in written] == ["PushRecorded", "PushConfirmed"]
+    assert [e.seq for e in log.events()] == [e.seq for e in written]
+
+
+def test_a_follower_reading_after_its_last_position_misses_nothing(log: EventLog) -> None:
+    seen: list[int] = []
+    for i in range(5):
+        log.append(A if i % 2 else B, DeploymentPolled(source="mysql", ok=True))
+        seen += [e.seq for e in log.events(after_seq=seen[-1] if seen else 0)]
+    assert seen == [1, 2, 3, 4, 5]
+    assert [e.seq for e in log.events(limit=2, newest=True)] == [4, 5]
+    assert [e.seq for e in log.events(stream=A)] == [2, 4]
+
+
+def test_the_projection_is_folded_with_each_append(log: EventLog) -> None:
+    log.append(A, PushRecorded(sha=A, branch="main", source="hook"))
+    log.append(A, DeploymentPolled(source="digitalocean", ok=True, found=True, phase="BUILDING",
+                                   deployment_id="d1", api_calls=2))  # fmt: skip
+    row = log.deployment(A)
+    assert row is not None
+    assert (row.state, row.phase, row.deployment_id, row.api_calls) == (
+        "in_progress", "BUILDING", "d1", 2,
+    )  # fmt: skip
+    assert log.deployment(B) is None
+    assert [r.sha for r in log.deployments(branch="main")] == [A]
+    assert log.api_calls_by_window(1_800_000_000.0) == (2, 2)
+
+
+def test_an_attempt_gets_one_verdict_and_a_new_push_a_new_attempt(log: EventLog) -> None:
+    log.append(A, PushRecorded(sha=A, branch="main", source="hook"))
+    assert log.append(A, DeploymentSucceeded("d1")) is not None
+    assert log.append(A, DeploymentFailed("d1")) is None  # a second verdict is not a new fact
+    log.append(A, PushRecorded(sha=A, branch="main", source="hook"))  # pushed again
+    log.append(A, DeploymentSucceeded("d1"))  # the old deployment never judges the new push
+    row = log.deployment(A)
+    assert row is not None and (row.attempt, row.state) == (2, "pending")
+    assert log.append(A, DeploymentFailed("d2", attempt=2)) is not None
+    row = log.deployment(A)
+    assert row is not None and (row.state, row.deployment_id) == ("failed", "d2")
+
+
+def test_what_is_appended_survives_closing_and_a_rebuild_changes_nothing(opener: Opener) -> None:
+    first = opener()
+    first.append(A, PushRecorded(sha=A, branch="main"))
+    first.append(A, DeploymentSucceeded("d1"))
+    first.close()
+    again = opener()
+    try:
+        assert [e.type for e in again.events()] == ["PushRecorded", "DeploymentSucceeded"]
+        report = again.rebuild()
+        assert report.clean and (report.events, report.rows) == (2, 1)
+        assert again.integrity_check() == "ok"
+        assert again.shas_with_prefix("aaaaaaa") == [A]
+    finally:
+        again.close()
+
+
+def test_writers_in_other_processes_lose_nothing_and_leave_no_gap(
+    opener: Opener, tmp_path: Path
+) -> None:
+    log = opener()
+    path = getattr(log, "path", None)
+    if path is None:
+        pytest.skip("the backend has no file for the writer processes")  # pragma: no cover
+    log.close()
+    barrier = tmp_path / "go"
+    barrier.touch()  # start at once
+    writers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(WRITER),
+                "concurrent",
+                str(path),
+                str(n),
+                "40",
+                f"{A},{B}",
+                str(barrier),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        for n in range(3)
+    ]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0, 0]
+    log = opener()
+    try:
+        found = log.events()
+        assert [e.seq for e in found] == list(range(1, 121))
+        assert log.rebuild().clean
+    finally:
+        log.close()
+
+
+def test_a_url_that_is_not_built_yet_is_a_clear_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="mysql://"):
+        open_log("mysql://tracker@db.example:3306/deploys")

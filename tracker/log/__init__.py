@@ -1,0 +1,29 @@
+"""The event log: the port (`EventLog`) and the one place a log is opened from its location."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tracker.errors import ConfigError
+from tracker.log.base import EventLog
+
+if TYPE_CHECKING:
+    from tracker.clock import Clock
+
+__all__ = ["EventLog", "open_log"]
+
+
+def open_log(
+    target: Path | str, *, clock: Clock | None = None, lock_timeout: float = 10.0, **options: Any
+) -> EventLog:
+    """The log at `target`: a file path gives the SQLite backend (`tracker.store.Store`). A
+    `mysql://` URL names the fleet's shared log (SPEC §10), which is not built yet."""
+    text = str(target)
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        raise ConfigError(f"a log at a {scheme}:// URL is not supported yet: give a file path")
+    from tracker.clock import SYSTEM_CLOCK
+    from tracker.store import Store
+
+    return Store(Path(text), clock=clock or SYSTEM_CLOCK, lock_timeout=lock_timeout, **options)
