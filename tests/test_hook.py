@@ -327,7 +327,8 @@ def test_husky_style_sh_e_runs_our_line_and_the_rest_of_the_file(tmp_path: Path)
     assert done.returncode != 0  # the user's own `false` still runs, and still fails the push
     assert later.read_text().startswith("refs/heads/main ")  # ... after getting git's stdin
     assert len(warnings(done.stderr)) == 1
-    assert state(repo, sha) == "rejected"  # spooled before the veto; a reader decides it
+    # spooled before the veto; a reader hands it to a confirmer, which asks the remote
+    wait_until(lambda: state(repo, sha) == "rejected")
     (repo.work / ".husky" / "pre-push").write_text(f'cat >"{later}"\n')
     install(repo.work, husky=True, python=tracker_python())
     assert repo.push("origin", "main").returncode == 0

@@ -190,8 +190,11 @@ def test_a_push_whose_confirmer_never_ran_is_confirmed_and_watched_after_20_more
         sim.add_deployment(later[-1], **PHASES)
     wait_until(lambda: record_paths(repo.spool) == [path], timeout=SETTLE_S)  # 20 confirmed
     assert event_types(repo.db, lost) == []  # nobody has read the spool yet
-    read(repo.db)  # a reader settles it, 20 pushes later, and starts its monitor
-    assert event_types(repo.db, lost)[:2] == ["PushRecorded", "PushConfirmed"]
+    read(repo.db)  # a reader settles it (or hands it to a confirmer), 20 pushes later
+    wait_until(
+        lambda: event_types(repo.db, lost)[:2] == ["PushRecorded", "PushConfirmed"],
+        timeout=SETTLE_S,
+    )
     check(repo.db, [lost, *later], [])
     with Store(repo.db) as store:
         row = store.deployment(lost)

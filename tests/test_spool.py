@@ -14,7 +14,6 @@ import pytest
 from gitrepo import Repo, make_repo
 
 from tracker.spool import (
-    BUDGET_S,
     PushRecord,
     record_paths,
     spool_dir,
@@ -53,6 +52,18 @@ def pushed(repo: Repo, ref: str = "HEAD:main") -> str:
 
 def kinds(store: Store, sha: str) -> list[str]:
     return [e.type for e in store.events(stream=sha)]
+
+
+def decided(repo: Repo, sha: str) -> list[str]:
+    """Wait until the confirmer a reader handed the record to has decided it; the kinds."""
+    from gitrepo import wait_until
+
+    def done() -> list[str] | None:
+        with Store(repo.db) as store:
+            found = kinds(store, sha)
+        return found if len(found) > 1 and not record_paths(repo.spool) else None
+
+    return wait_until(done, timeout=120)  # type: ignore[return-value]
 
 
 def test_a_record_round_trips_through_its_text_form(repo: Repo) -> None:
@@ -108,12 +119,14 @@ def test_take_in_records_and_decides_an_orphaned_push(repo: Repo) -> None:
     assert recorded["pushed_at"] == "2027-01-15T08:00:00.500Z"
 
 
-def test_take_in_rejects_a_push_the_remote_never_got(repo: Repo) -> None:
+def test_take_in_hands_a_push_only_the_remote_can_decide_to_a_confirmer(repo: Repo) -> None:
     sha = repo.commit("never pushed")
     write_record(repo.spool, record_for(repo, sha))
     with Store(repo.db) as store:
-        take_in(store, repo.log_dir)
-        assert kinds(store, sha) == ["PushRecorded", "PushRejected"]
+        take_in(store, repo.log_dir)  # no network here: the tracking ref does not have it
+        assert kinds(store, sha) == ["PushRecorded"]
+    assert decided(repo, sha) == ["PushRecorded", "PushRejected"]  # the confirmer asked
+    with Store(repo.db) as store:
         assert store.deployment(sha).state == "rejected"  # type: ignore[union-attr]
         assert "git exited" in store.events(stream=sha)[1].data["reason"]
 
@@ -177,17 +190,22 @@ def test_take_in_sets_aside_garbage_and_skips_records_of_another_log(repo: Repo)
     assert (repo.spool / "junk.push.bad").exists() and other.exists()
 
 
-def test_an_unreachable_url_push_waits_then_stays_pending(repo: Repo, tmp_path: Path) -> None:
+def test_an_unreachable_url_push_stays_pending_with_a_confirmer_on_it(
+    repo: Repo, tmp_path: Path
+) -> None:
+    from tracker.spool import confirmer_alive, read_record
+
     sha = pushed(repo)
     gone = str(tmp_path / "no-such-remote.git")
     write_record(repo.spool, record_for(repo, sha, remote="", url=gone))
     with Store(repo.db) as store:
-        assert take_in(store, repo.log_dir, now=1_800_000_001.0) == 1
-        assert len(record_paths(repo.spool)) == 1  # cannot tell yet: kept
-        take_in(store, repo.log_dir, now=1_800_000_001.0 + BUDGET_S)
-        assert record_paths(repo.spool) == []
-        assert kinds(store, sha) == ["PushRecorded"]
+        assert take_in(store, repo.log_dir) == 1
+        [path] = record_paths(repo.spool)  # cannot tell yet: kept, and handed over
+        pid = read_record(path).confirmer_pid
+        assert pid is not None and confirmer_alive(pid)
+        assert take_in(store, repo.log_dir) == 0  # the next reader leaves it to that confirmer
         assert store.deployment(sha).state == "pending"  # type: ignore[union-attr]
+    os.kill(pid, 9)
 
 
 def test_a_long_lived_tracker_takes_in_records_spooled_after_its_first_call(repo: Repo) -> None:
@@ -249,9 +267,10 @@ def test_a_push_by_url_that_other_clones_pushed_over_is_confirmed(
     before = refs_of(repo)
     write_record(repo.spool, record_for(repo, sha, remote="", url=str(repo.remote)))
     with Store(repo.db) as store:
-        assert take_in(store, repo.log_dir) == 2
+        assert take_in(store, repo.log_dir) == 1
+    assert decided(repo, sha) == ["PushRecorded", "PushConfirmed"]
+    with Store(repo.db) as store:
         [_, verdict] = store.events(stream=sha)
-    assert verdict.type == "PushConfirmed"
     assert verdict.data["reason"] == f"the pushed commit is in the remote's main (now {tip[:12]})"
     assert refs_of(repo) == before  # the tip was fetched without moving any ref
     assert not (repo.common / "FETCH_HEAD").exists()
@@ -268,7 +287,8 @@ def test_a_push_by_url_whose_commit_never_reached_the_branch_is_rejected(
     write_record(repo.spool, record_for(repo, sha, remote="", url=str(repo.remote)))
     with Store(repo.db) as store:
         take_in(store, repo.log_dir)
-        assert kinds(store, sha) == ["PushRecorded", "PushRejected"]
+    assert decided(repo, sha) == ["PushRecorded", "PushRejected"]
+    with Store(repo.db) as store:
         assert "lacks it" in store.events(stream=sha)[1].data["reason"]
 
 
@@ -284,7 +304,8 @@ def test_a_push_by_name_followed_by_25_more_is_confirmed(repo: Repo, evidence: s
     write_record(repo.spool, record_for(repo, sha, pushed_at=time.time() - 5))
     with Store(repo.db) as store:
         take_in(store, repo.log_dir)
-        assert kinds(store, sha) == ["PushRecorded", "PushConfirmed"]
+    assert decided(repo, sha) == ["PushRecorded", "PushConfirmed"]  # the remote: by a confirmer
+    with Store(repo.db) as store:
         reason = store.events(stream=sha)[1].data["reason"]
     assert {
         "reflog": "the reflog of refs/remotes/origin/main records the push",

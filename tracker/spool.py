@@ -311,7 +311,9 @@ def reached(record: PushRecord, tip: str) -> bool | None:
     return None
 
 
-def settle(record: PushRecord, *, git_alive: bool, give_up: bool = False) -> Verdict | None:
+def settle(
+    record: PushRecord, *, git_alive: bool, give_up: bool = False, local: bool = False
+) -> Verdict | None:
     """Decide a push, or None while it cannot be decided yet.
 
     A push is confirmed when its commit is on the remote branch: the tip itself or in its
@@ -330,6 +332,8 @@ def settle(record: PushRecord, *, git_alive: bool, give_up: bool = False) -> Ver
         return Verdict(True, f"the reflog of {record.tracking_ref} records the push")
     if tip is not None and _ancestor(record, tip):
         return Verdict(True, f"the pushed commit is in {record.tracking_ref}")
+    if local:
+        return None  # the rest asks the remote: not for a reader, which never touches the network
     head = remote_head(record)
     if head is None:
         return Verdict(None, "the remote could not be reached to verify") if give_up else None
@@ -384,17 +388,17 @@ def verdict_append(record: PushRecord, verdict: Verdict) -> Append | None:
 # -- take_in ----------------------------------------------------------------------------------
 
 
-def take_in(store: Store, log_dir: Path, *, now: float | None = None) -> int:
+def take_in(store: Store, log_dir: Path) -> int:
     """Move spooled pushes into the log; returns how many events were appended.
 
     Every reader calls this first, so `status` right after `git push` says pending. Records
-    whose git and confirmer are both gone are decided here and removed. If the log's lock
-    cannot be taken, the spool is left as it is.
+    whose git and confirmer are both gone are decided here from what this repository knows,
+    and removed; one only the remote can decide gets a new confirmer (a reader never touches
+    the network). If the log's lock cannot be taken, the spool is left as it is.
     """
     paths = record_paths(spool_dir(log_dir))
     if not paths:
         return 0
-    now = store.clock.now() if now is None else now
     records = _readable(paths, store.path)
     ordered = sorted(records, key=lambda pr: pr[1].pushed_at)
     try:
@@ -403,7 +407,7 @@ def take_in(store: Store, log_dir: Path, *, now: float | None = None) -> int:
         return 0
     for path, record in ordered:
         try:
-            count += _decide_orphan(store, path, record, now)
+            count += _decide_orphan(store, path, record)
         except LockTimeoutError:
             break
     return count
@@ -445,16 +449,16 @@ def _readable(paths: list[Path], db: Path) -> list[tuple[Path, PushRecord]]:
     return found
 
 
-def _decide_orphan(store: Store, path: Path, record: PushRecord, now: float) -> int:
+def _decide_orphan(store: Store, path: Path, record: PushRecord) -> int:
     """Decide a record nobody is confirming any more (git and its confirmer both gone)."""
     if process_alive(record.git_pid, "git") or confirmer_alive(record.confirmer_pid):
         return 0
     with held(path) as ours:
         if not ours:
             return 0
-        give_up = now - record.pushed_at > BUDGET_S
-        verdict = settle(record, git_alive=False, give_up=give_up)
+        verdict = settle(record, git_alive=False, local=True)
         if verdict is None:
+            _hand_over(path, record)
             return 0
         append = verdict_append(record, verdict)
         written = store.append_all([recorded(record), append] if append else [recorded(record)])
@@ -462,6 +466,17 @@ def _decide_orphan(store: Store, path: Path, record: PushRecord, now: float) -> 
     if verdict.confirmed:
         watch(record, store)  # the confirmer, finding the record gone, does not
     return len(written)
+
+
+def _hand_over(path: Path, record: PushRecord) -> None:
+    """Start a confirmer for a record only the remote can decide: a reader never touches the
+    network (SPEC §5), and the record names its new confirmer, so other readers leave it be."""
+    from tracker.prepush import spawn_confirmer
+
+    pid = spawn_confirmer(path)
+    if pid is not None:
+        with contextlib.suppress(OSError):
+            write_record(path.parent, with_confirmer(record, pid))
 
 
 # -- the monitor of a confirmed push ----------------------------------------------------------
