@@ -224,7 +224,7 @@ class Tracker:
             if len(matches) > 1:
                 raise UsageError(f"the abbreviated SHA {ref} is ambiguous in the log")
         where = f"the repository at {self.repo}" if self.repo else "the log"
-        raise UsageError(f"{ref!r} does not name a commit in {where}")
+        raise UsageError(f"{gitutil.shown(ref)} does not name a commit in {where}")
 
     def status(self, ref: str = "HEAD", *, recent: int = 5) -> DeploymentStatus:
         """The status of the commit `ref` names, answered from the log alone (no network).

@@ -148,6 +148,7 @@ def events(
     """
     from tracker.watch import events_command
 
+    _not_empty(ref, "a ref")
     if limit is not None and not 1 <= limit <= MAX_LIMIT:
         raise UsageError(f"--limit must be a whole number from 1 to {MAX_LIMIT}, not {limit}")
     with _tracker() as tracker:
@@ -168,8 +169,11 @@ def stats(*, json: bool = False, since: str | None = None, branch: str | None = 
     branch
         Only deployments of this branch.
     """
+    from tracker.gitutil import check_branch
     from tracker.stats import parse_since, stats_text
 
+    if branch is not None:
+        check_branch(branch)
     with _tracker() as tracker:
         window = None if since is None else parse_since(since, now=tracker.clock.now())
         result = tracker.stats(since=window, branch=branch)
@@ -231,6 +235,7 @@ def push(
     again
         The commit was pushed once more: a new attempt, judged by a new deployment.
     """
+    _not_empty(branch, "--branch")
     with _tracker() as tracker:
         st = tracker.record_push(
             ref, branch=branch, remote=remote, monitor=not no_monitor, source="cli", again=again
@@ -425,6 +430,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result
 
 
+def _not_empty(value: str | None, what: str) -> None:
+    """An empty string given for an option is a mistake, not "the default"."""
+    if value is not None and not value.strip():
+        raise UsageError(f"{what} must not be empty")
+
+
 def _decodable(token: str) -> bool:
     try:
         token.encode("utf-8")
@@ -434,7 +445,7 @@ def _decodable(token: str) -> bool:
 
 
 def _fail(code: int, message: str) -> int:
-    say(f"tracker: error: {message}", stream=sys.stderr)
+    say(f"tracker: error: {_one_line(message, limit=500)}", stream=sys.stderr)
     return code
 
 

@@ -106,7 +106,9 @@ class Store:
         busy_timeout_ms: int = 30_000,
     ) -> None:
         self.path = Path(path)
-        if not self.path.name or self.path.is_dir():
+        with _log_errors(self.path, "open"):
+            directory = not self.path.name or self.path.is_dir()  # is_dir: ENAMETOOLONG raises
+        if directory:
             raise LogError(
                 f"the log {self.path} is a directory: name a file, such as"
                 f" {self.path / 'events.db'}"
