@@ -399,3 +399,38 @@ def test_a_push_with_a_bad_monitor_setting_says_so_in_its_headline(tmp_path: Pat
     assert (st["state"], st["watched"], st["exit_code"]) == ("pending", False, 2)
     waited = run(made, ["wait", sha, "--timeout", "10m"])
     assert waited.returncode == 2 and waited.stdout.decode().splitlines()[0] == headline
+
+
+# -- durations accept the same forms everywhere (SPEC §5) -----------------------------------------
+
+FORMS = ["90", "90s", "1.5m", "8m", "2h", "1d", "0.5", " 10 S "]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_every_duration_option_takes_every_form(repo: Repo, form: str) -> None:
+    before = dump(repo.db)
+    waited = run(repo, ["wait", SHA, "--timeout", form])  # nothing watches it: at once
+    assert waited.returncode == 2, waited.stderr.decode()
+    assert run(repo, ["stats", "--since", form, "--json"]).returncode == 0
+    env = {"TRACKER_LOCK_TIMEOUT": form, "TRACKER_MAX_WAIT": form, "TRACKER_POLL_LONG": form}
+    assert run(repo, ["status", SHA], env).returncode == 2
+    assert dump(repo.db) == before
+
+
+def test_the_monitor_takes_durations_with_units(tmp_path: Path) -> None:
+    from tracker.sim import SimulatedPlatform
+
+    made = make_repo(tmp_path)
+    with Store(made.db) as store:
+        store.append(SHA, PushRecorded(sha=SHA, branch="main", source="cli"))
+    with SimulatedPlatform(token="tok") as sim:
+        env = {"DIGITALOCEAN_TOKEN": "tok", "TRACKER_DO_APP_ID": sim.app_id,
+               "TRACKER_DO_API_URL": sim.base_url, "TRACKER_POLL_POLICY": "fixed",
+               "TRACKER_POLL_INTERVAL": "0.005m", "TRACKER_MAX_WAIT": "0.025m",
+               "TRACKER_HTTP_TIMEOUT": "5s"}  # fmt: skip
+        done = run(made, ["monitor", SHA], env)
+    assert done.returncode == 1, done.stdout.decode() + done.stderr.decode()  # timed out
+    with Store(made.db) as store:
+        found = {e.type: e.data for e in store.events(stream=SHA)}
+    assert found["MonitorStarted"]["max_wait_s"] == 1.5
+    assert found["MonitorTimedOut"]["waited_s"] >= 1.5
