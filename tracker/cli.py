@@ -286,8 +286,11 @@ def ingest(*, json: bool = False) -> int:
     """
     from tracker.api import status_for_notification
 
+    raw = getattr(sys.stdin, "buffer", None)  # bytes, to say when they are not UTF-8
     try:
-        text = sys.stdin.buffer.read(MAX_NOTIFICATION + 1).decode("utf-8")
+        text = (
+            raw.read(MAX_NOTIFICATION + 1).decode() if raw else sys.stdin.read(MAX_NOTIFICATION + 1)
+        )
     except UnicodeDecodeError as exc:
         raise UsageError(f"the notification is not UTF-8 text (byte {exc.start})") from None
     if len(text) > MAX_NOTIFICATION:
