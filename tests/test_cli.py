@@ -329,8 +329,8 @@ def test_every_command_is_documented_in_the_readme() -> None:
 def test_commands_bind_without_running() -> None:
     command, bound, _ = app.parse_args(["status", "HEAD~1", "--json"])
     assert command.__name__ == "status" and bound.arguments == {"ref": "HEAD~1", "json": True}
-    command, bound, _ = app.parse_args(["wait", "--timeout", "2.5"])
-    assert bound.arguments["timeout"] == 2.5
+    command, bound, _ = app.parse_args(["wait", "--timeout", "2.5m"])
+    assert bound.arguments["timeout"] == "2.5m"  # a duration, parsed by config.parse_duration
 
 
 def test_no_colour_in_a_pipe_or_with_no_color(seeded, db_path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tracker.config import Settings, is_loopback, load_settings
+from tracker.config import ENV_NAMES, Settings, is_loopback, load_settings
 from tracker.errors import ConfigError
 
 SECRET_PW = "pw-Zq8!s3cr3t"
@@ -98,19 +98,26 @@ def test_empty_environment_values_count_as_unset():
 @pytest.mark.parametrize(
     ("var", "value", "fragment"),
     [
-        ("TRACKER_POLL_INTERVAL", "abc", "number of seconds"),
-        ("TRACKER_POLL_INTERVAL", "-1", "number of seconds"),
-        ("TRACKER_POLL_INTERVAL", "0", "> 0"),
-        ("TRACKER_POLL_INTERVAL", "nan", "number of seconds"),
-        ("TRACKER_POLL_INTERVAL", "inf", "number of seconds"),
-        ("TRACKER_POLL_INTERVAL", "1e400", "number of seconds"),
+        ("TRACKER_POLL_INTERVAL", "abc", "must be a duration like 10, 30s or 1.5m"),
+        ("TRACKER_POLL_INTERVAL", "-1", "must not be negative"),
+        ("TRACKER_POLL_INTERVAL", "0", "more than 0"),
+        ("TRACKER_POLL_INTERVAL", "0s", "more than 0"),
+        ("TRACKER_POLL_INTERVAL", "nan", "must be a duration"),
+        ("TRACKER_POLL_INTERVAL", "inf", "must be a duration"),
+        ("TRACKER_POLL_INTERVAL", "1e400", "must be a duration"),
+        ("TRACKER_POLL_INTERVAL", "9" * 400, "at most 7 days"),
+        ("TRACKER_POLL_INTERVAL", "5x", "must be a duration"),
+        ("TRACKER_POLL_INTERVAL", "5 m s", "must be a duration"),
+        ("TRACKER_POLL_INTERVAL", "\u0665", "must be a duration"),  # an Arabic-Indic 5
         ("TRACKER_POLL_INITIAL", "604801", "at most 7 days"),
-        ("TRACKER_POLL_LONG", "-0.5", "number of seconds"),
-        ("TRACKER_POLL_SWITCH_AFTER", "-0.001", ">= 0"),
-        ("TRACKER_MAX_WAIT", "NaN", "number of seconds"),
-        ("TRACKER_MAX_WAIT", "5m", "number of seconds"),
-        ("TRACKER_HTTP_TIMEOUT", "0", "> 0"),
-        ("TRACKER_LOCK_TIMEOUT", "-inf", "number of seconds"),
+        ("TRACKER_POLL_INITIAL", "8d", "at most 7 days"),
+        ("TRACKER_POLL_LONG", "-0.5", "must not be negative"),
+        ("TRACKER_POLL_SWITCH_AFTER", "-0.001", "must not be negative"),
+        ("TRACKER_MAX_WAIT", "NaN", "must be a duration like 480, 8m or 2h"),
+        ("TRACKER_MAX_WAIT", "abc", "must be a duration like 480, 8m or 2h"),
+        ("TRACKER_MAX_WAIT", "-8m", "must not be negative"),
+        ("TRACKER_HTTP_TIMEOUT", "0", "more than 0"),
+        ("TRACKER_LOCK_TIMEOUT", "-inf", "must be a duration"),
         ("TRACKER_POLL_POLICY", "sometimes", "one of fixed, stepped"),
         ("TRACKER_SYNCHRONOUS", "OFF", "one of FULL, NORMAL"),
         ("TRACKER_BRANCH", "bad..name", "branch name"),
@@ -122,7 +129,7 @@ def test_bad_scalar_values_name_the_variable_and_value(var, value, fragment):
     with pytest.raises(ConfigError) as info:
         load_settings(None, env={var: value})
     message = str(info.value)
-    assert message.startswith(f"{var}: ") and fragment in message and repr(value) in message
+    assert message.startswith(f"{var}: ") and fragment in message and repr(value)[:50] in message
     assert "\n" not in message
     assert info.value.exit_code == 78
 
@@ -141,7 +148,7 @@ def test_bad_scalar_values_name_the_variable_and_value(var, value, fragment):
         ("DB_PORT", "70000", "port number"),
         ("DB_PORT", "3306a", "port number"),
         ("TRACKER_MYSQL_SSL", "maybe", "required, preferred or disabled"),
-        ("TRACKER_MYSQL_CONNECT_TIMEOUT", "0", "> 0"),
+        ("TRACKER_MYSQL_CONNECT_TIMEOUT", "0", "more than 0"),
         ("TRACKER_MYSQL_SSL_CA", "/nonexistent/ca.pem", "CA certificate"),
     ],
 )
@@ -366,7 +373,7 @@ def test_a_secret_in_a_file_is_refused(tmp_path, filename, text, key):
     [
         (".tracker.toml", "pol_interval = 3\n", "'pol_interval' in .tracker.toml: unknown setting"),
         (".tracker.toml", "poll_interval = [\n", "not valid TOML"),
-        (".tracker.toml", "poll_interval = -3\n", "poll_interval in .tracker.toml: must be"),
+        (".tracker.toml", "poll_interval = -3\n", "poll_interval in .tracker.toml: must not be"),
         (".tracker.toml", "poll_interval = true\n", "poll_interval in .tracker.toml: must be"),
         (
             ".tracker.toml",
@@ -501,3 +508,180 @@ def test_options_may_set_where_a_secret_goes():
     settings = load_settings(None, env=DO_ENV, overrides={"do_api_url": "http://127.0.0.1:1"})
     assert settings.do is not None and settings.do.api_url == "http://127.0.0.1:1"
     assert settings.refused == ()
+
+
+# -- one duration parser for every option and variable (SPEC §5) ---------------------------------
+
+DURATION_VARS = [
+    "TRACKER_POLL_INTERVAL",
+    "TRACKER_POLL_INITIAL",
+    "TRACKER_POLL_SWITCH_AFTER",
+    "TRACKER_POLL_LONG",
+    "TRACKER_MAX_WAIT",
+    "TRACKER_HTTP_TIMEOUT",
+    "TRACKER_LOCK_TIMEOUT",
+]
+FORMS = [("90", 90.0), ("90s", 90.0), ("1.5m", 90.0), ("8m", 480.0), ("2h", 7200.0),
+         ("1d", 86400.0), (" 10 S ", 10.0), (".5m", 30.0), ("0.25", 0.25),
+         ("1w", 604800.0)]  # fmt: skip
+
+
+@pytest.mark.parametrize("var", DURATION_VARS)
+@pytest.mark.parametrize(("text", "seconds"), FORMS)
+def test_every_duration_variable_takes_every_form(var, text, seconds):
+    key = {v: k for k, v in ENV_NAMES.items()}[var]
+    assert getattr(load_settings(None, env={var: text}), key) == seconds
+
+
+@pytest.mark.parametrize(("text", "seconds"), FORMS)
+def test_the_mysql_connect_timeout_takes_every_form(text, seconds):
+    env = {**MYSQL_ENV, "TRACKER_MYSQL_CONNECT_TIMEOUT": text}
+    mysql = load_settings(None, env=env).mysql
+    assert mysql is not None and mysql.connect_timeout == seconds
+
+
+def test_a_file_may_give_a_duration_as_text_or_a_number(tmp_path):
+    write(tmp_path / ".tracker.toml", 'max_wait = "8m"\npoll_interval = 2.5\npoll_long = 20\n')
+    settings = load_settings(tmp_path, env={})
+    assert (settings.max_wait, settings.poll_interval, settings.poll_long) == (480.0, 2.5, 20.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [("max_wait = 1e400\n", "must be a duration"), ("max_wait = nan\n", "must be a duration"),
+     (f"max_wait = {10**400}\n", "at most 7 days"), ("max_wait = -1\n", "must not be negative"),
+     ("lock_timeout = true\n", "must be a duration"), ('max_wait = "8 minutes"\n', "like 480")],
+)  # fmt: skip
+def test_bad_durations_in_a_file_name_the_key(tmp_path, text, fragment):
+    write(tmp_path / ".tracker.toml", text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path, env={})
+    assert "in .tracker.toml: " in str(info.value) and fragment in str(info.value)
+    assert info.value.fix.startswith("fix ") and ".tracker.toml" in info.value.fix
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("5m", 300.0), ("0", 0.0), ("90", 90.0), ("1.5h", 5400.0)]
+)
+def test_parse_duration_for_options_raises_usage_errors(value, seconds):
+    from tracker.config import parse_duration
+    from tracker.errors import UsageError
+
+    assert parse_duration(value, "--timeout", error=UsageError) == seconds
+    with pytest.raises(UsageError, match=r"^--timeout: must not be negative"):
+        parse_duration("-" + value, "--timeout", error=UsageError)
+
+
+def test_a_bad_setting_names_what_to_fix():
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={"TRACKER_MAX_WAIT": "abc"})
+    assert str(info.value) == "TRACKER_MAX_WAIT: must be a duration like 480, 8m or 2h, got 'abc'"
+    assert info.value.fix == "fix TRACKER_MAX_WAIT"
+
+
+@pytest.mark.parametrize("token", ["tökén", "dop_v1_\u200b", "a\x07b", "\udcff\udcfe"])
+def test_a_token_that_is_not_printable_ascii_is_refused_without_echoing_it(token):
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={**DO_ENV, "DIGITALOCEAN_TOKEN": token})
+    assert "not printable ASCII (value not shown)" in str(info.value)
+    assert token not in str(info.value) and info.value.fix == "fix DIGITALOCEAN_TOKEN"
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [({"DB_USER": "de\x00ploy"}, "DB_USER: must be printable"),
+     ({"DB_NAME": "a\udcffb"}, "DB_NAME: must be printable"),
+     ({"DB_PASS": "p\udcffw"}, "DB_PASS: the password is not valid UTF-8"),
+     ({"DB_PORT": "9" * 5000}, "DB_PORT: must be a port"),
+     ({"DB_PORT": "-1"}, "DB_PORT: must be a port")],
+)  # fmt: skip
+def test_mysql_values_that_cannot_be_sent_are_refused(env, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={**MYSQL_ENV, **env})
+    assert str(info.value).startswith(fragment) and "\n" not in str(info.value)
+
+
+# -- what reads need, apart (SPEC §4) -------------------------------------------------------------
+
+
+MONITOR_ONLY = [
+    {"TRACKER_MAX_WAIT": "abc"},
+    {"TRACKER_MAX_WAIT": "8 minutes"},
+    {"TRACKER_POLL_INTERVAL": "-1"},
+    {"TRACKER_POLL_POLICY": "sometimes"},
+    {"TRACKER_HTTP_TIMEOUT": "0"},
+    {**DO_ENV, "TRACKER_DO_API_URL": "http://example.invalid"},
+    {**DO_ENV, "DIGITALOCEAN_TOKEN": "tökén"},
+    {"TRACKER_MYSQL_URL": "postgres://u:p@h/d"},
+    {**MYSQL_ENV, "DB_PORT": "70000"},
+    {**MYSQL_ENV, "TRACKER_MYSQL_TABLE": "x; DROP TABLE y"},
+]
+
+
+@pytest.mark.parametrize("env", MONITOR_ONLY)
+def test_read_settings_ignore_what_only_the_monitor_uses(env):
+    from tracker.config import ReadSettings, load_read_settings
+
+    with pytest.raises(ConfigError):
+        load_settings(None, env=env)
+    assert load_read_settings(None, env=env) == ReadSettings()
+
+
+def test_read_settings_are_validated_from_the_environment():
+    from tracker.config import load_read_settings
+
+    env = {"TRACKER_LOCK_TIMEOUT": "1.5m", "TRACKER_SYNCHRONOUS": "normal", "TRACKER_BRANCH": "x"}
+    got = load_read_settings(None, env=env)
+    assert (got.lock_timeout, got.synchronous, got.branch) == (90.0, "NORMAL", "x")
+    assert got.warnings == ()
+    with pytest.raises(ConfigError, match=r"^TRACKER_LOCK_TIMEOUT: must not be negative"):
+        load_read_settings(None, env={"TRACKER_LOCK_TIMEOUT": "-1"})
+
+
+@pytest.mark.parametrize(
+    ("filename", "data", "fragment"),
+    [(".tracker.toml", b"\xff\xfe", "not UTF-8"),
+     (".tracker.toml", b"lock_timeout = [", "not valid TOML"),
+     (".tracker.toml", b"a = " + b"[" * 100_000 + b"]" * 100_000, "not valid TOML"),
+     (".tracker.toml", b'branch = "a\\u0000b"', "branch in .tracker.toml: must be printable"),
+     (".tracker.toml", b"x" * 1_000_001, "larger than"),
+     (".tracker.toml", b"lock_timeout = 1e400", "lock_timeout in .tracker.toml"),
+     (".tracker.toml", b"pol_interval = 3", "unknown setting"),
+     ("pyproject.toml", b"[tool.tracker]\n\xc3\x28 = 1", "not UTF-8"),
+     ("pyproject.toml", b"[tool]\ntracker = 3", "must be a table")],
+)  # fmt: skip
+def test_a_broken_settings_file_is_a_warning_for_reads(tmp_path, filename, data, fragment):
+    from tracker.config import load_read_settings
+
+    (tmp_path / filename).write_bytes(data)
+    (tmp_path / "pyproject.toml").exists() or write(tmp_path / "pyproject.toml", "")
+    with pytest.raises(ConfigError, match=None) as info:
+        load_settings(tmp_path, env={})
+    assert fragment in str(info.value)  # the monitor refuses it
+    got = load_read_settings(tmp_path, env={"TRACKER_SYNCHRONOUS": "NORMAL"})
+    assert (got.branch, got.lock_timeout, got.synchronous) == ("main", 10.0, "NORMAL")
+    assert len(got.warnings) == 1 and fragment in got.warnings[0], got.warnings
+    assert "\n" not in got.warnings[0] and len(got.warnings[0]) < 400
+
+
+def test_a_broken_file_leaves_the_other_file_in_use(tmp_path):
+    from tracker.config import load_read_settings
+
+    (tmp_path / ".tracker.toml").write_bytes(b"\xff")
+    write(tmp_path / "pyproject.toml", '[tool.tracker]\nbranch = "release"\nlock_timeout = "2m"\n')
+    got = load_read_settings(tmp_path, env={})
+    assert (got.branch, got.lock_timeout, len(got.warnings)) == ("release", 120.0, 1)
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [({}, []), (DO_ENV, ["digitalocean"]),
+     ({**DO_ENV, "TRACKER_MAX_WAIT": "abc"}, ["digitalocean"]),
+     ({"DIGITALOCEAN_TOKEN": "tökén", "TRACKER_DO_APP_ID": "a"}, ["digitalocean"]),
+     ({"DIGITALOCEAN_TOKEN": "t"}, []), ({"TRACKER_MYSQL_URL": "garbage"}, ["mysql"]),
+     ({**MYSQL_ENV, **DO_ENV}, ["mysql", "digitalocean"])],
+)  # fmt: skip
+def test_source_names_say_what_is_configured_valid_or_not(env, names):
+    from tracker.config import source_names
+
+    assert source_names(None, env=env) == names

@@ -28,7 +28,7 @@ from tracker.projections import (
 from tracker.store import Store
 
 if TYPE_CHECKING:
-    from tracker.config import Settings
+    from tracker.config import ReadSettings, Settings
     from tracker.stats import Stats
     from tracker.store import RebuildReport
 
@@ -36,6 +36,7 @@ STALE_AFTER_S = 300.0  # an open deployment whose monitor said nothing for this 
 NOT_FOUND = 3
 NO_SOURCE = "no deployment source is configured; run `tracker doctor`"
 READ_WAIT_S = 0.5  # a reader waits this long for the lock to take in the spool, then reads
+RESUME_GRACE_S = 10.0  # `wait` gives a monitor it started this long to say it runs (or why not)
 
 
 @dataclass(frozen=True)
@@ -129,11 +130,13 @@ class Tracker:
         self.repo = Path(repo) if repo is not None else None
         self.clock = clock
         self._settings = settings
+        self._read_settings: ReadSettings | None = None
+        self._source_names: list[str] | None = None
         self.store = Store(
             self.db_path,
             clock=clock,
-            lock_timeout=self.settings.lock_timeout,
-            synchronous=self.settings.synchronous,
+            lock_timeout=self.read_settings.lock_timeout,
+            synchronous=self.read_settings.synchronous,
         )
 
     @classmethod
@@ -145,11 +148,39 @@ class Tracker:
 
     @property
     def settings(self) -> Settings:
+        """Every setting, validated: what the monitor needs (`ConfigError` when one is bad)."""
         if self._settings is None:
             from tracker.config import load_settings
 
             self._settings = load_settings(self.repo)
         return self._settings
+
+    @property
+    def read_settings(self) -> ReadSettings:
+        """What reads and recording a push need (SPEC §4: a setting only the monitor uses never
+        stops them); a broken settings file is in its `warnings`, not an error."""
+        if self._read_settings is None:
+            from tracker.config import ReadSettings, load_read_settings
+
+            if self._settings is not None:
+                self._read_settings = ReadSettings.of(self._settings)
+            else:
+                self._read_settings = load_read_settings(self.repo)
+        return self._read_settings
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Settings files (or values in them) that are broken and not used, one line each."""
+        return self.read_settings.warnings
+
+    def monitor_ready(self) -> bool:
+        """Whether a monitor started here would accept its settings."""
+        from tracker.errors import ConfigError
+
+        try:
+            return bool(self.settings.sources())
+        except ConfigError:
+            return False
 
     def close(self) -> None:
         self.store.close()
@@ -193,7 +224,7 @@ class Tracker:
             if len(matches) > 1:
                 raise UsageError(f"the abbreviated SHA {ref} is ambiguous in the log")
         where = f"the repository at {self.repo}" if self.repo else "the log"
-        raise UsageError(f"{ref!r} does not name a commit in {where}")
+        raise UsageError(f"{gitutil.shown(ref)} does not name a commit in {where}")
 
     def status(self, ref: str = "HEAD", *, recent: int = 5) -> DeploymentStatus:
         """The status of the commit `ref` names, answered from the log alone (no network).
@@ -280,7 +311,16 @@ class Tracker:
         )
 
     def _sources(self) -> list[str]:
-        return list(self.settings.sources())
+        """The configured sources, by which settings are set: a bad value does not hide one
+        (its monitor refuses it and records why, which the headline then says)."""
+        if self._source_names is None:
+            from tracker.config import source_names
+
+            if self._settings is not None:
+                self._source_names = self._settings.sources()
+            else:
+                self._source_names = source_names(self.repo)
+        return list(self._source_names)
 
     def events(
         self,
@@ -337,12 +377,18 @@ class Tracker:
         deadline = self.clock.monotonic() + timeout if timeout > 0 else None
         current = self.status(sha)
         orphan = current.state == "pending" and current.monitor.pid is None and not current.spooled
-        if resume and current.watched and (current.state == "stale" or orphan):
-            self.start_monitor(sha)  # its monitor died, or it never had one
+        resumed: tuple[int, float] | None = None  # the log's last seq and when, at the resume
+        # Its monitor died, or it never had one. A commit whose monitor refused its settings (or
+        # was refused) is resumed once they look right here: the fix its headline asks for, then
+        # `tracker wait`. With a setting still bad here, the headline stands.
+        wanted = resume and (current.state == "stale" or orphan) and bool(self._sources())
+        if wanted and (current.watched or self.monitor_ready()):
+            resumed = (self.store.last_seq(), self.clock.monotonic() + RESUME_GRACE_S)
+            self.start_monitor(sha)
         if on_change:
             on_change(current)
         while current.state not in TERMINAL_STATES and current.state != "not_found":
-            if not current.watched:
+            if not current.watched and not self._resuming(sha, resumed):
                 break  # nothing will ever change it: say so now, not at the timeout
             if deadline is not None and self.clock.monotonic() >= deadline:
                 break
@@ -355,6 +401,12 @@ class Tracker:
                 on_change(latest)
             current = latest
         return current
+
+    def _resuming(self, sha: str, resumed: tuple[int, float] | None) -> bool:
+        """Whether a monitor `wait` started has yet to say anything (within a grace period)."""
+        if resumed is None or self.clock.monotonic() >= resumed[1]:
+            return False
+        return not self.store.events(stream=sha, after_seq=resumed[0], limit=1)
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -375,7 +427,7 @@ class Tracker:
         answers its status with `already_recorded`; `again=True` says the commit really was
         pushed once more (a rollback made by other means): a new attempt (SPEC §3)."""
         full = self.resolve(sha)
-        branch = gitutil.check_branch(branch or self.settings.branch)
+        branch = gitutil.check_branch(branch or self.read_settings.branch)
         remote = gitutil.check_remote(remote)
         self.take_in_spool()  # the hook's record of this very push, if there is one
         now = self.clock.now()
@@ -477,7 +529,9 @@ def status_for_notification(payload: str) -> dict[str, Any]:
     try:
         value = json.loads(payload)
     except ValueError as exc:
-        raise UsageError(f"the notification is not valid JSON: {exc}") from exc
+        raise UsageError(f"the notification is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError("the notification nests too deeply (it is one flat JSON object)") from None
     if not isinstance(value, dict):
         raise UsageError("the notification must be a JSON object")
     return value

@@ -25,6 +25,8 @@ from tracker.output import say
 USAGE = 64
 INTERNAL = 70
 MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a longer wait is a typo (milliseconds for seconds)
+MAX_LIMIT = 2**63 - 1  # SQLite's largest integer
+MAX_NOTIFICATION = 1_000_000  # bytes of JSON on `tracker ingest`'s standard input
 
 
 @dataclass
@@ -45,7 +47,10 @@ app.command(hooks_app)
 
 
 def _tracker() -> Tracker:
-    return Tracker.open(".", db=_CTX.db)
+    tracker = Tracker.open(".", db=_CTX.db)
+    for problem in tracker.warnings:  # a broken settings file: said once, and reads go on
+        say(f"tracker: warning: {problem}", stream=sys.stderr)
+    return tracker
 
 
 def _emit(obj: Any) -> None:
@@ -96,7 +101,7 @@ def _status_json(st: DeploymentStatus) -> dict[str, Any]:
 
 
 @app.command
-def wait(ref: str = "HEAD", *, timeout: float = 30.0, json: bool = False) -> int:
+def wait(ref: str = "HEAD", *, timeout: str = "30", json: bool = False) -> int:
     """Wait a bounded time for the deployment of a commit to finish.
 
     Prints one line per change (a live view on a terminal). At the timeout it says the deployment
@@ -107,18 +112,18 @@ def wait(ref: str = "HEAD", *, timeout: float = 30.0, json: bool = False) -> int
     ref
         A full or abbreviated SHA, or any git revision.
     timeout
-        Seconds to wait; 0 waits until the end.
+        How long to wait (90, 90s, 1.5m, 8m, 2h, 1d); 0 waits until the end.
     json
         Print the final status as one JSON object (no progress lines).
     """
+    from tracker.config import parse_duration
     from tracker.watch import wait_command
 
-    if not 0 <= timeout <= MAX_TIMEOUT_S:  # also refuses NaN
-        raise UsageError(
-            f"--timeout must be between 0 and {MAX_TIMEOUT_S:g} seconds, not {timeout}"
-        )
+    seconds = parse_duration(
+        timeout, "--timeout", maximum=MAX_TIMEOUT_S, error=UsageError, example="30, 90s or 5m"
+    )
     with _tracker() as tracker:
-        st = wait_command(tracker, ref, timeout, as_json=json, colour=_colour())
+        st = wait_command(tracker, ref, seconds, as_json=json, colour=_colour())
     if json:
         _emit(_status_json(st))
     return st.exit_code
@@ -143,8 +148,9 @@ def events(
     """
     from tracker.watch import events_command
 
-    if limit is not None and limit < 1:
-        raise UsageError(f"--limit must be at least 1, not {limit}")
+    _not_empty(ref, "a ref")
+    if limit is not None and not 1 <= limit <= MAX_LIMIT:
+        raise UsageError(f"--limit must be a whole number from 1 to {MAX_LIMIT}, not {limit}")
     with _tracker() as tracker:
         events_command(tracker, ref, follow=follow, as_json=json, limit=limit)
     return 0
@@ -163,8 +169,11 @@ def stats(*, json: bool = False, since: str | None = None, branch: str | None = 
     branch
         Only deployments of this branch.
     """
+    from tracker.gitutil import check_branch
     from tracker.stats import parse_since, stats_text
 
+    if branch is not None:
+        check_branch(branch)
     with _tracker() as tracker:
         window = None if since is None else parse_since(since, now=tracker.clock.now())
         result = tracker.stats(since=window, branch=branch)
@@ -226,6 +235,7 @@ def push(
     again
         The commit was pushed once more: a new attempt, judged by a new deployment.
     """
+    _not_empty(branch, "--branch")
     with _tracker() as tracker:
         st = tracker.record_push(
             ref, branch=branch, remote=remote, monitor=not no_monitor, source="cli", again=again
@@ -276,7 +286,16 @@ def ingest(*, json: bool = False) -> int:
     """
     from tracker.api import status_for_notification
 
-    note = status_for_notification(sys.stdin.read(1_000_001)[:1_000_000])
+    raw = getattr(sys.stdin, "buffer", None)  # bytes, to say when they are not UTF-8
+    try:
+        text = (
+            raw.read(MAX_NOTIFICATION + 1).decode() if raw else sys.stdin.read(MAX_NOTIFICATION + 1)
+        )
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"the notification is not UTF-8 text (byte {exc.start})") from None
+    if len(text) > MAX_NOTIFICATION:
+        raise UsageError(f"the notification is larger than {MAX_NOTIFICATION} bytes")
+    note = status_for_notification(text)
     with _tracker() as tracker:
         st = tracker.ingest(note)
     return _print_status(st, as_json=json) if json else _say(st)
@@ -384,6 +403,12 @@ def _launcher(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; the process exit code."""
     tokens = list(sys.argv[1:] if argv is None else argv)
+    paths = {i + 1 for i, t in enumerate(tokens) if t == "--db"}  # a file name may be any bytes
+    undecodable = next(
+        (t for i, t in enumerate(tokens) if i not in paths and not _decodable(t)), None
+    )
+    if undecodable is not None:  # bytes that are not UTF-8 (surrogate escapes): no ref or name
+        return _fail(USAGE, f"an argument is not valid UTF-8: {undecodable!r}")
     try:
         result = app.meta(
             tokens, exit_on_error=False, print_error=False, result_action="return_value"
@@ -408,10 +433,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result
 
 
+def _not_empty(value: str | None, what: str) -> None:
+    """An empty string given for an option is a mistake, not "the default"."""
+    if value is not None and not value.strip():
+        raise UsageError(f"{what} must not be empty")
+
+
+def _decodable(token: str) -> bool:
+    try:
+        token.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _fail(code: int, message: str) -> int:
-    say(f"tracker: error: {message}", stream=sys.stderr)
+    say(f"tracker: error: {_one_line(message, limit=500)}", stream=sys.stderr)
     return code
 
 
-def _one_line(text: str) -> str:
-    return " ".join(part.strip("│╭╮╰╯─ ") for part in text.splitlines() if part.strip("│╭╮╰╯─ "))
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(part.strip("│╭╮╰╯─ ") for part in text.splitlines() if part.strip("│╭╮╰╯─ "))
+    return line if len(line) <= limit else line[: limit - 3] + "..."

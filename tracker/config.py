@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from tracker.errors import ConfigError
+from tracker.errors import ConfigError, TrackerError
 
 MAX_DURATION_S = 7 * 24 * 3600.0  # anything longer is a typo (milliseconds for seconds)
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # table and column names: no SQL
@@ -244,6 +244,74 @@ def load_settings(
     )
 
 
+# What reading and recording the log needs; every other setting only the monitor uses.
+READ_KEYS = ("branch", "lock_timeout", "synchronous")
+
+
+@dataclass(frozen=True)
+class ReadSettings:
+    """The settings reads (`status`, `events`, `stats`, `wait`, `query`) and recording a push
+    need: the lock timeout, the log's `synchronous` and the deployed branch. A setting only the
+    monitor uses never stops them (SPEC §4); neither does a broken settings file, which is said
+    in `warnings` (one line each) and left out."""
+
+    branch: str = "main"
+    lock_timeout: float = 10.0
+    synchronous: str = "FULL"
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, settings: Settings) -> ReadSettings:
+        return cls(settings.branch, settings.lock_timeout, settings.synchronous)
+
+
+def load_read_settings(
+    repo_root: Path | None, env: Mapping[str, str] | None = None
+) -> ReadSettings:
+    """The read settings: a bad one in the environment raises `ConfigError` (78); a bad file,
+    or a bad value in one, is a warning and the next layer (or the default) is used."""
+    environ = os.environ if env is None else env
+    problems: list[str] = []
+    from_env = {
+        key: (environ[ENV_NAMES[key]], ENV_NAMES[key])
+        for key in READ_KEYS
+        if environ.get(ENV_NAMES[key], "") != ""
+    }
+    from_file = _file_layer(repo_root, [], problems) if repo_root is not None else {}
+    defaults = Settings()
+    out: dict[str, Any] = {}
+    for key in READ_KEYS:
+        out[key] = getattr(defaults, key)
+        if key in from_env:
+            out[key] = _scalar(key, *from_env[key])
+        elif key in from_file:
+            try:
+                out[key] = _scalar(key, *from_file[key])
+            except ConfigError as exc:
+                problems.append(f"{exc}; it is not used")
+    return ReadSettings(**out, warnings=tuple(problems))
+
+
+def source_names(repo_root: Path | None, env: Mapping[str, str] | None = None) -> list[str]:
+    """The sources that are configured, judged by which settings are set, valid or not; never
+    raises. Where the settings are valid this is `load_settings(...).sources()`; where they are
+    not, a push still gets a monitor, which refuses them and records why (`MonitorNotStarted`)."""
+    environ = os.environ if env is None else env
+    names = []
+    if environ.get("DB_HOST", "") or environ.get(MYSQL_URL_ENV, ""):
+        names.append("mysql")
+    if environ.get("DIGITALOCEAN_TOKEN", ""):
+        app = environ.get("TRACKER_DO_APP_ID", "")
+        if not app and repo_root is not None:
+            try:
+                app = str(_file_layer(repo_root, [], []).get("do_app_id", ("", ""))[0])
+            except Exception:  # a presence check says "not set"; it never fails
+                app = ""
+        if app:
+            names.append("digitalocean")
+    return names
+
+
 def _override_layer(overrides: Mapping[str, object]) -> dict[str, tuple[object, str]]:
     layer: dict[str, tuple[object, str]] = {}
     for key, value in overrides.items():
@@ -277,14 +345,23 @@ def parse_mysql_url(url: str) -> dict[str, object]:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise ConfigError(f"{where}: the port is not a number from 1 to 65535") from None
+        raise ConfigError(
+            f"{where}: the port is not a number from 1 to 65535", setting=where
+        ) from None
     if parts.scheme not in ("mysql", "mysql+pymysql"):
-        raise ConfigError(f"{where}: must start with mysql:// (mysql://user:pass@host/db)")
+        raise ConfigError(
+            f"{where}: must start with mysql:// (mysql://user:pass@host/db)", setting=where
+        )
     if not parts.hostname:
-        raise ConfigError(f"{where}: has no host (mysql://user:pass@host:port/database)")
+        raise ConfigError(
+            f"{where}: has no host (mysql://user:pass@host:port/database)", setting=where
+        )
     database = unquote(parts.path.lstrip("/"))
     if not database or "/" in database:
-        raise ConfigError(f"{where}: has no database name (mysql://user:pass@host:port/database)")
+        raise ConfigError(
+            f"{where}: has no database name (mysql://user:pass@host:port/database)",
+            setting=where,
+        )
     out: dict[str, object] = {"mysql_host": parts.hostname, "mysql_database": database}
     if port is not None:
         out["mysql_port"] = port
@@ -299,37 +376,69 @@ def parse_mysql_url(url: str) -> dict[str, object]:
             out["mysql_ssl_ca"] = value
         else:
             raise ConfigError(
-                f"{where}: unknown query parameter {name[:40]!r} (known: ssl, ssl_ca)"
+                f"{where}: unknown query parameter {name[:40]!r} (known: ssl, ssl_ca)",
+                setting=where,
             )
     return out
 
 
-def _file_layer(repo_root: Path, refused: list[str]) -> dict[str, tuple[object, str]]:
+MAX_FILE_BYTES = 1_000_000  # a settings file is a few lines; anything this big is not one
+
+
+def _file_layer(
+    repo_root: Path, refused: list[str], problems: list[str] | None = None
+) -> dict[str, tuple[object, str]]:
+    """The settings of `pyproject.toml` and `.tracker.toml` (which wins). With `problems`, a
+    broken file or key is said there and left out instead of raised (what reads do: a broken
+    settings file never stops them, SPEC §4)."""
     layer: dict[str, tuple[object, str]] = {}
-    pyproject = repo_root / "pyproject.toml"
-    if pyproject.is_file():
-        table = _read_toml(pyproject).get("tool", {})
-        section = table.get("tracker", {}) if isinstance(table, dict) else {}
-        layer.update(_file_values(section, "[tool.tracker] in pyproject.toml", refused))
-    dotfile = repo_root / ".tracker.toml"
-    if dotfile.is_file():
-        layer.update(_file_values(_read_toml(dotfile), ".tracker.toml", refused))
+    for name, where in (
+        ("pyproject.toml", "[tool.tracker] in pyproject.toml"),
+        (".tracker.toml", ".tracker.toml"),
+    ):
+        path = repo_root / name
+        try:
+            if not path.is_file():
+                continue
+            table = _read_toml(path)
+            if name == "pyproject.toml":
+                tool = table.get("tool", {})
+                table = tool.get("tracker", {}) if isinstance(tool, dict) else {}
+            layer.update(_file_values(table, where, refused, problems))
+        except ConfigError as exc:
+            if problems is None:
+                raise
+            problems.append(f"{exc}; its settings are not used")
     return layer
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+            data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from exc
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})", setting=str(path)) from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_FILE_BYTES} bytes", setting=str(path))
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start} is not valid UTF-8)", setting=str(path)
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})", setting=str(path)) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: not valid TOML (nested too deeply)", setting=str(path)
+        ) from None
 
 
-def _file_values(section: object, where: str, refused: list[str]) -> dict[str, tuple[object, str]]:
+def _file_values(
+    section: object, where: str, refused: list[str], problems: list[str] | None = None
+) -> dict[str, tuple[object, str]]:
     if not isinstance(section, dict):
-        raise ConfigError(f"{where}: must be a table of settings")
+        raise ConfigError(f"{where}: must be a table of settings", setting=where)
     layer: dict[str, tuple[object, str]] = {}
     for raw_key, value in section.items():
         key = raw_key.strip().lower().replace("-", "_")
@@ -337,15 +446,32 @@ def _file_values(section: object, where: str, refused: list[str]) -> dict[str, t
         if key in ENV_ONLY:
             refused.append(refusal(raw_key, where, ENV_ONLY[key]))
             continue  # not used: the value is never read, let alone checked or shown
-        if any(word in key for word in _SECRET_WORDS) and key not in ENV_NAMES:
-            raise ConfigError(
-                f"{raw_key!r} in {where}: secrets come only from the environment "
-                f"(DIGITALOCEAN_TOKEN, DB_PASS, TRACKER_MYSQL_URL), never from a file"
-            )
-        if key not in ENV_NAMES:
-            raise ConfigError(f"{raw_key!r} in {where}: unknown setting")
-        layer[key] = (value, f"{raw_key} in {where}")
+        try:
+            _known_key(key, raw_key, where)
+        except ConfigError as exc:
+            if problems is None:
+                raise
+            problems.append(f"{exc}; it is not used")
+            continue
+        layer[key] = (value, f"{_key_name(raw_key)} in {where}")
     return layer
+
+
+def _known_key(key: str, raw_key: str, where: str) -> None:
+    name = f"{_key_name(raw_key)} in {where}"
+    quoted = f"{raw_key[:60]!r} in {where}"
+    if any(word in key for word in _SECRET_WORDS) and key not in ENV_NAMES:
+        raise ConfigError(
+            f"{quoted}: secrets come only from the environment "
+            f"(DIGITALOCEAN_TOKEN, DB_PASS, TRACKER_MYSQL_URL), never from a file",
+            setting=name,
+        )
+    if key not in ENV_NAMES:
+        raise ConfigError(f"{quoted}: unknown setting", setting=name)
+
+
+def _key_name(raw_key: str) -> str:
+    return raw_key if raw_key.isprintable() and len(raw_key) <= 60 else repr(raw_key[:60])
 
 
 _ENV_ONLY_BY_VAR = {var.lower(): key for key, var in ENV_ONLY.items()}
@@ -353,7 +479,7 @@ _ENV_ONLY_BY_VAR = {var.lower(): key for key, var in ENV_ONLY.items()}
 
 def refusal(raw_key: str, where: str, variable: str) -> str:
     """The one line `doctor` shows for a file key that may only come from the environment."""
-    shown = raw_key if raw_key.isprintable() and len(raw_key) <= 60 else repr(raw_key[:60])
+    shown = _key_name(raw_key)
     return (
         f"{shown} in {where} is refused and not used: where a secret is sent and whether TLS"
         f" protects it come only from the environment or a flag (set {variable} instead)"
@@ -366,29 +492,102 @@ def refusal(raw_key: str, where: str, variable: str) -> str:
 def _bad(origin: str, problem: str, value: object) -> ConfigError:
     shown = repr(value)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    return ConfigError(f"{origin}: {problem}, got {shown}")
+    return ConfigError(f"{origin}: {problem}, got {shown}", setting=origin)
 
 
-def _duration(value: object, origin: str, positive: bool) -> float:
-    """Seconds as a finite number, fractions welcome, at most seven days."""
-    problem = f"must be a number of seconds {'> 0' if positive else '>= 0'} and at most 7 days"
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([smhdw]?)\s*$", re.I | re.A)
+_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+DURATION_FORMS = "90, 90s, 1.5m, 8m, 2h or 1d"
+
+
+def parse_duration(
+    value: object,
+    origin: str,
+    *,
+    positive: bool = False,
+    maximum: float = MAX_DURATION_S,
+    error: type[TrackerError] = ConfigError,
+    example: str = "480, 8m or 2h",
+) -> float:
+    """Seconds from a duration as every option and variable takes it (SPEC §5): a number of
+    seconds (fractions welcome) or one with a unit, `90`, `90s`, `1.5m`, `8m`, `2h`, `1d`.
+
+    `error` is the class raised (ConfigError for settings, UsageError for options), with one
+    line naming `origin`; NaN, infinities, negatives, zero when `positive`, and more than
+    `maximum` are refused."""
+
+    def bad(problem: str) -> TrackerError:
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        message = f"{origin}: {problem}, got {shown}"
+        if error is ConfigError:
+            return ConfigError(message, setting=origin)
+        return error(message)
+
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise _bad(origin, problem, value)
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise _bad(origin, problem, value) from None
-    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
-        raise _bad(origin, problem, value)
-    if seconds > MAX_DURATION_S:
-        raise _bad(origin, problem, value)
+        raise bad(f"must be a duration like {example}")
+    if isinstance(value, str):
+        found = _DURATION.match(value)
+        if found is None:
+            if value.strip().startswith("-") and _DURATION.match(value.strip()[1:]):
+                raise bad("must not be negative")
+            raise bad(f"must be a duration like {example}")
+        seconds = float(found.group(1)) * _UNIT_S[found.group(2).lower()]
+        if math.isinf(seconds):  # digits beyond any float
+            raise bad(f"must be at most {_span(maximum)}")
+    else:
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond any float (a TOML file can hold one)
+            raise bad(f"must be at most {_span(maximum)}") from None
+    if not math.isfinite(seconds):
+        raise bad(f"must be a duration like {example}")
+    if seconds < 0:
+        raise bad("must not be negative")
+    if positive and seconds == 0:
+        raise bad("must be more than 0")
+    if seconds > maximum:
+        raise bad(f"must be at most {_span(maximum)}")
     return seconds
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} seconds"
+
+
+_EXAMPLES = {  # what the message of a bad duration offers, by setting
+    "poll_interval": "10, 30s or 1.5m",
+    "poll_initial": "5, 5s or 0.5m",
+    "poll_switch_after": "120, 2m or 1h",
+    "poll_long": "15, 15s or 1m",
+    "max_wait": "480, 8m or 2h",
+}
+
+
+def _duration(value: object, origin: str, positive: bool, key: str = "") -> float:
+    """A duration setting (`parse_duration`), at most seven days."""
+    example = _EXAMPLES.get(key, "10, 10s or 1m")
+    return parse_duration(value, origin, positive=positive, example=example)
 
 
 def _text(value: object, origin: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _bad(origin, "must be a non-empty string", value)
+    if not value.isprintable() or not _encodable(value):
+        raise _bad(origin, "must be printable text (no control characters, valid UTF-8)", value)
     return value.strip()
+
+
+def _encodable(value: str) -> bool:
+    """False for text holding undecodable bytes (surrogate escapes) that cannot be sent on."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _choice(value: object, origin: str, choices: tuple[str, ...]) -> str:
@@ -425,16 +624,18 @@ def _resolve_scalars(layers: _Layers) -> dict[str, Any]:
             out[key] = getattr(defaults, key)
             layers.origins[key] = "default"
             continue
-        value, origin = found
-        if key in _DURATIONS:
-            out[key] = _duration(value, origin, _DURATIONS[key])
-        elif key == "poll_policy":
-            out[key] = _choice(value, origin, ("fixed", "stepped"))
-        elif key == "synchronous":
-            out[key] = _choice(value, origin, ("FULL", "NORMAL"))
-        else:
-            out[key] = _branch(value, origin)
+        out[key] = _scalar(key, *found)
     return out
+
+
+def _scalar(key: str, value: object, origin: str) -> Any:
+    if key in _DURATIONS:
+        return _duration(value, origin, _DURATIONS[key], key)
+    if key == "poll_policy":
+        return _choice(value, origin, ("fixed", "stepped"))
+    if key == "synchronous":
+        return _choice(value, origin, ("FULL", "NORMAL"))
+    return _branch(value, origin)
 
 
 def is_loopback(host: str) -> bool:
@@ -459,7 +660,16 @@ def _resolve_do(layers: _Layers, notes: list[str]) -> DigitalOceanSettings | Non
             notes.append(f"DigitalOcean is not watched: {missing} is not set")
         return None
     if any(ch.isspace() for ch in token):
-        raise ConfigError("DIGITALOCEAN_TOKEN: contains whitespace (value not shown)")
+        raise ConfigError(
+            "DIGITALOCEAN_TOKEN: contains whitespace (value not shown)",
+            setting="DIGITALOCEAN_TOKEN",
+        )
+    if not (token.isascii() and token.isprintable()):  # it goes into an HTTP header as it is
+        raise ConfigError(
+            "DIGITALOCEAN_TOKEN: contains characters that are not printable ASCII"
+            " (value not shown)",
+            setting="DIGITALOCEAN_TOKEN",
+        )
     app_id = _text(app[0], app[1])
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", app_id):
         raise _bad(app[1], "must be an App Platform app id (letters, digits, -)", app[0])
@@ -477,7 +687,9 @@ def _api_url(value: object, origin: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _bad(origin, "must be an http(s) URL such as https://api.digitalocean.com", value)
     if parts.username or parts.password or parts.query or parts.fragment:
-        raise ConfigError(f"{origin}: must be a plain base URL (no credentials, query or #)")
+        raise ConfigError(
+            f"{origin}: must be a plain base URL (no credentials, query or #)", setting=origin
+        )
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise _bad(origin, "must use https for a host that is not loopback", value)
     return text
@@ -510,7 +722,7 @@ def _resolve_mysql(layers: _Layers, notes: list[str]) -> MySQLSettings | None:
         host=host,
         port=port,
         user=user,
-        password=str(secret[0]) if secret else "",
+        password=_password(secret),
         database=database,
         ssl=ssl,
         connect_timeout=_duration(*timeout, positive=True) if timeout else 10.0,
@@ -519,10 +731,20 @@ def _resolve_mysql(layers: _Layers, notes: list[str]) -> MySQLSettings | None:
     )
 
 
+def _password(found: tuple[object, str] | None) -> str:
+    password = str(found[0]) if found else ""
+    if not _encodable(password) or "\x00" in password:
+        where = found[1] if found else "DB_PASS"
+        raise ConfigError(
+            f"{where}: the password is not valid UTF-8 text (value not shown)", setting=where
+        )
+    return password
+
+
 def _required_text(layers: _Layers, key: str, what: str) -> str:
     found = layers.get(key)
     if found is None:
-        raise ConfigError(f"{what} is not set")
+        raise ConfigError(f"{what} is not set", setting=what.split("(")[-1].rstrip(")"))
     return _text(*found)
 
 

@@ -45,6 +45,19 @@ class LockTimeoutError(TrackerError):
 
 
 class ConfigError(TrackerError):
-    """The configuration is invalid or lacks something the command needs."""
+    """The configuration is invalid or lacks something the command needs.
+
+    `setting` names what to change (a variable, `key in file`, or a file), for the fix a monitor
+    records when it refuses to start (`MonitorNotStarted`)."""
 
     exit_code = 78
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+    @property
+    def fix(self) -> str:
+        if self.setting:
+            return f"fix {self.setting}"
+        return "fix the setting it names (see `tracker doctor`)"

@@ -132,10 +132,15 @@ def default_db_path(cwd: Path | str = ".") -> Path | None:
     return found / "tracker" / "events.db" if found else None
 
 
+def shown(text: str, limit: int = 60) -> str:
+    """`text` quoted for an error message, cut short: a message is one readable line."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
+
+
 def check_rev(ref: str) -> str:
     """Refuse a revision that could be read as an option or carries shell or control characters."""
     if not ref or ref.startswith("-") or not _SAFE_REV.match(ref) or ".." in ref:
-        raise UsageError(f"not a valid revision: {ref!r}")
+        raise UsageError(f"not a valid revision: {shown(ref)}")
     return ref
 
 
@@ -146,14 +151,14 @@ _BAD_BRANCH = re.compile(r"[\s\x00-\x1f\x7f~^:?*\[\\$`;|&<>()'\"]|\.\.|@\{|//|^-
 def check_branch(name: str) -> str:
     """A branch name git would accept, without shell metacharacters."""
     if not name or len(name) > 255 or _BAD_BRANCH.search(name):
-        raise UsageError(f"not a valid branch name: {name!r}")
+        raise UsageError(f"not a valid branch name: {shown(name)}")
     return name
 
 
 def check_remote(name: str) -> str:
     """A remote name (empty: none)."""
     if name and not _REMOTE_NAME.match(name):
-        raise UsageError(f"not a valid remote name: {name!r}")
+        raise UsageError(f"not a valid remote name: {shown(name)}")
     return name
 
 

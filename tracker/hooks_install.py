@@ -87,9 +87,9 @@ def _toplevel(repo: Path) -> Path | None:
 
 def _branch(repo: Path) -> str:
     try:
-        from tracker.config import load_settings
+        from tracker.config import load_read_settings
 
-        return load_settings(_toplevel(repo)).branch
+        return load_read_settings(_toplevel(repo)).branch
     except ImportError:
         return os.environ.get("TRACKER_BRANCH") or "main"
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from tracker import gitutil
 from tracker.clock import MAX_CLOCK_SKEW_S, SYSTEM_CLOCK, Clock, iso
-from tracker.errors import ConfigError, SourceUnavailableError
+from tracker.errors import ConfigError, SourceUnavailableError, TrackerError
 from tracker.events import (
     DeploymentFailed,
     DeploymentPolled,
@@ -32,6 +32,7 @@ from tracker.events import (
     DeploymentSuperseded,
     Event,
     LogsFetched,
+    MonitorNotStarted,
     MonitorStarted,
     MonitorStopped,
     MonitorTimedOut,
@@ -512,7 +513,11 @@ def _holder(info: Path) -> Holder:
 def monitor_command(tracker: Tracker, ref: str, *, detach: bool, colour: bool) -> int:
     """`tracker monitor REF [--detach]`."""
     sha = tracker.resolve(ref)
-    settings = tracker.settings
+    try:
+        settings = tracker.settings
+    except ConfigError as exc:
+        record_not_started(tracker, sha, exc)
+        raise
     if not settings.sources():
         raise ConfigError(
             "no deployment source is configured: set DIGITALOCEAN_TOKEN and TRACKER_DO_APP_ID,"
@@ -528,6 +533,20 @@ def monitor_command(tracker: Tracker, ref: str, *, detach: bool, colour: bool) -
         say(f"monitor for {sha[:7]} started in the background (pid {pid})")
         return 0
     return run_foreground(tracker, sha)
+
+
+def record_not_started(tracker: Tracker, sha: str, exc: ConfigError) -> None:
+    """Say in the commit's stream why no monitor runs (a setting it refuses), so that `status`
+    and `wait` say it in their headline; nothing when the log has no push of the commit."""
+    try:
+        row = tracker.store.deployment(sha)
+        if row is None:
+            tracker.take_in_spool()
+            row = tracker.store.deployment(sha)
+        if row is not None and not row.terminal:
+            tracker.store.append(sha, MonitorNotStarted(reason=str(exc), fix=exc.fix))
+    except TrackerError as failed:  # the refusal is what we exit with; say this one too
+        say(f"tracker: could not record why no monitor runs: {failed}", stream=sys.stderr)
 
 
 def run_foreground(tracker: Tracker, sha: str) -> int:

@@ -65,9 +65,9 @@ def pushed_shas(env: Mapping[str, str], lines: list[str], branch: str) -> list[s
 
 def deployed_branch(root: Path | None) -> str:
     try:
-        from tracker.config import load_settings
+        from tracker.config import load_read_settings
 
-        return load_settings(root).branch
+        return load_read_settings(root).branch
     except Exception:
         return os.environ.get("TRACKER_BRANCH") or "main"
 

@@ -483,13 +483,13 @@ def _hand_over(path: Path, record: PushRecord) -> None:
 
 
 def wants_monitor(record: PushRecord, log_dir: Path) -> bool:
-    """Whether a deployment source is configured for the pushed repository (settings of the
-    pushed repository, environment of this process); a rejected setting is logged."""
+    """Whether a deployment source is configured for the pushed repository, valid or not: a
+    monitor with a bad setting refuses it and records why (`MonitorNotStarted`), for `status`."""
     try:
-        from tracker.config import load_settings
+        from tracker.config import source_names
 
         root = Path(record.toplevel) if record.toplevel else None
-        return bool(load_settings(root).sources())
+        return bool(source_names(root))
     except ImportError:
         return False
     except TrackerError as exc:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
-import re
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -493,20 +492,17 @@ def compute_stats(
 
 # -- --since ----------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)\s*$", re.IGNORECASE)
-_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+MAX_SINCE_S = 100 * 365 * 86400.0  # further back than any log: a typo
 
 
 def parse_since(text: str, now: float) -> float:
-    """`--since 90s|30m|12h|7d|2w|300` (fractions welcome): the epoch time that far before now."""
-    found = _DURATION.match(text or "")
-    if not found:
-        raise UsageError(
-            f"--since {text!r}: expected a duration such as 90s, 30m, 12h, 7d (or plain seconds)"
-        )
-    seconds = float(found.group(1)) * _UNIT_S[found.group(2).lower()]
-    if not math.isfinite(seconds) or not math.isfinite(now - seconds):
-        raise UsageError(f"--since {text!r}: the duration is too large")
+    """`--since 90s|30m|12h|7d|2w|300` (fractions welcome): the epoch time that far before now.
+    The one duration parser of every option and setting (`config.parse_duration`)."""
+    from tracker.config import parse_duration
+
+    seconds = parse_duration(
+        text, "--since", maximum=MAX_SINCE_S, error=UsageError, example="90s, 30m, 12h or 7d"
+    )
     return now - seconds
 
 

@@ -106,6 +106,13 @@ class Store:
         busy_timeout_ms: int = 30_000,
     ) -> None:
         self.path = Path(path)
+        with _log_errors(self.path, "open"):
+            directory = not self.path.name or self.path.is_dir()  # is_dir: ENAMETOOLONG raises
+        if directory:
+            raise LogError(
+                f"the log {self.path} is a directory: name a file, such as"
+                f" {self.path / 'events.db'}"
+            )
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.clock = clock
         self.lock_timeout = lock_timeout
