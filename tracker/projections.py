@@ -34,6 +34,7 @@ from tracker.events import (
     PushRejected,
 )
 from tracker.policies import baseline_polls
+from tracker.words import timed_out_reason
 
 TERMINAL_STATES = frozenset(
     {"succeeded", "failed", "canceled", "superseded", "timed_out", "rejected"}
@@ -513,7 +514,8 @@ def _(event: MonitorTimedOut, row: DeploymentRow, at: float) -> None:
         return
     row.state = "timed_out"
     row.finished_at = at
-    row.reason_message = f"no verdict after {event.waited_s:g} s (last phase {event.last_phase})"
+    row.reason_code = "timed_out"
+    row.reason_message = timed_out_reason(event.waited_s, event.last_phase or row.phase)
 
 
 def _finish(
