@@ -316,3 +316,11 @@ FROM deployments;
 INSERT INTO projection_checkpoints (name, last_seq)
 SELECT 'replay', 0 WHERE EXISTS (SELECT 1 FROM events)
 ON CONFLICT (name) DO NOTHING;
+
+-- migration: 4
+-- `tracker stats` counts a commit superseded by a successor that contains it and went live as a
+-- success (its exit code is 0): a new measure, `superseded_live` (tracker/projections.py
+-- `measures`), that a replay of the log adds to the commits already folded.
+INSERT INTO projection_checkpoints (name, last_seq)
+SELECT 'replay', 0 WHERE EXISTS (SELECT 1 FROM events)
+ON CONFLICT (name) DO NOTHING;
