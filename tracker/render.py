@@ -290,7 +290,7 @@ def _failed(d: dict[str, Any]) -> str:
     lines = f"{count(len(tail), 'log line')} kept" if tail else ""
     word = "canceled" if d.get("phase") == "CANCELED" else "failed"
     where = f"(deployment {_id(d.get('deployment_id'))}" + (f", {lines})" if lines else ")")
-    return _join(word, step + (":" if said and step else ""), clip(said, 100), where, _attempt(d))
+    return _join(word, step + (":" if said and step else ""), clip(said, 70), where, _attempt(d))
 
 
 def _superseded(d: dict[str, Any]) -> str:
