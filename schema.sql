@@ -266,7 +266,8 @@ SELECT 'replay', 0 WHERE EXISTS (SELECT 1 FROM events);
 -- newest; the earlier ones are summed up in `previous_attempts` (a JSON list, tracker/
 -- projections.py `retire`), and their measures stay in `deployment_measures` under `N:sha`, so
 -- that stats counts each attempt once. A replay folds the log again under the new rules (which
--- also bound the platform's times: SPEC §3).
+-- also bound the platform's times: SPEC §3, and add the measure `superseded_live`, so that stats
+-- counts a commit superseded by a successor that contains it and went live as a success).
 ALTER TABLE deployments ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE deployments ADD COLUMN previous_attempts TEXT;
 -- Why nothing can watch the commit (a refused token, a setting the monitor rejects) and the fix.

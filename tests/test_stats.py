@@ -151,7 +151,7 @@ def test_phase_durations_run_from_a_phase_to_the_next_in_time_order() -> None:
 def test_histogram_counts_every_value_once() -> None:
     bars = histogram(list(range(100)), buckets=4)
     assert [b.count for b in bars] == [25, 25, 25, 25]
-    assert (bars[0].start_s, bars[-1].end_s) == (0, 99)
+    assert (bars[0].start_s, bars[-1].end_s) == (0, 100)  # edges on whole seconds over a minute
     assert [b.count for b in histogram([5.0, 5.0, 5.0])] == [3]
     assert histogram([]) == ()
 
@@ -282,7 +282,7 @@ def test_only_pending_pushes(log: Store) -> None:
     assert (d.total, d.in_progress, d.finished, d.success_rate) == (3, 3, 0, None)
     assert stats.durations.push_to_live.count == 0 and stats.detection_lag_s.count == 0
     assert stats.fixed_10s.deployments == 0
-    assert "3 in progress" in stats_text(stats)
+    assert "3 pending or in progress" in stats_text(stats)
 
 
 def test_since_that_excludes_everything(log: Store) -> None:
@@ -315,7 +315,7 @@ def test_text_has_no_escape_codes_unless_asked(log: Store) -> None:
     stats = compute_stats(log, now=NOW)
     plain = stats_text(stats, colour=False)
     assert "\033" not in plain
-    assert "push to live" in plain and "fixed 10 s" in plain and "█" in plain
+    assert "push to live" in plain and "a fixed 10 s poll" in plain and "█" in plain
     assert "\033[1m" in safe(stats_text(stats, colour=True))  # what `say` writes
 
 
@@ -486,3 +486,79 @@ def test_indexed_stats_equal_a_plain_computation_over_every_row(
         stats = compute_stats(log, now=end, since=since, branch=branch)
         assert observed(stats) == reference(log, since, branch), (since, branch)
     assert compute_stats(log, now=end).api_calls.total > 0
+
+
+# -- what a person reads ----------------------------------------------------------------------
+
+
+def test_a_commit_superseded_by_a_live_successor_counts_as_a_success(log: Store) -> None:
+    from tracker.events import DeploymentSuperseded
+
+    deploy(log, 1, T0, {"BUILDING": 2.0}, live=60.0, detected=61.0)
+    push(log, 2, T0 + 10)
+    log.append(sha(2), DeploymentSuperseded(sha(1), "dep-1", went_live=True), at=T0 + 61)
+    push(log, 3, T0 + 20)
+    log.append(sha(3), DeploymentSuperseded(sha(1), "dep-1", went_live=False), at=T0 + 61)
+    d = compute_stats(log, now=NOW).deployments
+    assert (d.succeeded, d.superseded, d.superseded_live, d.finished) == (1, 2, 1, 3)
+    assert d.success_rate == round(2 / 3, 4)  # the live-superseded one exits 0: a success
+    text = stats_text(compute_stats(log, now=NOW))
+    assert "66.7 % (2 of 3 finished went live; 1 superseded by a live successor)" in text
+    assert log.rebuild().clean
+
+
+def test_the_comparison_says_which_way_it_goes() -> None:
+    from tracker.stats import Comparison, comparison_line
+
+    more = comparison_line(Comparison(10.0, 4, 8, 39, 1.1))
+    assert more == (
+        "a fixed 10 s poll would have made 8 calls; this made 39, 4.9× more,"
+        " for a mean detection lag of 1.1 s against about 5 s"
+    )
+    assert ", 1.5× fewer" in comparison_line(Comparison(10.0, 4, 30, 20, None))
+    assert comparison_line(Comparison(10.0, 0, 0, 0, None)).endswith(
+        "no finished deployment with API calls to compare"
+    )
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[4.7, 4.75, 4.8, 4.81, 4.89], [5.0, 5.1], [1.0, 1.05], [30.0, 400.0, 4000.0], [59.9, 61.0]],
+)
+def test_the_histogram_fits_small_counts_and_its_labels_never_repeat(values: list[float]) -> None:
+    bars = histogram(sorted(values))
+    assert len(bars) <= len(values) and sum(b.count for b in bars) == len(values)
+    labels = [f"{stats_module.duration(b.start_s)}-{stats_module.duration(b.end_s)}" for b in bars]
+    assert len(set(labels)) == len(labels), labels
+    assert all(b.start_s != b.end_s for b in bars) or len(bars) == 1
+
+
+def test_stats_columns_line_up_on_a_colour_terminal(log: Store, tmp_path: Path) -> None:
+    """Through a real pseudo-terminal, colour on: each label column starts at the same place
+    once the escape codes are taken out, and the colour is really there."""
+    import os
+    import re
+
+    from test_output import in_pty
+
+    seeded(log)
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    env["TERM"] = "xterm-256color"
+    raw = in_pty(["--db", str(log.path), "stats"], env, tmp_path).decode()
+    assert "\x1b[1m" in raw  # colour on
+    text = re.sub(r"\x1b\[[0-9;]*m", "", raw)
+    lines = text.splitlines()
+    labelled = [
+        ln
+        for ln in lines
+        if re.match(
+            r"^(deployments|success rate|api calls|  per deploy"
+            r"|  last minute|db queries|errors|compared) ",
+            ln,
+        )
+    ]
+    assert len(labelled) == 8, text
+    assert all(ln[14] == " " and ln[15] != " " for ln in labelled), labelled  # values in column 15
+    header = next(ln for ln in lines if ln.startswith("durations"))
+    row = next(ln for ln in lines if ln.startswith("push to live "))
+    assert len(header) == len(row), (header, row)  # the right-aligned columns end together

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracker import gitutil
 from tracker.clock import SYSTEM_CLOCK, Clock, iso
-from tracker.errors import UsageError
+from tracker.errors import TrackerError, UsageError
 from tracker.events import PushRecorded
 from tracker.projections import (
     OPEN_STATES,
@@ -26,6 +26,7 @@ from tracker.projections import (
     starts_attempt,
 )
 from tracker.store import Store
+from tracker.words import count, seconds
 
 if TYPE_CHECKING:
     from tracker.config import ReadSettings, Settings
@@ -35,6 +36,11 @@ if TYPE_CHECKING:
 STALE_AFTER_S = 300.0  # an open deployment whose monitor said nothing for this long is stale
 NOT_FOUND = 3
 NO_SOURCE = "no deployment source is configured; run `tracker doctor`"
+# Error kinds that mean a source was never reached, as a noun and its plural.
+UNREACHABLE_KINDS = {
+    "connection": ("connection error", "connection errors"),
+    "timeout": ("timeout", "timeouts"),
+}
 READ_WAIT_S = 0.5  # a reader waits this long for the lock to take in the spool, then reads
 RESUME_GRACE_S = 10.0  # `wait` gives a monitor it started this long to say it runs (or why not)
 
@@ -239,7 +245,9 @@ class Tracker:
             return spooled
         row = self.store.deployment(sha)
         if row is None:
-            return DeploymentStatus(sha, sha[:7], None, "not_found", NOT_FOUND)
+            return DeploymentStatus(
+                sha, sha[:7], None, "not_found", NOT_FOUND, reason=self._pushed_elsewhere(sha)
+            )
         events = self._records(sha, limit=recent, newest=True) if recent else []
         return self._status_of(row, events)
 
@@ -280,6 +288,10 @@ class Tracker:
         reason = None
         if row.reason_code or row.reason_message:
             reason = {"code": row.reason_code, "message": row.reason_message}
+        if state in {"timed_out", "stale"} and row.errors:
+            unreachable = self._unreachable(row)
+            if unreachable is not None:
+                reason = {"code": "unreachable", "message": unreachable}
         return DeploymentStatus(
             sha=row.sha,
             short_sha=row.sha[:7],
@@ -321,6 +333,73 @@ class Tracker:
             else:
                 self._source_names = source_names(self.repo)
         return list(self._source_names)
+
+    def _unreachable(self, row: DeploymentRow) -> str | None:
+        """`the DigitalOcean API at URL was unreachable for 6 s (18 connection errors)` when no
+        poll of the commit's newest attempt reached any source (only connection errors and
+        timeouts), from its polls in the log; None when some source answered."""
+        polls: dict[str, list[tuple[float, str | None]]] = {}
+        waited = None
+        for e in self.store.events(stream=row.sha, after_seq=row.first_seq - 1):
+            if e.type == "MonitorTimedOut":
+                waited = e.data.get("waited_s")
+            if e.type != "DeploymentPolled" or e.data.get("attempt") not in (None, row.attempt):
+                continue
+            if e.data.get("ok") or e.data.get("error_kind") not in UNREACHABLE_KINDS:
+                return None  # a source answered (or failed in a way that means it was reached)
+            polls.setdefault(str(e.data.get("source")), []).append((e.at, e.data["error_kind"]))
+        if not polls:
+            return None
+        times = [at for found in polls.values() for at, _ in found]
+        span = waited if isinstance(waited, int | float) else max(times) - min(times)
+        where = " and ".join(self._where(name) for name in sorted(polls))
+        kinds: dict[str, int] = {}
+        for found in polls.values():
+            for _, kind in found:
+                kinds[str(kind)] = kinds.get(str(kind), 0) + 1
+        errors = ", ".join(count(n, *UNREACHABLE_KINDS[kind]) for kind, n in sorted(kinds.items()))
+        return f"{where} {'was' if len(polls) == 1 else 'were'} unreachable for {seconds(span)}" + (
+            f" ({errors})"
+        )
+
+    def _where(self, source: str) -> str:
+        """A source in words, with where it is (no credentials): `the DigitalOcean API at URL`."""
+        try:
+            settings: Settings | None = self.settings
+        except TrackerError:  # a setting the monitor rejects never stops `status`
+            settings = None
+        if source == "digitalocean":
+            do = settings.do if settings is not None else None
+            at = f" at {gitutil.strip_credentials(do.api_url)}" if do is not None else ""
+            return f"the DigitalOcean API{at}"
+        if source == "mysql":
+            db = settings.mysql if settings is not None else None
+            return "the MySQL database" + (f" at {db.host}:{db.port}" if db is not None else "")
+        return f"the source {source}"
+
+    def _pushed_elsewhere(self, sha: str) -> dict[str, str | None] | None:
+        """For a commit the log never saw pushed: the remote branches that have it when none
+        is the deployed branch (`not pushed to main (TRACKER_BRANCH)`); None otherwise."""
+        if self.repo is None:
+            return None
+        found = gitutil.git(
+            ["for-each-ref", "--contains", sha, "--format=%(refname:short)", "refs/remotes"],
+            cwd=self.repo,
+        )
+        names = [n for n in (found or "").splitlines() if n and not n.endswith("/HEAD")]
+        if not names:
+            return None
+        try:
+            branch = self.settings.branch
+        except TrackerError:
+            return None
+        if any(n.split("/", 1)[-1] == branch for n in names):
+            return None  # it is on the deployed branch: pushed before the tracker was set up
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        return {
+            "code": "other_branch",
+            "message": f"not pushed to {branch} (TRACKER_BRANCH); {shown} has it",
+        }
 
     def events(
         self,

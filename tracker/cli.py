@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from cyclopts import App, CycloptsError, Parameter
+from cyclopts import App, CycloptsError, Parameter, UnknownCommandError, UnusedCliTokensError
 
 from tracker import __version__
 from tracker.api import DeploymentStatus, Tracker
@@ -41,8 +41,13 @@ app = App(
     help="Follow every push to the deployed branch until it is live or has failed.",
     version=__version__,
     help_format="plaintext",
+    default_parameter=Parameter(negative=()),  # flags are --json, never --no-json/--no-no-monitor
 )
-hooks_app = App(name="hooks", help="Wire the push hook into a repository.")
+hooks_app = App(
+    name="hooks",
+    help="Wire the push hook into a repository.",
+    default_parameter=Parameter(negative=()),
+)
 app.command(hooks_app)
 
 
@@ -66,11 +71,13 @@ def _colour() -> bool:
 # -- read commands ------------------------------------------------------------------------------
 
 
-@app.command
-def status(ref: str = "HEAD", *, json: bool = False) -> int:
+@app.command(usage="Usage: tracker status [REF] [OPTIONS]")
+def status(ref: str = "HEAD", /, *, json: bool = False) -> int:
     """Show whether the deployment of a commit is live.
 
-    Exit 0 live, 1 failed (or canceled, timed out, rejected), 2 in progress, 3 not found.
+    Exit codes: 0 live (or superseded by a live successor that contains it), 1
+    failed, canceled, timed out or rejected, 2 pending or in progress, 3 not
+    found, 64 usage error, 74 log unreadable, 75 log busy.
 
     Parameters
     ----------
@@ -100,12 +107,18 @@ def _status_json(st: DeploymentStatus) -> dict[str, Any]:
     return data
 
 
-@app.command
-def wait(ref: str = "HEAD", *, timeout: str = "30", json: bool = False) -> int:
+@app.command(usage="Usage: tracker wait [REF] [OPTIONS]")
+def wait(ref: str = "HEAD", /, *, timeout: str = "30", json: bool = False) -> int:
     """Wait a bounded time for the deployment of a commit to finish.
 
-    Prints one line per change (a live view on a terminal). At the timeout it says the deployment
-    is still in progress and exits 2: it warns, it does not block. A stale monitor is resumed.
+    Prints one line per change (a live view on a terminal); a failure ends with
+    its reason and the last log lines. At the timeout it says the deployment is
+    still in progress and exits 2: it warns, it does not block. A stale monitor
+    is resumed; a commit nothing can watch returns at once, with why and the
+    fix.
+
+    Exit codes: as `tracker status` (0 live, 1 failed, 2 still in progress or
+    not watched, 3 not found, 64 usage error, 74 log unreadable, 75 log busy).
 
     Parameters
     ----------
@@ -129,11 +142,13 @@ def wait(ref: str = "HEAD", *, timeout: str = "30", json: bool = False) -> int:
     return st.exit_code
 
 
-@app.command
+@app.command(usage="Usage: tracker events [REF] [OPTIONS]")
 def events(
-    ref: str | None = None, *, follow: bool = False, json: bool = False, limit: int | None = None
+    ref: str | None = None, /, *, follow: bool = False, json: bool = False, limit: int | None = None
 ) -> int:
-    """Print the raw event log, newest last.
+    """Print the event log, one line per event, newest last.
+
+    Exit codes: 0, 64 usage error, 74 log unreadable.
 
     Parameters
     ----------
@@ -159,6 +174,8 @@ def events(
 @app.command
 def stats(*, json: bool = False, since: str | None = None, branch: str | None = None) -> int:
     """Deployments by outcome, durations, API calls, rate limits, errors, detection lag.
+
+    Exit codes: 0, 64 usage error, 74 log unreadable.
 
     Parameters
     ----------
@@ -186,7 +203,11 @@ def stats(*, json: bool = False, since: str | None = None, branch: str | None = 
 
 @app.command
 def rebuild() -> int:
-    """Recompute the projections from the log alone and report any difference."""
+    """Recompute the projections from the log alone and report any difference.
+
+    Exit codes: 0 (also when it fixed a difference), 74 log unreadable, 75 log
+    busy.
+    """
     with _tracker() as tracker:
         report = tracker.rebuild()
     say(f"replayed {report.events} events into {report.rows} deployments")
@@ -208,19 +229,24 @@ def rebuild() -> int:
 # -- write commands -----------------------------------------------------------------------------
 
 
-@app.command
+@app.command(usage="Usage: tracker push [REF] [OPTIONS]")
 def push(
     ref: str = "HEAD",
+    /,
     *,
     branch: str | None = None,
-    remote: str = "",
+    remote: Annotated[str, Parameter(show_default=False)] = "",
     no_monitor: bool = False,
     again: bool = False,
 ) -> int:
     """Record a push made by other means, and start its monitor.
 
-    A push already in the log (the hook saw it, or this ran twice) is not recorded again; say
-    `--again` when the commit really was pushed once more (a rollback made by other means).
+    A push already in the log (the hook saw it, or this ran twice) is not
+    recorded again; say `--again` when the commit really was pushed once more (a
+    rollback made by other means).
+
+    Exit codes: 0 recorded (or already recorded), 64 usage error, 74 log
+    unreadable, 75 log busy.
 
     Parameters
     ----------
@@ -229,7 +255,7 @@ def push(
     branch
         The branch it was pushed to (default: the deployed branch).
     remote
-        The remote it was pushed to.
+        The remote it was pushed to (default: none recorded).
     no_monitor
         Only record the push; start no monitor.
     again
@@ -253,11 +279,17 @@ def push(
     return 0
 
 
-@app.command
-def monitor(ref: str, *, detach: bool = False) -> int:
+@app.command(usage="Usage: tracker monitor REF [OPTIONS]")
+def monitor(ref: str, /, *, detach: bool = False) -> int:
     """Poll the platform for a commit until its deployment is live or has failed.
 
-    At most one monitor per commit runs on a machine: a second one says who holds it and exits 0.
+    At most one monitor per commit runs on a machine: a second one says who
+    holds it and exits 0.
+
+    Exit codes: as `tracker status` for the verdict (0 live, 1 failed, 2 still
+    in progress, 3 not found), 64 usage error, 69 a source unreachable or
+    refusing our credentials, 74 log unreadable, 78 no deployment source
+    configured.
 
     Parameters
     ----------
@@ -276,8 +308,12 @@ def monitor(ref: str, *, detach: bool = False) -> int:
 def ingest(*, json: bool = False) -> int:
     """Append a deployment notification read as a JSON object from standard input.
 
-    It needs `sha` and `status` or `phase`; `deployment_id`, `source` and `log_tail` are
-    optional. A terminal notification stops a running monitor at once.
+    It needs `sha` and `status` or `phase`; `deployment_id`, `source` and
+    `log_tail` are optional. A terminal notification stops a running monitor at
+    once.
+
+    Exit codes: as `tracker status` for the commit afterwards (0, 1, 2), 64
+    malformed input or a commit with no push in the log, 74 log unreadable.
 
     Parameters
     ----------
@@ -312,6 +348,10 @@ def _say(st: DeploymentStatus) -> int:
 def doctor(*, json: bool = False) -> int:
     """Check the log, the lock, the hook and each deployment source; say what to fix.
 
+    Exit codes: 0 all well (warnings allowed), 69 a source unreachable or
+    refusing our credentials, 74 log unreadable, 75 lock busy, 78 configuration
+    error.
+
     Parameters
     ----------
     json
@@ -325,6 +365,8 @@ def doctor(*, json: bool = False) -> int:
 @app.command
 def demo(*, keep: bool = False) -> int:
     """Run the whole job on a simulated platform: no credentials, no network beyond loopback.
+
+    Exit codes: 0 every commit ended as scripted, 1 otherwise.
 
     Parameters
     ----------
@@ -342,6 +384,9 @@ def demo(*, keep: bool = False) -> int:
 @hooks_app.command
 def install(*, husky: bool = False, pre_commit: bool = False) -> int:
     """Install the pre-push hook (chaining any existing one).
+
+    Exit codes: 0 installed, 64 not in a git repository (or husky in use without
+    --husky).
 
     Parameters
     ----------
@@ -414,7 +459,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             tokens, exit_on_error=False, print_error=False, result_action="return_value"
         )
     except CycloptsError as exc:
-        return _fail(USAGE, _one_line(str(exc)) + " (see `tracker --help`)")
+        return _fail(USAGE, _usage_message(exc, tokens))
+    except UsageError as exc:  # bad input to a command: point to that command's help
+        return _fail(USAGE, f"{exc} (run '{_help_of(tokens)}')")
     except TrackerError as exc:
         return _fail(exc.exit_code, str(exc))
     except KeyboardInterrupt:
@@ -450,6 +497,46 @@ def _decodable(token: str) -> bool:
 def _fail(code: int, message: str) -> int:
     say(f"tracker: error: {_one_line(message, limit=500)}", stream=sys.stderr)
     return code
+
+
+def _usage_message(exc: CycloptsError, tokens: list[str]) -> str:
+    """One line: what was wrong, in our words where cyclopts' are unclear, and the help of the
+
+    command it concerns (`run 'tracker status --help'`).
+    """
+    words = [t for i, t in enumerate(tokens) if i == 0 or tokens[i - 1] != "--db"]
+    chain = _command_of([t for t in words if not t.startswith("-")])
+    text = _one_line(str(exc)).rstrip(".")
+    if isinstance(exc, UnknownCommandError) and not chain:
+        first = next((t for t in words if t != "--db"), "")
+        if first.startswith("-"):
+            text = f"unknown option {first.split('=', 1)[0]}"
+    elif isinstance(exc, UnusedCliTokensError):
+        extra = " ".join(str(t) for t in getattr(exc, "unused_tokens", []) or [])
+        text = f"unexpected argument{'s' if ' ' in extra else ''}: {extra}" if extra else text
+    where = " ".join(["tracker", *chain])
+    return f"{text} (run '{where} --help')"
+
+
+def _help_of(tokens: list[str]) -> str:
+    """`tracker CMD --help` for the command the tokens name (`--db PATH` skipped)."""
+    words = [t for i, t in enumerate(tokens) if i == 0 or tokens[i - 1] != "--db"]
+    return " ".join(
+        ["tracker", *_command_of([t for t in words if not t.startswith("-")]), "--help"]
+    )
+
+
+def _command_of(words: list[str]) -> list[str]:
+    """The command (and subcommand) that the first words name, as far as they name one."""
+    found: list[str] = []
+    current = app
+    for word in words:
+        try:
+            current = current[word]
+        except Exception:  # cyclopts raises its own error for a name that is no command
+            break
+        found.append(word)
+    return found
 
 
 def _one_line(text: str, limit: int = 300) -> str:

@@ -18,12 +18,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tracker.api import Tracker, monitor_alive
 from tracker.gitutil import clean_env
 from tracker.output import say
 
+if TYPE_CHECKING:
+    from tracker.policies import PollPolicy
+    from tracker.stats import Comparison, Stats
+
 DEMO_TOKEN = "demo-token-not-a-secret"  # noqa: S105 (the simulated platform's own credential)
+# The demo's schedule: the default one (5 s, then 15 s after two minutes) compressed so that four
+# deployments finish in seconds. Its comparison with a fixed poll is made with the baseline's
+# 10 s compressed alike (by POLL_INITIAL / the default 5 s: a fixed 1 s poll), never with a real
+# 10 s poll, which would see a 5 s deployment in one or two calls.
+POLL_INITIAL_S, POLL_SWITCH_AFTER_S, POLL_LONG_S, MAX_WAIT_S = 0.5, 4.0, 1.0, 25.0
+DEFAULT_POLL_INITIAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -85,10 +96,10 @@ def _setup(root: Path, api_url: str, app_id: str) -> tuple[Path, dict[str, str]]
         TRACKER_DO_APP_ID=app_id,
         TRACKER_DO_API_URL=api_url,
         TRACKER_POLL_POLICY="stepped",
-        TRACKER_POLL_INITIAL="0.5",
-        TRACKER_POLL_SWITCH_AFTER="4",
-        TRACKER_POLL_LONG="1",
-        TRACKER_MAX_WAIT="25",
+        TRACKER_POLL_INITIAL=f"{POLL_INITIAL_S:g}",
+        TRACKER_POLL_SWITCH_AFTER=f"{POLL_SWITCH_AFTER_S:g}",
+        TRACKER_POLL_LONG=f"{POLL_LONG_S:g}",
+        TRACKER_MAX_WAIT=f"{MAX_WAIT_S:g}",
         TRACKER_HTTP_TIMEOUT="5",
     )
     _git(root, env, "init", "-q", "--bare", "-b", "main", str(remote))
@@ -148,8 +159,57 @@ def _report(repo: Path, shas: list[tuple[Scenario, str]], colour: bool) -> bool:
         _wait_for_monitors(tracker, [sha for _, sha in shas])
         say()
         say("$ tracker stats")
-        say(stats_text(tracker.stats(), colour=colour))
+        found = tracker.stats()
+        say(
+            stats_text(
+                found,
+                colour=colour,
+                comparison=demo_comparison(tracker, [s for _, s in shas], found),
+            )
+        )
     return ok
+
+
+def demo_comparison(tracker: Tracker, shas: list[str], found: Stats) -> Comparison:
+    """The demo's calls against the baseline compressed like its schedule: a fixed poll of
+    10 s × POLL_INITIAL / 5 s, on the same finished deployments, over the same spans that
+    `tracker stats` compares (`projections.compared_span`).
+
+    Detection lag: ours as measured; the baseline's is what ours would have been on its
+    schedule (our measured lag, plus how much later its first poll after the platform's end
+    came than ours), so that both carry the same latency and timestamp rounding."""
+    from tracker.policies import BASELINE, FixedPolicy, SteppedPolicy, polls_to_detect
+    from tracker.projections import compared_span
+    from tracker.stats import Comparison
+
+    ours_policy = SteppedPolicy(POLL_INITIAL_S, POLL_SWITCH_AFTER_S, POLL_LONG_S)
+    baseline = FixedPolicy(BASELINE.interval * POLL_INITIAL_S / DEFAULT_POLL_INITIAL_S)
+    deployments = fixed = ours = 0
+    lags: list[tuple[float, float]] = []
+    for sha in shas:
+        row = tracker.store.deployment(sha)
+        span = None if row is None else compared_span(row)
+        if row is None or span is None:
+            continue
+        deployments += 1
+        fixed += polls_to_detect(baseline, span, MAX_WAIT_S)
+        ours += row.api_calls
+        if row.detection_lag_s is not None:
+            later = _seen_at(baseline, span) - _seen_at(ours_policy, span)
+            lags.append((row.detection_lag_s, max(row.detection_lag_s + later, 0.0)))
+    note = f" (the demo's time scale: {BASELINE.interval:g} s × {POLL_INITIAL_S:g}/5)"
+    mean = (lambda i: sum(p[i] for p in lags) / len(lags)) if lags else None
+    return Comparison(
+        baseline.interval, deployments, fixed, ours,
+        our_lag_s=mean(0) if mean else found.detection_lag_s.mean,
+        note=note, fixed_lag_s=mean(1) if mean else None,
+    )  # fmt: skip
+
+
+def _seen_at(policy: PollPolicy, span: float) -> float:
+    """The offset of the first poll of `policy` at or after `span` (its last one, if none)."""
+    offsets = policy.schedule(MAX_WAIT_S)
+    return next((o for o in offsets if o >= span - 1e-9), offsets[-1])
 
 
 def _wait_for_monitors(tracker: Tracker, shas: list[str], timeout: float = 10.0) -> None:

@@ -43,6 +43,7 @@ from tracker.policies import PollPolicy, budget_wait, policy_from_settings, retr
 from tracker.projections import DeploymentRow
 from tracker.sources.base import TERMINAL_PHASES, DeploymentSource, Observation, outcome_of
 from tracker.store import Store
+from tracker.words import seconds
 
 if TYPE_CHECKING:
     from tracker.api import Tracker
@@ -428,9 +429,12 @@ class Monitor:
 
     def _time_out(self, elapsed: float, observations: Sequence[Observation]) -> str:
         last = next((o.phase for o in observations if o.phase), None)
+        if last is None:  # this round saw no phase (an error): the last one any round saw
+            row = self.store.deployment(self.sha)
+            last = row.phase if row is not None and row.attempt == self.attempt else None
         timed_out = MonitorTimedOut(round(elapsed, 3), last, attempt=self.attempt)
         self.store.append(self.sha, timed_out, at=self.clock.now())
-        self.progress(f"gave up after {elapsed:.1f} s")
+        self.progress(f"gave up after {seconds(elapsed)}")
         return self._state()
 
     def _sleep(self, seconds: float) -> bool:

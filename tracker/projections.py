@@ -34,6 +34,7 @@ from tracker.events import (
     PushRejected,
 )
 from tracker.policies import baseline_polls
+from tracker.words import timed_out_reason
 
 TERMINAL_STATES = frozenset(
     {"succeeded", "failed", "canceled", "superseded", "timed_out", "rejected"}
@@ -159,29 +160,40 @@ def measures(row: DeploymentRow) -> dict[str, int]:
     """What `tracker stats` counts, sums and ranks of one commit: its `deployment_measures`.
 
     Integers (milliseconds or counts), so that SQLite orders and sums them exactly:
-    `state:NAME` (1), `push_to_live_ms`, `detection_lag_ms`, `api_calls` (when any) and
+    `state:NAME` (1), `superseded_live` (1: superseded by a live successor), `push_to_live_ms`,
+    `detection_lag_ms`, `api_calls` (when any) and
     `phase:NAME` (from a phase's first sighting to the next phase's); for a finished deployment
     that made API calls, `compared_api_calls` and `fixed_10s_polls`, the polls the baseline
     fixed poll would have made to see the same end (the platform's time, or ours) from the same
     start (the monitor's, or the push).
     """
     found = {"state:" + row.state: 1}
+    if row.state == "superseded" and row.superseded_went_live:
+        found["superseded_live"] = 1  # exit 0, as a success: the success rate counts it
     if row.push_to_live_s is not None:
         found["push_to_live_ms"] = round(row.push_to_live_s * 1000)
     if row.detection_lag_s is not None:
         found["detection_lag_ms"] = round(row.detection_lag_s * 1000)
     if row.api_calls > 0:
         found["api_calls"] = row.api_calls
-        if row.state in FINISHED_STATES:
-            end = row.finished_at if row.platform_finished_at is None else row.platform_finished_at
-            start = row.pushed_at if row.monitor_started_at is None else row.monitor_started_at
-            if end is not None and start is not None:
-                found["compared_api_calls"] = row.api_calls
-                found["fixed_10s_polls"] = baseline_polls(end - start)
+        span = compared_span(row)
+        if span is not None:
+            found["compared_api_calls"] = row.api_calls
+            found["fixed_10s_polls"] = baseline_polls(span)
     if row.phases is not None and "," in row.phases:  # two phases at least
         for name, seconds in phase_spans(json.loads(row.phases)):
             found["phase:" + name] = round(seconds * 1000)
     return found
+
+
+def compared_span(row: DeploymentRow) -> float | None:
+    """For a finished deployment that made API calls: the time a fixed poll would have needed to
+    see its end (the platform's time, or ours) from its start (the monitor's, or the push)."""
+    if row.api_calls <= 0 or row.state not in FINISHED_STATES:
+        return None
+    end = row.finished_at if row.platform_finished_at is None else row.platform_finished_at
+    start = row.pushed_at if row.monitor_started_at is None else row.monitor_started_at
+    return None if end is None or start is None else end - start
 
 
 def measure_rows(row: DeploymentRow | None) -> set[tuple[Any, ...]]:
@@ -513,7 +525,8 @@ def _(event: MonitorTimedOut, row: DeploymentRow, at: float) -> None:
         return
     row.state = "timed_out"
     row.finished_at = at
-    row.reason_message = f"no verdict after {event.waited_s:g} s (last phase {event.last_phase})"
+    row.reason_code = "timed_out"
+    row.reason_message = timed_out_reason(event.waited_s, event.last_phase or row.phase)
 
 
 def _finish(

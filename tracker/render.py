@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from tracker.api import DeploymentStatus, EventRecord
+from tracker.clock import iso, parse_iso
 from tracker.output import style
+from tracker.words import clip, count, seconds, timed_out_reason
 
 _CODES = {"green": "32", "red": "31", "yellow": "33", "dim": "2", "bold": "1"}
 _STATE_COLOUR = {
@@ -55,8 +58,18 @@ def duration(seconds: float | None) -> str:
 def verdict(st: DeploymentStatus) -> str:
     """One line that says it all."""
     who = st.short_sha
+    code = (st.reason or {}).get("code")
+    message = (st.reason or {}).get("message") or ""
     if st.state == "not_found":
+        if code == "other_branch":
+            return f"{who}: {message}"
         return f"{who}: not found (no push of this commit in the log)"
+    if code == "unreachable" and not (st.state == "stale" and st.not_watched):
+        if st.state == "stale":
+            return (
+                f"{who}: unknown: {message}; its monitor is gone (`tracker wait {who}` resumes it)"
+            )
+        return f"{who}: unknown: {message}"
     if st.state == "succeeded":
         return f"{who}: live ({duration(st.push_to_live_s)} from push to live)"
     if st.state == "superseded":
@@ -69,7 +82,10 @@ def verdict(st: DeploymentStatus) -> str:
         word = "canceled" if st.state == "canceled" else "failed"
         return f"{who}: deployment {word}{where}"
     if st.state == "timed_out":
-        return f"{who}: no verdict: the monitor gave up waiting (last phase {st.phase or '-'})"
+        if code == "timed_out" and message:
+            return f"{who}: no verdict: {message}"
+        seen = f"last phase {st.phase}" if st.phase else "no phase seen"
+        return f"{who}: no verdict: the monitor gave up waiting ({seen})"
     if st.state == "rejected":
         return f"{who}: the push did not reach the remote"
     if st.not_watched:
@@ -112,31 +128,56 @@ def status_text(st: DeploymentStatus, colour: bool = False) -> str:
         ("phase", st.phase),
         ("deployment", st.deployment_id),
         ("pushed", st.pushed_at),
-        ("finished", st.finished_at),
-        ("push to live", duration(st.push_to_live_s) if st.push_to_live_s is not None else None),
+        *_times(st),
         (
             "polls",
-            f"{st.polls} ({st.api_calls} API calls, {st.db_queries} DB queries,"
-            f" {st.errors} errors)",
+            f"{st.polls} ({count(st.api_calls, 'API call')},"
+            f" {count(st.db_queries, 'DB query', 'DB queries')}, {count(st.errors, 'error')})",
         ),
         ("monitor", _monitor(st)),
         ("attempt", _attempts(st)),
     ]
     width = max(len(k) for k, _ in detail)
     lines += [f"  {k:<{width}}  {v}" for k, v in detail if v is not None]
-    if st.reason:
-        code = st.reason.get("code")
-        lines.append(
-            f"  {'reason':<{width}}  {(code + ': ') if code else ''}"
-            f"{st.reason.get('message') or ''}"
-        )
-    if st.log_tail:
-        lines.append(f"last {len(st.log_tail)} log lines:")
-        lines += [f"  | {line}" for line in st.log_tail]
+    lines += failure_lines(st, width=width, headline=True)
     if st.state in {"pending", "in_progress", "stale"} and st.recent_events:
         lines.append(f"last {len(st.recent_events)} events:")
         lines += [f"  {event_line(e)}" for e in st.recent_events]
     return "\n".join(lines)
+
+
+def _times(st: DeploymentStatus) -> list[tuple[str, str | None]]:
+    """When it went live by the platform's clock, and when we saw it: labelled, so that the
+    push-to-live time (the platform's) and our detection add up for a reader."""
+    pushed = parse_iso(st.pushed_at or "")
+    found = parse_iso(st.finished_at or "")
+    if st.state == "rejected":
+        return [("rejected", st.finished_at)]
+    if st.push_to_live_s is None or pushed is None:
+        return [("gave up" if st.state == "timed_out" else "detected", st.finished_at)]
+    live = pushed + st.push_to_live_s
+    lag = "" if found is None else f", {seconds(found - live)} after it went live"
+    return [
+        ("live", f"{iso(live)} (the platform's time: {seconds(st.push_to_live_s)} after the push)"),
+        ("detected", None if st.finished_at is None else f"{st.finished_at} (by us{lag})"),
+        ("push to live", duration(st.push_to_live_s)),
+    ]
+
+
+def failure_lines(st: DeploymentStatus, *, width: int = 6, headline: bool = False) -> list[str]:
+    """The reason and the last log lines of a commit that did not go live (`status`, and the
+    end of `wait`). With `headline`, a reason the headline already says is not repeated."""
+    lines = []
+    if st.reason and st.state != "not_found":
+        code, message = st.reason.get("code"), st.reason.get("message") or ""
+        said = headline and (code in {"unreachable", "timed_out"})
+        if not said:
+            shown = message if code in {None, "unreachable", "timed_out"} else f"{code}: {message}"
+            lines.append(f"  {'reason':<{width}}  {shown}")
+    if st.log_tail:
+        lines.append(f"last {len(st.log_tail)} log lines:")
+        lines += [f"  | {line}" for line in st.log_tail]
+    return lines
 
 
 def _attempts(st: DeploymentStatus) -> str | None:
@@ -165,18 +206,145 @@ def _monitor(st: DeploymentStatus) -> str | None:
 
 
 def event_line(e: EventRecord) -> str:
-    """One event as a line: position, time, commit, type and its most telling fields."""
-    d = e.data
-    if e.type == "DeploymentPolled":
-        what = d.get("phase") or d.get("status") or ("not found" if d.get("ok") else "")
-        extra = f" error={d.get('error_kind')}: {d.get('error')}" if not d.get("ok") else ""
-        info = f"{d.get('source')} {what}{extra} calls={d.get('api_calls', 0)}"
-    elif e.type == "PushRecorded":
-        info = f"{d.get('branch')} via {d.get('source')} to {d.get('remote') or '-'}"
-    else:
-        keep = {k: v for k, v in d.items() if k not in {"sha", "log_tail"} and v not in (None, "")}
-        info = json.dumps(keep, separators=(",", ":"))[:160]
-    return f"#{e.seq} {e.recorded_at} {e.stream[:7]} {e.type} {info}"
+    """One event as a line: position, time, commit, type and its most telling fields in words
+    (one line per type, single spaces, free text clipped)."""
+    words = _EVENT_WORDS.get(e.type)
+    try:
+        info = words(e.data) if words else _compact(e.data)
+    except (TypeError, ValueError, AttributeError):  # a hand-edited or odd event: still a line
+        info = _compact(e.data)
+    return " ".join(p for p in (f"#{e.seq}", e.recorded_at, e.stream[:7], e.type, info) if p)
+
+
+def _compact(data: dict[str, Any]) -> str:
+    keep = {k: v for k, v in data.items() if k not in {"sha", "log_tail"} and v not in (None, "")}
+    return clip(json.dumps(keep, separators=(",", ":")), 160)
+
+
+def _id(value: object) -> str:
+    """A deployment id, short (App Platform's are 36-character UUIDs; `status` has it whole)."""
+    return str(value)[:8] if value else "-"
+
+
+def _join(*parts: object) -> str:
+    return " ".join(str(p) for p in parts if p not in (None, ""))
+
+
+def _attempt(d: dict[str, Any]) -> str:
+    n = d.get("attempt")
+    return f"(attempt {n})" if isinstance(n, int) and n > 1 else ""
+
+
+def _push_recorded(d: dict[str, Any]) -> str:
+    by = f"by {d['pushed_by']}" if d.get("pushed_by") else ""
+    again = "(pushed again)" if d.get("again") else ""
+    return _join(d.get("branch"), "to", d.get("remote") or "-", "via", d.get("source"), by, again)
+
+
+def _polled(d: dict[str, Any]) -> str:
+    calls = []
+    if d.get("api_calls"):
+        calls.append(count(int(d["api_calls"]), "call"))
+    if d.get("db_queries"):
+        calls.append(count(int(d["db_queries"]), "query", "queries"))
+    if d.get("retry"):
+        calls.insert(0, "retry")
+    cost = f"({', '.join(calls)})" if calls else ""
+    retry = ""
+    if not d.get("ok"):
+        error = clip(f"{d.get('error_kind') or 'error'}: {d.get('error') or '-'}", 100)
+        return _join(d.get("source"), "error", error, retry, cost)
+    if not d.get("found"):
+        return _join(d.get("source"), "not found yet", retry, cost)
+    steps = f"{d['steps_done']}/{d['steps_total']} steps" if d.get("steps_total") else ""
+    what = d.get("phase") or d.get("status") or "found"
+    return _join(d.get("source"), what, steps, f"deployment {_id(d.get('deployment_id'))}", cost)
+
+
+def _monitor_started(d: dict[str, Any]) -> str:
+    sources = ", ".join(d.get("sources") or []) or "no source"
+    wait = f"max wait {seconds(d['max_wait_s'])}" if d.get("max_wait_s") else ""
+    return _join(f"pid {d.get('pid')} on {d.get('host')},", f"{d.get('policy')} poll of", sources
+                 + ("," if wait else ""), wait, _attempt(d))  # fmt: skip
+
+
+def _logs_fetched(d: dict[str, Any]) -> str:
+    calls = count(int(d.get("api_calls") or 0), "API call")
+    got = count(int(d.get("lines") or 0), "log line")
+    error = f"error: {clip(d['error'], 80)}" if d.get("error") else ""
+    return _join(got, f"of deployment {_id(d.get('deployment_id'))} ({calls})", error)
+
+
+def _succeeded(d: dict[str, Any]) -> str:
+    took = d.get("push_to_live_s")
+    after = f"{seconds(took)} from push to live" if isinstance(took, int | float) else ""
+    return _join(f"live: deployment {_id(d.get('deployment_id'))} {d.get('phase') or ''}".strip()
+                 + ("," if after else ""), after, _attempt(d))  # fmt: skip
+
+
+def _failed(d: dict[str, Any]) -> str:
+    reason = d.get("reason") or {}
+    said = ": ".join(str(x) for x in (reason.get("code"), reason.get("message")) if x)
+    step = f"at step {d['failed_step']}" if d.get("failed_step") else ""
+    tail = d.get("log_tail") or []
+    lines = f"{count(len(tail), 'log line')} kept" if tail else ""
+    word = "canceled" if d.get("phase") == "CANCELED" else "failed"
+    where = f"(deployment {_id(d.get('deployment_id'))}" + (f", {lines})" if lines else ")")
+    return _join(word, step + (":" if said and step else ""), clip(said, 70), where, _attempt(d))
+
+
+def _superseded(d: dict[str, Any]) -> str:
+    by = str(d.get("by_sha") or "a newer push")[:7]
+    went = d.get("went_live")
+    live = {True: "which contains it and went live", False: "which did not bring it live"}
+    outcome = live[went] if isinstance(went, bool) else "whether it went live is unknown"
+    return _join(f"by {by},", outcome, _attempt(d))
+
+
+def _timed_out(d: dict[str, Any]) -> str:
+    return _join(timed_out_reason(float(d.get("waited_s") or 0), d.get("last_phase")), _attempt(d))
+
+
+def _stopped(d: dict[str, Any]) -> str:
+    why = "; ".join(clip(str(d[k]), 100) for k in ("reason", "fix") if d.get(k))
+    return f"pid {d.get('pid')}: {why or 'stopped'}"
+
+
+def _not_started(d: dict[str, Any]) -> str:
+    return "; ".join(clip(str(d[k]), 100) for k in ("reason", "fix") if d.get(k)) or "-"
+
+
+def _disagreed(d: dict[str, Any]) -> str:
+    said = f"the database says {d.get('mysql_status') or '-'}, the API {d.get('api_phase') or '-'}"
+    return said + (f": {clip(d['detail'], 80)}" if d.get("detail") else "")
+
+
+def _ingested(d: dict[str, Any]) -> str:
+    what = d.get("phase") or d.get("status") or "-"
+    dep = f"deployment {_id(d.get('deployment_id'))}" if d.get("deployment_id") else ""
+    return _join("from", d.get("source") or "webhook", "says", what, dep)
+
+
+def _reason_only(d: dict[str, Any]) -> str:
+    return clip(str(d.get("reason") or ""), 120)
+
+
+_EVENT_WORDS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "PushRecorded": _push_recorded,
+    "PushConfirmed": _reason_only,
+    "PushRejected": _reason_only,
+    "MonitorStarted": _monitor_started,
+    "DeploymentPolled": _polled,
+    "LogsFetched": _logs_fetched,
+    "SourcesDisagreed": _disagreed,
+    "DeploymentSucceeded": _succeeded,
+    "DeploymentFailed": _failed,
+    "DeploymentSuperseded": _superseded,
+    "MonitorTimedOut": _timed_out,
+    "MonitorStopped": _stopped,
+    "MonitorNotStarted": _not_started,
+    "NotificationIngested": _ingested,
+}
 
 
 def event_json(e: EventRecord) -> str:

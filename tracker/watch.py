@@ -10,7 +10,14 @@ import sys
 
 from tracker.api import DeploymentStatus, Tracker
 from tracker.output import say
-from tracker.render import event_json, event_line, paint, unwatched_line, verdict
+from tracker.render import (
+    event_json,
+    event_line,
+    failure_lines,
+    paint,
+    unwatched_line,
+    verdict,
+)
 
 FOLLOW_EVERY_S = 0.25
 
@@ -46,6 +53,9 @@ def wait_command(
                 f" `tracker status {st.short_sha}`"
             )
         else:
+            if st.exit_code == 1:  # why, and the build's last lines, as `status` shows them
+                for line in failure_lines(st, headline=True):
+                    say(line)
             say(f"final: {st.state} (exit {st.exit_code})")
     return st
 
