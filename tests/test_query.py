@@ -13,6 +13,7 @@ import json
 import os
 import pty
 import select
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -387,3 +388,30 @@ def test_a_terminal_gets_a_table_and_a_pipe_gets_json(
 
     piped = query(sql, db=db_path)
     assert json.loads(piped.stdout) == direct(db_path, sql)
+
+
+def readme_commands(after: str) -> list[list[str]]:
+    """The `tracker query` commands of the README's shell blocks that follow `after`."""
+    text = (ROOT / "README.md").read_text()
+    blocks = text[text.index(after) :].split("```sh\n")[1:3]
+    return [shlex.split(block.split("```")[0])[1:] for block in blocks]
+
+
+def test_the_readmes_agent_questions_answer_from_a_real_log(
+    seeded: dict[str, str], db_path: Path
+) -> None:
+    failures, tail = readme_commands("which of my last ten")
+    assert failures[0] == "query" and tail[0] == "query"
+    done = subprocess.run(
+        [sys.executable, "-m", "tracker", "--db", str(db_path), *failures],
+        env=cli_env(), capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (failed,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert failed["short_sha"] == seeded["failed"][:7]
+    assert failed["failed_step"] == "build.components.web"
+    tail[-1] = seeded["failed"][:7]  # the README's example SHA, here the seeded failure
+    answered = query(*tail[1:], db=db_path)
+    assert answered.returncode == 0, answered.stderr
+    lines = json.loads(answered.stdout)
+    assert lines == [{"line": "npm ERR! code ELIFECYCLE"}]

@@ -957,6 +957,9 @@ def open_read_only(path: Path) -> sqlite3.Connection:
     uri = path.absolute().as_uri() + "?mode=ro"
     with _log_errors(path, "read"):
         conn = sqlite3.connect(uri, uri=True, timeout=10.0, check_same_thread=False)
+        # SQLite builds a table-valued function's table on its first use, and asks the authorizer
+        # about the schema as it does: build the JSON ones before the authorizer is in place.
+        conn.execute("SELECT 1 FROM json_each('[]'), json_tree('[]')").fetchall()
         conn.set_authorizer(_authorize_read)
     return conn
 
