@@ -36,7 +36,6 @@ from tracker.spool import PushRecord, record_paths, write_record
 from tracker.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-T0 = time.time() - 100  # nothing in the seeded log is stale yet (300 s of silence)
 
 
 def sha_of(n: int) -> str:
@@ -93,12 +92,13 @@ def contents(db: Path) -> tuple[object, ...]:
 def seeded(store: Store) -> dict[str, str]:
     """A live commit, a failed one (with its reason) and one in progress, through the store."""
     shas = {name: sha_of(n) for n, name in enumerate(("live", "failed", "building"), start=1)}
+    t0 = time.time() - 100  # now, not at import: nothing here is stale (300 s of silence) yet
     for offset, sha in enumerate(shas.values()):
-        store.append(sha, PushRecorded(sha=sha, branch="main", source="cli"), at=T0 + offset)
+        store.append(sha, PushRecorded(sha=sha, branch="main", source="cli"), at=t0 + offset)
     live, failed, building = shas["live"], shas["failed"], shas["building"]
     poll = DeploymentPolled("digitalocean", True, True, "BUILDING", deployment_id="d1")
-    store.append(live, poll, at=T0 + 5)
-    store.append(live, DeploymentSucceeded("d1", push_to_live_s=95.0), at=T0 + 95)
+    store.append(live, poll, at=t0 + 5)
+    store.append(live, DeploymentSucceeded("d1", push_to_live_s=95.0), at=t0 + 95)
     store.append(
         failed,
         DeploymentFailed(
@@ -107,11 +107,11 @@ def seeded(store: Store) -> dict[str, str]:
             failed_step="build.components.web",
             log_tail=["npm ERR! code ELIFECYCLE"],
         ),
-        at=T0 + 60,
+        at=t0 + 60,
     )
-    store.append(building, MonitorStarted(os.getpid(), os.uname().nodename, "stepped"), at=T0 + 3)
+    store.append(building, MonitorStarted(os.getpid(), os.uname().nodename, "stepped"), at=t0 + 3)
     store.append(
-        building, DeploymentPolled("digitalocean", True, True, "DEPLOYING", api_calls=1), at=T0 + 4
+        building, DeploymentPolled("digitalocean", True, True, "DEPLOYING", api_calls=1), at=t0 + 4
     )
     return shas
 
