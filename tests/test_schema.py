@@ -6,11 +6,13 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import socket
 import sqlite3
 import stat
 import subprocess
 import sys
+import tarfile
 import time
 import zipfile
 from pathlib import Path
@@ -261,13 +263,21 @@ def test_the_view_is_read_only(tmp_path: Path) -> None:
 # -- the wheel ----------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_the_wheel_carries_schema_sql_and_finds_it_when_installed(tmp_path: Path) -> None:
-    dist = tmp_path / "dist"
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sdist, and the wheel built from it (as `python -m build` does), built once."""
+    out = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(REPO)],
+        [sys.executable, "-m", "build", "--outdir", str(out), str(REPO)],
         check=True, capture_output=True, timeout=600,
     )  # fmt: skip
+    return out
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_schema_sql_and_finds_it_when_installed(
+    tmp_path: Path, dist: Path
+) -> None:
     (wheel,) = dist.glob("deploy_tracker-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         schema = archive.read("tracker/schema.sql").decode()
@@ -291,6 +301,45 @@ def test_the_wheel_carries_schema_sql_and_finds_it_when_installed(tmp_path: Path
         capture_output=True, text=True, check=True, cwd=tmp_path, env=env,
     ).stdout  # fmt: skip
     assert str(venv) in where, "the probe imported the checkout, not the installed wheel"
+
+
+JSON_SCHEMAS = sorted(p.name for p in (REPO / "docs" / "schema").glob("*.json"))
+LICENSE = (REPO / "LICENSE").read_text()
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_json_schemas_and_the_license(dist: Path) -> None:
+    assert {"event.schema.json", "stats.schema.json", "status.schema.json"} <= set(JSON_SCHEMAS)
+    assert "MIT License" in LICENSE
+    assert re.search(r'^license = "MIT"$', (REPO / "pyproject.toml").read_text(), re.MULTILINE)
+    (wheel,) = dist.glob("deploy_tracker-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        for name in JSON_SCHEMAS:
+            shipped = archive.read(f"tracker/schema/{name}").decode()
+            assert shipped == (REPO / "docs" / "schema" / name).read_text()
+        (license_file,) = [
+            n for n in archive.namelist() if n.endswith(".dist-info/licenses/LICENSE")
+        ]
+        assert archive.read(license_file).decode() == LICENSE
+        metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        assert "License-Expression: MIT" in archive.read(metadata).decode()
+
+
+@pytest.mark.slow
+def test_the_sdist_carries_them_and_its_own_schema_test_passes(tmp_path: Path, dist: Path) -> None:
+    (sdist,) = dist.glob("deploy_tracker-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        archive.extractall(tmp_path, filter="data")
+    (top,) = tmp_path.glob("deploy_tracker-*")
+    assert sorted(p.name for p in (top / "docs" / "schema").glob("*.json")) == JSON_SCHEMAS
+    assert (top / "LICENSE").read_text() == LICENSE
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "PYTEST_"))}
+    test = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_json_schema.py"]
+    done = subprocess.run(
+        [sys.executable, *test],
+        cwd=top, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
 
 
 def test_the_view_and_tracker_status_agree_on_a_silent_monitor(tmp_path: Path) -> None:

@@ -226,6 +226,48 @@ def rebuild() -> int:
     return 0
 
 
+@app.command
+def query(
+    sql: str,
+    *,
+    param: Annotated[
+        list[tuple[str, str]] | None, Parameter(name=["--param", "-p"], negative="")
+    ] = None,
+    json: bool = False,
+    nl: bool = False,
+    csv: bool = False,
+    table: bool = False,
+) -> int:
+    """Run read-only SQL over the log and its projections (`deployment_status`, `events`).
+
+    The spool is taken in first, so the answer is as current as `tracker status`. A statement
+    that would write is refused (exit 64). Default output: a table on a terminal, JSON (an array
+    of objects) in a pipe.
+
+    Parameters
+    ----------
+    sql
+        One SELECT statement; `:name` stands for the value given by `-p name VALUE`.
+    param
+        `-p NAME VALUE` binds VALUE, as text, to `:NAME` (repeatable); never interpolated.
+    json
+        A JSON array of objects.
+    nl
+        One JSON object per line (NDJSON).
+    csv
+        CSV with a header row.
+    table
+        Aligned columns.
+    """
+    from tracker.query import output_format, query_lines
+
+    fmt = output_format(json=json, nl=nl, csv=csv, table=table, terminal=sys.stdout.isatty())
+    with _tracker() as tracker:
+        for line in query_lines(tracker, sql, param or (), fmt):
+            print(line)
+    return 0
+
+
 # -- write commands -----------------------------------------------------------------------------
 
 

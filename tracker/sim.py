@@ -16,6 +16,7 @@ import math
 import socket
 import socketserver
 import struct
+import sys
 import threading
 import uuid
 from collections import deque
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -890,30 +892,73 @@ def _demo_shas() -> Iterator[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tracker.sim`: serve a simulated app with three demo deployments until Ctrl-C."""
-    parser = argparse.ArgumentParser(prog="python -m tracker.sim", description=main.__doc__)
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--token", default="sim-token")
+    """`python -m tracker.sim`: serve a simulated App Platform app on loopback until Ctrl-C."""
     try:
-        args = parser.parse_args(argv)
+        args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on a usage error; 2 means "in progress" here
         return 64 if exc.code == 2 else 0
     sim = SimulatedPlatform(token=args.token, port=args.port)
-    outcomes: list[Outcome] = ["active", "build_error", "deploy_error"]
-    for sha, outcome in zip(_demo_shas(), outcomes, strict=True):
-        sim.add_deployment(
-            sha, build_s=8, deploy_s=8, pending_build_s=1, pending_deploy_s=1, outcome=outcome
-        )
+    follower = None
+    if args.repo is None:
+        outcomes: list[Outcome] = ["active", "build_error", "deploy_error"]
+        for sha, outcome in zip(_demo_shas(), outcomes, strict=True):
+            sim.add_deployment(
+                sha, build_s=8, deploy_s=8, pending_build_s=1, pending_deploy_s=1, outcome=outcome
+            )
+    else:
+        from tracker.autodeploy import AutoDeploy, Timings
+
+        try:
+            follower = AutoDeploy(
+                sim, args.repo, branch=args.branch, remote=args.remote, interval=args.interval,
+                timings=Timings(args.pending_s, args.build_s, args.pending_s, args.deploy_s),
+                on_deploy=lambda d: print(f"# deploying {d.sha[:7]}: {d.outcome}", flush=True),
+            )  # fmt: skip
+        except ValueError as exc:
+            print(f"python -m tracker.sim: {exc}", file=sys.stderr)
+            return 64
     url = sim.start()
-    print(f"TRACKER_DO_API_URL={url}\nTRACKER_DO_APP_ID={sim.app_id}")
-    print("DIGITALOCEAN_TOKEN=<the --token value>   (Ctrl-C to stop)", flush=True)
+    print(f"export DIGITALOCEAN_TOKEN={args.token}\nexport TRACKER_DO_API_URL={url}")
+    print(f"export TRACKER_DO_APP_ID={sim.app_id}")
+    if follower is None:
+        print("# serving three deployments of fixed demo SHAs (sha1 of demo-0 .. demo-2); use")
+        print("# --repo PATH to deploy the pushes of your own repository")
+    else:
+        print(f"# watching {follower.ref} in {Path(args.repo).absolute()}: each new tip deploys")
+        follower.start()
+    print("# Ctrl-C to stop", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
+        if follower is not None:
+            follower.stop()
         sim.stop()
     return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tracker.sim",
+        description="Serve a simulated DigitalOcean App Platform API on 127.0.0.1 and print the"
+        " variables that point the tracker at it. Without --repo it knows only three deployments"
+        " of fixed demo SHAs; with --repo it deploys each new tip of the branch, as App"
+        " Platform's auto-deploy does (a commit message with [sim: build_error],"
+        " [sim: deploy_error] or [sim: canceled] fails that way).",
+    )
+    parser.add_argument("--port", type=int, default=0, help="default: any free port")
+    parser.add_argument("--token", default="sim-token", help="the token it accepts")
+    parser.add_argument(
+        "--repo", help="a repository to follow: a bare remote, or a clone (its REMOTE/BRANCH)"
+    )
+    parser.add_argument("--branch", default="main", help="the deployed branch (default: main)")
+    parser.add_argument("--remote", default="origin", help="in a clone (default: origin)")
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between looks")
+    parser.add_argument("--pending-s", type=float, default=1.0, help="before each stage")
+    parser.add_argument("--build-s", type=float, default=4.0, help="how long a build takes")
+    parser.add_argument("--deploy-s", type=float, default=4.0, help="how long a deploy takes")
+    return parser
 
 
 if __name__ == "__main__":

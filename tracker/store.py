@@ -991,6 +991,39 @@ def _statements(sql: str) -> list[str]:
     return statements
 
 
+# What a read-only connection may do: read tables and views, select, call functions, and ask
+# the pragmas that only describe the schema (SQLite's authorizer action codes; everything else,
+# from INSERT to ATTACH, transactions and every other PRAGMA, is denied).
+_READ_ACTIONS = frozenset(
+    {sqlite3.SQLITE_READ, sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
+_DESCRIBING_PRAGMAS = frozenset({"table_info", "table_xinfo", "index_list", "index_info"})
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection to the log at `path` that can only read, for SQL from outside.
+
+    Two guards, each enough alone: the file is opened read-only (`mode=ro`), and an authorizer
+    refuses at prepare time every action but reading (writes, ATTACH, PRAGMA, transactions).
+    """
+    uri = path.absolute().as_uri() + "?mode=ro"
+    with _log_errors(path, "read"):
+        conn = sqlite3.connect(uri, uri=True, timeout=10.0, check_same_thread=False)
+        # SQLite builds a table-valued function's table on its first use, and asks the authorizer
+        # about the schema as it does: build the JSON ones before the authorizer is in place.
+        conn.execute("SELECT 1 FROM json_each('[]'), json_tree('[]')").fetchall()
+        conn.set_authorizer(_authorize_read)
+    return conn
+
+
+def _authorize_read(action: int, name: str | None, *_: str | None) -> int:
+    if action in _READ_ACTIONS:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and (name or "").lower() in _DESCRIBING_PRAGMAS:
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
 def _create_private(path: Path) -> None:
     """Create `path` (and its directory) readable by the owner only, if missing."""
     if path.exists():
