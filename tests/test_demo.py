@@ -90,3 +90,22 @@ def test_the_demos_comparison_is_consistent_with_its_own_schedule(tmp_path: Path
         assert found.group(4) == ("more" if ours > fixed else "fewer")
     finally:
         shutil.rmtree(kept.group(1), ignore_errors=True)
+
+
+def test_the_demo_ignores_the_users_own_tracker_settings(tmp_path: Path) -> None:
+    """A user who already uses the tracker has TRACKER_DB, a token and a policy exported: the
+    demo's own readers (which settle pushes and start monitors) must use the demo's."""
+    theirs = tmp_path / "their-log" / "events.db"
+    env = dict(os.environ)
+    env.update(
+        TMPDIR=str(tmp_path), TRACKER_DB=str(theirs), DIGITALOCEAN_TOKEN="their-token",
+        TRACKER_DO_APP_ID="their-app", TRACKER_MAX_WAIT="abc", DB_HOST="db.example",
+    )  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "tracker", "demo"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "all as expected" in done.stdout
+    assert not theirs.exists()  # their log untouched
+    assert "their-token" not in done.stdout + done.stderr

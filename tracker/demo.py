@@ -60,13 +60,36 @@ def run_demo(*, keep: bool = False, colour: bool = False) -> int:
     with _workspace(keep) as root, SimulatedPlatform(token=DEMO_TOKEN) as platform:
         say(f"demo: simulated App Platform API on {platform.base_url}")
         repo, env = _setup(root, platform.base_url, platform.app_id)
-        shas = _push_all(repo, env, platform)
-        ok = _report(repo, shas, colour)
+        with _settings_of(env):  # this process reads the log, and may start monitors, too
+            shas = _push_all(repo, env, platform)
+            ok = _report(repo, shas, colour)
         verdict = "all as expected" if ok else "UNEXPECTED RESULTS"
         say(f"demo: finished in {time.monotonic() - started:.1f} s; {verdict}")
         if keep:
             say(f"demo: kept {root} (log: {repo}/.git/tracker/events.db)")
     return 0 if ok else 1
+
+
+@contextmanager
+def _settings_of(env: dict[str, str]) -> Iterator[None]:
+    """The demo's tracker settings in this process's environment while it runs: a reader that
+    settles a push starts its monitor with them (and `wait` knows a source is configured)."""
+    ours = [*env, *os.environ]  # the user's own TRACKER_DB, tokens ... are put aside too
+    names = {n for n in ours if n.startswith(("TRACKER_", "DB_")) or n == "DIGITALOCEAN_TOKEN"}
+    saved = {n: os.environ.get(n) for n in names}
+    for name in names:
+        if name in env:
+            os.environ[name] = env[name]
+        else:
+            os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager
