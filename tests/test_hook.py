@@ -249,6 +249,40 @@ def test_the_push_succeeds_when_the_log_directory_is_read_only(tmp_path: Path) -
     assert len(warnings(done.stderr)) == 1 and "cannot create" in done.stderr
 
 
+@contextlib.contextmanager
+def read_only(directory: Path) -> Iterator[None]:
+    """Make `directory` read-only (immutable for root, whom permission bits do not stop)."""
+    if os.geteuid() == 0:
+        done = subprocess.run(["chattr", "+i", str(directory)], capture_output=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"chattr +i is not available here: {done.stderr!r}")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+    else:
+        directory.chmod(0o500)
+        try:
+            yield
+        finally:
+            directory.chmod(0o700)
+
+
+def test_a_read_only_spool_is_one_warning_line_with_the_right_advice(repo: Repo) -> None:
+    """A read-only .git (finding 15): one line from the hook, none from sh, and the push goes."""
+    repo.spool.mkdir(parents=True, mode=0o700)
+    sha = repo.commit()
+    with read_only(repo.spool):
+        done = repo.push("origin", "main")
+    assert done.returncode == 0 and repo.remote_head() == sha
+    ours = [line for line in done.stderr.splitlines() if not line.startswith(("To ", "   "))]
+    assert ours == [
+        f"tracker: not recording the push: cannot write to {repo.spool} (check its owner and"
+        f" permissions: ls -ld {repo.spool})"
+    ], done.stderr
+    assert record_paths(repo.spool) == []
+
+
 def test_the_spool_keeps_a_push_while_the_lock_is_held_and_the_log_gets_it_after(
     repo: Repo,
 ) -> None:
