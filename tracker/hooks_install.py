@@ -14,7 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -353,7 +353,14 @@ def places(repo: Path) -> list[Place]:
     repo = Path(repo)
     hooks = hooks_dir(repo)
     top = _toplevel(repo)
-    return [_plain_place(hooks), _husky_place(repo, hooks, top), _pre_commit_place(hooks, top)]
+    plain, husky = _plain_place(hooks), _husky_place(repo, hooks, top)
+    pre_commit = _pre_commit_place(hooks, top)
+    others = [p for p in (plain, husky) if p.level != "none"]
+    if others and pre_commit.level == "fail" and not pre_commit.detail.get("shim"):
+        # a config that names our hook, in a clone wired another way: not a failure here
+        message = f"{pre_commit.message}; not needed here: {others[0].name} has the hook"
+        return [plain, husky, replace(pre_commit, level="none", message=message, fix=None)]
+    return [plain, husky, pre_commit]
 
 
 def _plain_place(hooks: Path) -> Place:
@@ -455,7 +462,7 @@ def _pre_commit_place(hooks: Path, top: Path | None) -> Place:
             f" (but {shown(hook)} is pre-commit's)" if shim else ""
         )
         return Place("pre-commit", "none", str(config or ""), message)
-    detail = dict(ours)
+    detail = {**ours, "shim": shim}
     stages = ours["stages"]
     if stages is not None and not {"pre-push", "push"} & set(stages):
         message = (
