@@ -206,9 +206,13 @@ def test_the_push_succeeds_when_the_interpreter_lacks_the_tracker(tmp_path: Path
     install(repo.work, python=bare)
     sha = repo.commit()
     done = repo.push("origin", "main")
-    assert done.returncode == 0 and warnings(done.stderr) == []
+    assert done.returncode == 0
+    assert warnings(done.stderr) == [
+        f"tracker: the push is spooled but not confirmed: '{bare}' no longer has the tracker"
+        " package (run `tracker hooks install` again)"
+    ]
     [path] = record_paths(repo.spool)
-    wait_until(lambda: not confirmer_alive(read_record(path).confirmer_pid))
+    assert read_record(path).confirmer_pid is None  # no confirmer that could only fail
     assert state(repo, sha) == "pending"
     assert types(repo, sha) == ["PushRecorded", "PushConfirmed"]
 
@@ -243,6 +247,40 @@ def test_the_push_succeeds_when_the_log_directory_is_read_only(tmp_path: Path) -
     done = repo.push("origin", "main")
     assert done.returncode == 0
     assert len(warnings(done.stderr)) == 1 and "cannot create" in done.stderr
+
+
+@contextlib.contextmanager
+def read_only(directory: Path) -> Iterator[None]:
+    """Make `directory` read-only (immutable for root, whom permission bits do not stop)."""
+    if os.geteuid() == 0:
+        done = subprocess.run(["chattr", "+i", str(directory)], capture_output=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"chattr +i is not available here: {done.stderr!r}")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+    else:
+        directory.chmod(0o500)
+        try:
+            yield
+        finally:
+            directory.chmod(0o700)
+
+
+def test_a_read_only_spool_is_one_warning_line_with_the_right_advice(repo: Repo) -> None:
+    """A read-only .git (finding 15): one line from the hook, none from sh, and the push goes."""
+    repo.spool.mkdir(parents=True, mode=0o700)
+    sha = repo.commit()
+    with read_only(repo.spool):
+        done = repo.push("origin", "main")
+    assert done.returncode == 0 and repo.remote_head() == sha
+    ours = [line for line in done.stderr.splitlines() if not line.startswith(("To ", "   "))]
+    assert ours == [
+        f"tracker: not recording the push: cannot write to {repo.spool} (check its owner and"
+        f" permissions: ls -ld {repo.spool})"
+    ], done.stderr
+    assert record_paths(repo.spool) == []
 
 
 def test_the_spool_keeps_a_push_while_the_lock_is_held_and_the_log_gets_it_after(

@@ -12,7 +12,7 @@ import pytest
 from gitrepo import Repo, make_repo, set_hook, tracker_python, wait_until
 
 from tracker.errors import UsageError
-from tracker.hooks_install import CHAINED, HUSKY_MARK, install, status, uninstall
+from tracker.hooks_install import CHAINED, HUSKY_MARK, PRE_COMMIT_ITEM, install, status, uninstall
 from tracker.spool import record_paths
 from tracker.store import Store
 
@@ -197,3 +197,48 @@ def test_the_pre_commit_entry_reads_pushes_from_its_variables_or_stdin(
     from tracker.prepush import pushed_shas
 
     assert len(pushed_shas(env, lines, "main")) == expected
+
+
+def test_pre_commit_without_a_to_ref_resolves_the_local_branch() -> None:
+    """pre-commit's push of a history with a root commit (the first push to an empty remote)
+    sets only the local and remote branch."""
+    from tracker.prepush import pushed_shas
+
+    env = {"PRE_COMMIT_LOCAL_BRANCH": "HEAD", "PRE_COMMIT_REMOTE_BRANCH": "refs/heads/main"}
+    asked: list[str] = []
+
+    def resolve(ref: str) -> str:
+        asked.append(ref)
+        return "c" * 40
+
+    assert pushed_shas(env, [], "main", resolve) == ["c" * 40] and asked == ["HEAD"]
+    other = {**env, "PRE_COMMIT_REMOTE_BRANCH": "refs/heads/dev"}
+    assert pushed_shas(other, [], "main", resolve) == [] and asked == ["HEAD"]
+
+
+@pytest.mark.slow
+def test_pre_commit_records_the_first_push_to_an_empty_remote(tmp_path: Path) -> None:
+    from gitrepo import base_env, git
+
+    env = base_env()
+    remote, work = tmp_path / "empty.git", tmp_path / "fresh"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote), env=env)
+    git(tmp_path, "clone", "-q", str(remote), str(work), env=env)
+    repo = Repo(work, remote, env)
+    entry = f"{tracker_python()} -I -m tracker.prepush"
+    (work / ".pre-commit-config.yaml").write_text(
+        "repos:\n" + PRE_COMMIT_ITEM.replace("entry: tracker-pre-push", f"entry: {entry}") + "\n"
+    )
+    env = {**env, "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home")}
+    subprocess.run(
+        [sys.executable, "-m", "pre_commit", "install", "--hook-type", "pre-push"],
+        cwd=work, env=env, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    sha = repo.commit("the very first commit")
+    done = subprocess.run(
+        ["git", "push", "-u", "origin", "main"], cwd=work, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert repo.remote_head() == sha
+    wait_until(lambda: confirmed(repo, sha))

@@ -239,7 +239,7 @@ def named_in_doctor(db: Path, env: dict[str, str], cwd: Path) -> set[str]:
     done = cli(db, "doctor", "--json", env=env, cwd=cwd)
     checks = __import__("json").loads(done.stdout)["checks"]
     assert done.returncode == 78, done.stdout
-    return {c["detail"].split()[0] for c in checks if not c["ok"] and "refused" in c["detail"]}
+    return {c["message"].split()[0] for c in checks if not c["ok"] and "refused" in c["message"]}
 
 
 @pytest.mark.mysql

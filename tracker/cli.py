@@ -463,15 +463,9 @@ def hooks_status(*, json: bool = False) -> int:
     json
         Print as JSON.
     """
-    from tracker import hooks_install
+    from tracker.doctor import hooks_status_command
 
-    info = hooks_install.status(Path("."))
-    if json:
-        _emit(info)
-    else:
-        for key, value in info.items():
-            say(f"{key}: {value}")
-    return 0
+    return hooks_status_command(Path("."), as_json=json)
 
 
 # -- entry point --------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tracker.gitutil import GIT_LOCAL_ENV, common_dir, log_path_from_env, strip_credentials
@@ -53,11 +53,38 @@ def is_dry_run(git_pid: int) -> bool:
     return False
 
 
-def pushed_shas(env: Mapping[str, str], lines: list[str], branch: str) -> list[str]:
-    """The local shas pushed to `refs/heads/<branch>` (deletes left out)."""
+def from_pre_commit(env: Mapping[str, str]) -> bool:
+    """Whether pre-commit runs us: it has consumed git's stdin and says the ref in variables."""
+    return "PRE_COMMIT_TO_REF" in env or "PRE_COMMIT_REMOTE_BRANCH" in env
+
+
+def resolve(ref: str) -> str:
+    """The commit `ref` (a local ref as git gave it to the hook) names, or ""."""
+    out = subprocess.run(
+        ["git", "rev-parse", "-q", "--verify", "--end-of-options", f"{ref}^{{commit}}"],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def pushed_shas(
+    env: Mapping[str, str],
+    lines: list[str],
+    branch: str,
+    resolve: Callable[[str], str] = resolve,
+) -> list[str]:
+    """The local shas pushed to `refs/heads/<branch>` (deletes left out).
+
+    pre-commit sets no `PRE_COMMIT_TO_REF` when the pushed history reaches a root commit (the
+    first push to an empty remote: it then runs on all files), only the local and remote
+    branch: the local one, as git gave it to the hook, is resolved here."""
     target = f"refs/heads/{branch}"
     if "PRE_COMMIT_TO_REF" in env:
         pairs = [(env.get("PRE_COMMIT_REMOTE_BRANCH", ""), env["PRE_COMMIT_TO_REF"])]
+    elif "PRE_COMMIT_REMOTE_BRANCH" in env:
+        local = env.get("PRE_COMMIT_LOCAL_BRANCH", "")
+        remote_ref = env["PRE_COMMIT_REMOTE_BRANCH"]
+        pairs = [(remote_ref, resolve(local) if local and remote_ref == target else "")]
     else:
         pairs = [(f[2], f[1]) for f in (line.split() for line in lines) if len(f) == 4]
     return [sha for ref, sha in pairs if ref == target and sha != ZERO and len(sha) >= 40]
@@ -117,7 +144,7 @@ def record_pushes(argv: list[str], env: Mapping[str, str], lines: list[str]) -> 
 def main() -> int:
     """Console script `tracker-pre-push`: record the push, never fail it."""
     try:
-        lines = [] if "PRE_COMMIT_TO_REF" in os.environ else sys.stdin.read().splitlines()
+        lines = [] if from_pre_commit(os.environ) else sys.stdin.read().splitlines()
         old = os.umask(0o077)
         try:
             record_pushes(sys.argv[1:], os.environ, lines)
