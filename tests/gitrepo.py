@@ -124,8 +124,9 @@ def set_hook(hooks: Path, name: str, body: str) -> Path:
     return path
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 30.0) -> object:
-    """Poll `predicate` until it returns something truthy; AssertionError after `timeout`."""
+def wait_until(predicate: Callable[[], object], timeout: float = 120.0) -> object:
+    """Poll `predicate` until it returns something truthy; AssertionError after `timeout`
+    (generous: a passing test never waits it out, and a loaded 2-core machine is slow)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
