@@ -104,7 +104,7 @@ SHA = "1" * 40
 
 def test_success_is_recorded_with_push_to_live(store, platform, clock) -> None:
     platform.add_deployment(SHA, appear_after_s=10, build_s=60, deploy_s=90)
-    state = run(store, SHA, settings_for(platform), clock)
+    state = run(store, SHA, settings_for(platform, TRACKER_POLL_POLICY="stepped"), clock)
     row = store.deployment(SHA)
     assert state == "succeeded" and row is not None
     assert row.phase == "ACTIVE" and row.deployment_id
@@ -176,7 +176,7 @@ def test_superseded_by_an_unrelated_commit_did_not_go_live(store, platform, cloc
 
 
 def test_a_deployment_that_never_appears_times_out(store, platform, clock) -> None:
-    settings = settings_for(platform, TRACKER_MAX_WAIT="60")
+    settings = settings_for(platform, TRACKER_MAX_WAIT="60", TRACKER_POLL_POLICY="stepped")
     assert run(store, SHA, settings, clock) == "timed_out"
     row = store.deployment(SHA)
     # stepped: 0, 5, ..., 60 -> 13 polls, each one list request
@@ -219,7 +219,8 @@ def test_bursts_of_5xx_and_malformed_answers_are_survived(store, platform, clock
     platform.inject("5xx", times=4, after=1, status=503)
     platform.inject("malformed", times=2, after=8)
     platform.inject("truncated", times=1, after=12)
-    assert run(store, SHA, settings_for(platform), clock) == "succeeded"
+    settings = settings_for(platform, TRACKER_POLL_POLICY="stepped")  # the faults' positions
+    assert run(store, SHA, settings, clock) == "succeeded"
     row = store.deployment(SHA)
     assert row is not None and row.errors == 7 and row.retries >= 4
     assert api_calls_in_log(store) == platform.api_requests

@@ -24,6 +24,7 @@ from tracker.errors import LogError, UsageError
 from tracker.policies import BASELINE, LIMIT_PER_HOUR, LIMIT_PER_MINUTE
 from tracker.projections import FINISHED_STATES
 from tracker.render import duration
+from tracker.schedule import HISTORY_SIZE, History, Past
 
 if TYPE_CHECKING:
     from tracker.store import Store
@@ -489,6 +490,61 @@ def compute_stats(
         ),
         detection_lag_s=lag, fixed_10s=fixed,
     )  # fmt: skip
+
+
+# -- the informed schedule's history ---------------------------------------------------------
+
+_HISTORY_STATES = ("state:succeeded", "state:failed", "state:canceled", "state:timed_out")
+# The last N finished deployments by push time (a backward walk of the push-time index that
+# stops after N of them), then each one's measures through the (sha, measure) key, and for a
+# timed-out one how long it was followed (its row; an earlier attempt's has none).
+_HISTORY_SQL = f"""
+WITH recent AS (
+    SELECT sha, measure AS state, pushed_at
+    FROM deployment_measures INDEXED BY deployment_measures_by_pushed_at
+    WHERE measure IN ({", ".join("?" * len(_HISTORY_STATES))}){{branch}}
+    ORDER BY pushed_at DESC LIMIT ?
+)
+SELECT r.sha, r.state, m.measure, m.value,
+       CASE WHEN r.state = 'state:timed_out' THEN d.finished_at - d.pushed_at END
+FROM recent AS r
+LEFT JOIN deployment_measures AS m ON m.sha = r.sha
+    AND (m.measure = 'push_to_live_ms' OR m.measure GLOB 'phase:*')
+LEFT JOIN deployments AS d ON d.sha = r.sha AND r.state = 'state:timed_out'
+ORDER BY r.pushed_at DESC, r.sha
+"""
+
+
+def recent_history(
+    store: Store, *, branch: str | None = None, limit: int = HISTORY_SIZE
+) -> History:
+    """The app's last `limit` finished deployments (on `branch`), newest first, as the
+    `informed` schedule reads them: each phase's seconds (`phase:NAME`), and from the push to the
+    verdict (`push_to_live_ms` for a success; the sum of the phases for a failure, which leaves
+    out the seconds before the deployment appeared; the time followed for a timeout)."""
+    sql = _HISTORY_SQL.format(branch=" AND branch = ?" if branch is not None else "")
+    args: list[Any] = [*_HISTORY_STATES, *([branch] if branch is not None else []), limit]
+    found: dict[str, tuple[str, dict[str, float], list[float | None]]] = {}
+    order: list[str] = []
+    with store.reading() as conn:
+        rows = conn.execute(sql, args).fetchall()
+    for sha, state, measure, value, followed in rows:
+        if sha not in found:
+            order.append(sha)
+            found[sha] = (state[6:], {}, [None if followed is None else float(followed)])
+        _, phases, total = found[sha]
+        if measure == "push_to_live_ms":
+            total[0] = value / 1000.0
+        elif measure is not None:
+            phases[measure[6:]] = value / 1000.0
+    out = []
+    for sha in order:
+        state, phases, total = found[sha]
+        verdict = total[0]
+        if verdict is None and state in ("failed", "canceled") and phases:
+            verdict = sum(phases.values())
+        out.append(Past(state, phases, verdict))
+    return History(tuple(out))
 
 
 # -- --since ----------------------------------------------------------------------------------
