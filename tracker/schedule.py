@@ -78,21 +78,27 @@ class History:
 
     deployments: tuple[Past, ...] = ()
 
-    def left_from(self, phase: str) -> list[float]:
-        """Samples of the time from `phase`'s start to the verdict (PUSH: from the push)."""
-        out: list[float] = []
+    def samples(self, phase: str) -> list[tuple[float, float]]:
+        """(seconds in `phase`, seconds from its end to the verdict) of each past deployment
+        that reached it; PUSH: (from the push to the verdict, 0). A phase a deployment went
+        through unseen (a 5 s pending phase between two polls) counts as 1 s; one that failed
+        in `phase` has 0 after it. A timed-out deployment is censored and gives none."""
+        out: list[tuple[float, float]] = []
         for past in self.deployments:
             if past.state == "timed_out":
-                continue  # censored: how long it would have taken is not known
+                continue
             if phase == PUSH:
                 if past.push_to_verdict_s is not None:
-                    out.append(past.push_to_verdict_s)
-                continue
-            if phase not in past.phases:
+                    out.append((past.push_to_verdict_s, 0.0))
                 continue
             order = _ordered(past.phases)
-            out.append(sum(past.phases[p] for p in order[order.index(phase) :]))
-        return [x for x in out if math.isfinite(x) and x >= 0]
+            rank = _rank(phase)
+            later = [p for p in order if _rank(p) > rank]
+            if phase not in past.phases and not later:
+                continue  # it ended before this phase
+            here = past.phases.get(phase, 1.0)
+            out.append((here, sum(past.phases[p] for p in later)))
+        return [(d, r) for d, r in out if math.isfinite(d + r) and d >= 0 and r >= 0]
 
     def p95_push_to_verdict(self) -> float | None:
         """The nearest-rank p95 from the push to the verdict; a timed-out deployment counts as
@@ -108,9 +114,12 @@ class History:
         return values[rank - 1]
 
 
+def _rank(phase: str) -> int:
+    return PIPELINE.index(phase) if phase in PIPELINE else -1
+
+
 def _ordered(phases: Mapping[str, float]) -> list[str]:
-    rank = {name: i for i, name in enumerate(PIPELINE)}
-    return sorted(phases, key=lambda p: rank.get(p, -1))  # stable: unknown phases first
+    return sorted(phases, key=_rank)  # stable: unknown phases first
 
 
 def default_max_wait(history: History, floor: float = 480.0) -> float:
@@ -124,43 +133,58 @@ def default_max_wait(history: History, floor: float = 480.0) -> float:
 # -- the belief ---------------------------------------------------------------------------------
 
 
+Kernel = tuple[float, float, float, float]  # weight, μ and σ of log D, seconds after D
+
+
 @dataclass(frozen=True)
 class Belief:
-    """A mixture over a duration L: log-normal kernels (weight, μ, σ) and a defensive share."""
+    """What is believed of a deployment in one phase: a mixture of kernels, each a log-normal
+    duration D of the phase followed by a fixed time to the verdict (a past deployment's); the
+    prior and the defensive share are over the time to the verdict itself (nothing follows: they
+    believe the deployment may end at any moment)."""
 
-    kernels: tuple[tuple[float, float, float], ...]
+    kernels: tuple[Kernel, ...]  # from the history
+    prior: Kernel
     defensive: float = DEFENSIVE_SHARE
 
-    def cdf(self, t: float) -> float:
-        return (1 - self.defensive) * self._core_cdf(t) + self.defensive * _lu_cdf(t)
+    def alive(self, elapsed: float) -> tuple[float, float]:
+        """P(the phase lasts past `elapsed`): the history's share, and the prior's and the
+        defensive share's."""
+        seen = sum(w * (1 - _ln_cdf(elapsed, mu, s)) for w, mu, s, _ in self.kernels)
+        w, mu, s, _ = self.prior
+        other = w * (1 - _ln_cdf(elapsed, mu, s)) + self.defensive * (1 - _lu_cdf(elapsed))
+        return seen, other
 
-    def survival(self, t: float) -> float:
-        return 1.0 - self.cdf(t)
+    def lag_mass(self, elapsed: float, delta: float) -> float:
+        """Σ weight × E[(elapsed + Δ − end)+] over the kernels (not yet conditioned on the
+        phase lasting past `elapsed`)."""
+        total = 0.0
+        for w, mu, s, rest in (*self.kernels, self.prior):
+            reach = delta - rest
+            if reach > 0:
+                gained = _ln_cdf_integral(elapsed + reach, mu, s) - _ln_cdf_integral(elapsed, mu, s)
+                total += w * max(0.0, gained - reach * _ln_cdf(elapsed, mu, s))
+        if self.defensive:
+            gained = _lu_cdf_integral(elapsed + delta) - _lu_cdf_integral(elapsed)
+            total += self.defensive * max(0.0, gained - delta * _lu_cdf(elapsed))
+        return total
 
-    def core_survival(self, t: float) -> float:
-        return (1 - self.defensive) * (1.0 - self._core_cdf(t))
 
-    def integral(self, t: float) -> float:
-        """∫₀ᵗ F(u) du."""
-        core = sum(w * _ln_cdf_integral(t, mu, s) for w, mu, s in self.kernels)
-        return (1 - self.defensive) * core + self.defensive * _lu_cdf_integral(t)
-
-    def _core_cdf(self, t: float) -> float:
-        return sum(w * _ln_cdf(t, mu, s) for w, mu, s in self.kernels)
-
-
-def belief_of(samples: Sequence[float], prior_median: float) -> Belief:
-    """Samples smoothed in log space, shrunk toward the broad prior, with the defensive share."""
-    logs = [math.log(max(x, 1.0)) for x in samples]
-    n = len(logs)
-    total = n + PRIOR_WEIGHT
-    kernels = [(PRIOR_WEIGHT / total, math.log(prior_median), PRIOR_SIGMA)]
-    if n:
+def belief_of(samples: Sequence[tuple[float, float]], prior_median: float) -> Belief:
+    """The samples' phase durations smoothed in log space (each followed by its own time to the
+    verdict), shrunk toward the broad prior (worth `PRIOR_WEIGHT` deployments), with the
+    defensive share."""
+    logs = [math.log(max(d, 1.0)) for d, _ in samples]
+    total = len(logs) + PRIOR_WEIGHT
+    scale = 1.0 - DEFENSIVE_SHARE
+    prior = (scale * PRIOR_WEIGHT / total, math.log(prior_median), PRIOR_SIGMA, 0.0)
+    kernels: list[Kernel] = []
+    if logs:
         h = _bandwidth(logs)
-        for x in logs:
+        for x, (_, rest) in zip(logs, samples, strict=True):
             # a second of timestamp precision is a wide error on a short phase
-            kernels.append((1.0 / total, x, max(h, min(1.0, math.exp(-x)))))
-    return Belief(tuple(kernels))
+            kernels.append((scale / total, x, max(h, min(1.0, math.exp(-x))), rest))
+    return Belief(tuple(kernels), prior)
 
 
 def _bandwidth(logs: Sequence[float]) -> float:
@@ -187,16 +211,10 @@ class Model:
 
 
 def model_of(history: History) -> Model:
-    """Each phase's belief from the history; a phase never measured borrows the next one's
-    samples (a 5 s pending phase is often never seen between two polls), else the prior."""
-    beliefs: dict[str, Belief] = {PUSH: belief_of(history.left_from(PUSH), PRIOR_MEDIAN_S[PUSH])}
-    for i, phase in enumerate(PIPELINE):
-        samples: list[float] = []
-        for later in PIPELINE[i:]:
-            samples = history.left_from(later)
-            if samples:
-                break
-        beliefs[phase] = belief_of(samples, PRIOR_MEDIAN_S[phase])
+    """Each phase's belief from the history (else the prior)."""
+    beliefs = {PUSH: belief_of(history.samples(PUSH), PRIOR_MEDIAN_S[PUSH])}
+    for phase in PIPELINE:
+        beliefs[phase] = belief_of(history.samples(phase), PRIOR_MEDIAN_S[phase])
     return Model(beliefs)
 
 
@@ -249,12 +267,12 @@ def phase_clock(seen: Sequence[Seen], pushed_at: float) -> tuple[str | None, flo
 
 
 def expected_lag(belief: Belief, elapsed: float, delta: float) -> float:
-    """E[(elapsed + Δ − L)+ | L > elapsed]: the detection lag a poll Δ from now would add."""
-    alive = belief.survival(elapsed)
-    if alive <= 1e-12:
+    """E[(Δ − R)+ | the phase lasts past `elapsed`], R the time left to the verdict: the
+    detection lag a poll Δ from now would add."""
+    seen, other = belief.alive(elapsed)
+    if seen + other <= 1e-12:
         return delta  # nothing is believed left: an interval is all lag
-    gained = belief.integral(elapsed + delta) - belief.integral(elapsed)
-    return max(0.0, (gained - delta * belief.cdf(elapsed)) / alive)
+    return belief.lag_mass(elapsed, delta) / (seen + other)
 
 
 def lag_budget_delay(belief: Belief, elapsed: float, knobs: Knobs) -> float:
@@ -264,22 +282,23 @@ def lag_budget_delay(belief: Belief, elapsed: float, knobs: Knobs) -> float:
         return high
     if expected_lag(belief, elapsed, low) >= knobs.lag_budget:
         return low
-    for _ in range(40):  # bisection to well under a millisecond
+    while high - low > 1e-3:  # bisection: the expected lag grows with Δ
         mid = (low + high) / 2
         if expected_lag(belief, elapsed, mid) >= knobs.lag_budget:
             high = mid
         else:
             low = mid
-        if high - low < 1e-3:
-            break
     return high
 
 
 def in_tail(belief: Belief, elapsed: float) -> bool:
-    """Past what the history and the prior have seen: the defensive share is most of what is
-    left."""
-    core = belief.core_survival(elapsed)
-    return core < belief.survival(elapsed) - core
+    """Past what the history has seen: the history explains less of what is left than the
+    prior and the defensive share do (with no history, past what the prior has seen)."""
+    seen, other = belief.alive(elapsed)
+    if belief.kernels:
+        return seen < other
+    w, mu, s, _ = belief.prior
+    return w * (1 - _ln_cdf(elapsed, mu, s)) < belief.defensive * (1 - _lu_cdf(elapsed))
 
 
 def next_poll_at(
