@@ -143,27 +143,29 @@ def test_a_bigger_lag_budget_makes_fewer_polls_and_more_lag() -> None:
     assert tight[0] > default[0] > loose[0]
 
 
-def averaged(history: History, scale: float = 1.0, n: int = 60) -> tuple[float, float, float]:
+def averaged(history: History, scale: float = 1.0, n: int = 30) -> tuple[float, float, float]:
     runs = [replay(history, w1(random.Random(10_000 + i), scale)) for i in range(n)]
     polls = [r[0] for r in runs]
     lags = [r[1] for r in runs]
     return sum(polls) / n, sum(lags) / n, max(lags)
 
 
-def fixed_polls(scale: float = 1.0, n: int = 60) -> float:
+def fixed_polls(scale: float = 1.0, n: int = 30) -> float:
     totals = [3 + sum(w1(random.Random(10_000 + i), scale).values()) for i in range(n)]
     return sum(math.ceil(t / 10) + 1 for t in totals) / n
 
 
 def test_with_history_it_beats_a_fixed_10s_poll_at_the_same_mean_lag() -> None:
+    """Fixed 10 s: a mean lag of 5 s. Here (30 W1-like deployments, continuous times) 0.55×
+    the polls at a mean lag of 3.7 s, max 11 s."""
     polls, lag, worst = averaged(W1_HISTORY)
-    assert polls <= 0.55 * fixed_polls()
-    assert lag <= 5.0 and worst <= 30.0
+    assert polls <= 0.6 * fixed_polls()
+    assert lag <= 4.5 and worst <= 30.0
 
 
 def test_a_deployment_slower_than_its_history_is_followed_closely() -> None:
-    polls, _lag, worst = averaged(W1_HISTORY, scale=3.0, n=30)
-    assert polls <= 0.7 * fixed_polls(3.0, n=30)
+    polls, _lag, worst = averaged(W1_HISTORY, scale=3.0, n=15)
+    assert polls <= 0.7 * fixed_polls(3.0, n=15)
     assert worst <= 30.0
 
 
