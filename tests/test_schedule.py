@@ -290,12 +290,12 @@ def test_the_history_is_read_from_the_logs_measures_newest_first(store: Store) -
     assert len(history.deployments) == 4
     newest = history.deployments[0]
     assert newest.state == "succeeded"
-    # the last phase ends at the verdict's detection (a second after the platform's time)
-    assert newest.phases == {"PENDING_BUILD": 5.0, "BUILDING": 104.0, "DEPLOYING": 61.0}
+    # the last phase ends at the platform's time of the verdict (not our detection, 1 s later)
+    assert newest.phases == {"PENDING_BUILD": 5.0, "BUILDING": 104.0, "DEPLOYING": 60.0}
     assert newest.push_to_verdict_s == pytest.approx(2 + 5 + 104 + 60)
     failed = history.deployments[2]
     # a failure's: the sum of its phases (not the 2 s before it appeared)
-    assert failed.state == "failed" and failed.push_to_verdict_s == pytest.approx(5 + 102 + 61)
+    assert failed.state == "failed" and failed.push_to_verdict_s == pytest.approx(5 + 102 + 60)
     assert recent_history(store, branch="other").deployments == ()
 
 

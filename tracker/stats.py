@@ -24,7 +24,7 @@ from tracker.errors import LogError, UsageError
 from tracker.policies import BASELINE, LIMIT_PER_HOUR, LIMIT_PER_MINUTE
 from tracker.projections import FINISHED_STATES
 from tracker.render import duration
-from tracker.schedule import HISTORY_SIZE, History, Past
+from tracker.schedule import HISTORY_SIZE, PIPELINE, History, Past
 
 if TYPE_CHECKING:
     from tracker.store import Store
@@ -509,7 +509,7 @@ SELECT r.sha, r.state, m.measure, m.value,
        CASE WHEN r.state = 'state:timed_out' THEN d.finished_at - d.pushed_at END
 FROM recent AS r
 LEFT JOIN deployment_measures AS m ON m.sha = r.sha
-    AND (m.measure = 'push_to_live_ms' OR m.measure GLOB 'phase:*')
+    AND (m.measure IN ('push_to_live_ms', 'detection_lag_ms') OR m.measure GLOB 'phase:*')
 LEFT JOIN deployments AS d ON d.sha = r.sha AND r.state = 'state:timed_out'
 ORDER BY r.pushed_at DESC, r.sha
 """
@@ -525,6 +525,7 @@ def recent_history(
     sql = _HISTORY_SQL.format(branch=" AND branch = ?" if branch is not None else "")
     args: list[Any] = [*_HISTORY_STATES, *([branch] if branch is not None else []), limit]
     found: dict[str, tuple[str, dict[str, float], list[float | None]]] = {}
+    lags: dict[str, float] = {}
     order: list[str] = []
     with store.reading() as conn:
         rows = conn.execute(sql, args).fetchall()
@@ -535,16 +536,27 @@ def recent_history(
         _, phases, total = found[sha]
         if measure == "push_to_live_ms":
             total[0] = value / 1000.0
+        elif measure == "detection_lag_ms":
+            lags[sha] = value / 1000.0
         elif measure is not None:
             phases[measure[6:]] = value / 1000.0
     out = []
     for sha in order:
         state, phases, total = found[sha]
+        _ends_at_the_platforms_time(phases, lags.get(sha, 0.0))
         verdict = total[0]
         if verdict is None and state in ("failed", "canceled") and phases:
             verdict = sum(phases.values())
         out.append(Past(state, phases, verdict))
     return History(tuple(out))
+
+
+def _ends_at_the_platforms_time(phases: dict[str, float], lag: float) -> None:
+    """The last phase's span ends where we saw the verdict; take our detection lag off it, so
+    that the history is the platform's and not our own polling's."""
+    if phases and lag > 0:
+        last = max(phases, key=lambda p: PIPELINE.index(p) if p in PIPELINE else -1)
+        phases[last] = max(phases[last] - lag, 0.0)
 
 
 # -- --since ----------------------------------------------------------------------------------
