@@ -1,31 +1,33 @@
 """The `informed` schedule (SPEC §6): when to poll next, from what the log knows. Pure: no clock,
 no I/O; `next_poll_at(model, seen, now, ...)` is a function of its arguments.
 
-What it believes. For each phase p, the time from the moment p began to the verdict, L_p: one
-sample per past deployment that reached p (the sum of its `phase:NAME` spans from p on, in
-pipeline order; a deployment that failed in p gives its time to the failure, so the chance of
-failing in p is in the samples). Before the deployment is found (or when a source reports no
-phase, as the MySQL one does), the time from the push to the verdict. The samples are smoothed
-in log space (a kernel per sample, bandwidth from the robust spread), shrunk toward a broad prior
-(a log-normal of σ = 1 around a generic 4-minute deployment, worth `PRIOR_WEIGHT` deployments),
-and mixed with a small defensive share (`DEFENSIVE_SHARE`, log-uniform from 1 s to 4 h) so that
-no duration is ever impossible.
+What it believes. For each phase p, one sample per past deployment that reached p: (D, rest),
+the seconds it spent in p (its `phase:NAME`) and the seconds from p's end to its verdict (the
+later phases, in pipeline order). A deployment that failed in p has rest 0, so the chance of
+failing in p is in the samples; one that went through p unseen (a 5 s pending phase between two
+polls) spent 1 s in it. Before the deployment is found (or when a source reports no phase, as
+the MySQL one does), (push to verdict, 0). Each D is smoothed in log space (a log-normal kernel,
+bandwidth from the robust spread, at least ±5 % and a second), the whole shrunk toward a broad
+prior (`PRIOR`: log-normals of σ = 1 around a generic 4-minute deployment's phases, worth
+`PRIOR_WEIGHT` deployments) and mixed with a small defensive share (`DEFENSIVE_SHARE`,
+log-uniform from 1 s to 4 h, that may end at any moment) so that no end is ever impossible.
 
-How it polls. After each poll it conditions on the phase seen and how long that phase has run
-(from the platform's own time of the phase when it is plausible, else from our first sighting):
-R = L_p − e given L_p > e. The next poll is the first moment Δ at which the expected detection
-lag this interval would add, E[(Δ − R)+], reaches `lag_budget`; to first order that is the
-optimum of calls + λ·lag with λ = 1/lag_budget (Δ ≈ √(2c/h) for a hazard h). Δ is clamped to
-[`floor`, `max_interval`]. Before the deployment is found, one early poll (`FIND_AFTER_S` after
-the push) finds it so that the schedule can key on its phase. Past what the history (and the
-prior) has seen, i.e. where the defensive share is most of what is left, it polls every
-min(15 s, 5 % of the time since the push): a deployment slower than anything seen is followed
-closely without a belief that says nothing.
+How it polls. After each poll it conditions on the phase seen lasting past the time it has run,
+e (from the platform's own time of the phase when that is plausible, else our first sighting):
+the time left is R = (D − e | D > e) + rest, per kernel. The next poll is the first Δ at which
+the expected detection lag this interval would add, E[(Δ − R)+], reaches `lag_budget`; to first
+order that is the optimum of calls + λ·lag with λ = 1/lag_budget (Δ ≈ √(2c/h) for a hazard h).
+Δ is clamped to [`floor`, `max_interval`]. Before the deployment is found, one early poll
+(`FIND_AFTER_S` after the push) finds it, so that the schedule can key on its phase. Past what
+the history has seen (the history explains less of what is left than the prior and the
+defensive share; with no history, past the prior too) it polls every min(15 s, 5 % of the time
+since the push): a deployment slower than anything seen is followed closely.
 
-Departures from design/polling.md §8: the belief is over the time *to the verdict* from each
-phase's start, taken per past deployment, rather than phase durations convolved: it keeps the
-correlation between phases and the failures of each phase for free, and it needs no convolution
-(each kernel's expected lag has a closed form, so Δ is found by bisection in microseconds).
+Departures from design/polling.md §8: instead of each phase's duration convolved with the
+later phases' (independent), each past deployment keeps its own rest: no convolution, the
+correlation between phases kept, and each kernel's expected lag has a closed form (Δ is found
+by bisection in about a millisecond). The prior is per phase too, so that a cold start knows a
+build is followed by a deploy and does not poll a build as if it could end at any moment.
 """
 
 from __future__ import annotations
@@ -39,14 +41,15 @@ PIPELINE = ("PENDING_BUILD", "BUILDING", "PENDING_DEPLOY", "DEPLOYING")
 PUSH = ""  # the belief keyed by no phase: from the push to the verdict
 
 # The broad prior: a generic small app's deployment, about 4 minutes from the push, σ_log 1
-# (CircleCI's spread across projects; design/polling.md §1). Medians of the time left to the
-# verdict from each phase's start.
-PRIOR_MEDIAN_S: Mapping[str, float] = {
-    PUSH: 240.0,
-    "PENDING_BUILD": 240.0,
-    "BUILDING": 230.0,
-    "PENDING_DEPLOY": 80.0,
-    "DEPLOYING": 75.0,
+# (CircleCI's spread across projects; design/polling.md §1). Per phase, kernels of (median
+# seconds in the phase, seconds after it to the verdict, share): a phase is mostly followed by
+# at least half a minute of others, and may fail (a tenth of the time) with nothing after it.
+PRIOR: Mapping[str, tuple[tuple[float, float, float], ...]] = {
+    PUSH: ((240.0, 0.0, 1.0),),
+    "PENDING_BUILD": ((5.0, 30.0, 0.9), (240.0, 0.0, 0.1)),
+    "BUILDING": ((150.0, 30.0, 0.9), (150.0, 0.0, 0.1)),
+    "PENDING_DEPLOY": ((5.0, 20.0, 0.9), (75.0, 0.0, 0.1)),
+    "DEPLOYING": ((75.0, 0.0, 1.0),),
 }
 PRIOR_SIGMA = 1.0
 PRIOR_WEIGHT = 2.0  # the prior counts as this many past deployments
@@ -144,22 +147,23 @@ class Belief:
     believe the deployment may end at any moment)."""
 
     kernels: tuple[Kernel, ...]  # from the history
-    prior: Kernel
+    prior: tuple[Kernel, ...]
     defensive: float = DEFENSIVE_SHARE
 
     def alive(self, elapsed: float) -> tuple[float, float]:
         """P(the phase lasts past `elapsed`): the history's share, and the prior's and the
         defensive share's."""
-        seen = sum(w * (1 - _ln_cdf(elapsed, mu, s)) for w, mu, s, _ in self.kernels)
-        w, mu, s, _ = self.prior
-        other = w * (1 - _ln_cdf(elapsed, mu, s)) + self.defensive * (1 - _lu_cdf(elapsed))
-        return seen, other
+        seen = _alive(self.kernels, elapsed)
+        return seen, self.prior_alive(elapsed) + self.defensive * (1 - _lu_cdf(elapsed))
+
+    def prior_alive(self, elapsed: float) -> float:
+        return _alive(self.prior, elapsed)
 
     def lag_mass(self, elapsed: float, delta: float) -> float:
         """Σ weight × E[(elapsed + Δ − end)+] over the kernels (not yet conditioned on the
         phase lasting past `elapsed`)."""
         total = 0.0
-        for w, mu, s, rest in (*self.kernels, self.prior):
+        for w, mu, s, rest in (*self.kernels, *self.prior):
             reach = delta - rest
             if reach > 0:
                 gained = _ln_cdf_integral(elapsed + reach, mu, s) - _ln_cdf_integral(elapsed, mu, s)
@@ -170,21 +174,28 @@ class Belief:
         return total
 
 
-def belief_of(samples: Sequence[tuple[float, float]], prior_median: float) -> Belief:
+def _alive(kernels: Iterable[Kernel], elapsed: float) -> float:
+    return sum(w * (1 - _ln_cdf(elapsed, mu, s)) for w, mu, s, _ in kernels)
+
+
+def belief_of(
+    samples: Sequence[tuple[float, float]], prior: Sequence[tuple[float, float, float]]
+) -> Belief:
     """The samples' phase durations smoothed in log space (each followed by its own time to the
     verdict), shrunk toward the broad prior (worth `PRIOR_WEIGHT` deployments), with the
     defensive share."""
     logs = [math.log(max(d, 1.0)) for d, _ in samples]
     total = len(logs) + PRIOR_WEIGHT
     scale = 1.0 - DEFENSIVE_SHARE
-    prior = (scale * PRIOR_WEIGHT / total, math.log(prior_median), PRIOR_SIGMA, 0.0)
+    weight = scale * PRIOR_WEIGHT / total
+    priors = tuple((weight * share, math.log(m), PRIOR_SIGMA, r) for m, r, share in prior)
     kernels: list[Kernel] = []
     if logs:
         h = _bandwidth(logs)
         for x, (_, rest) in zip(logs, samples, strict=True):
             # a second of timestamp precision is a wide error on a short phase
             kernels.append((scale / total, x, max(h, min(1.0, math.exp(-x))), rest))
-    return Belief(tuple(kernels), prior)
+    return Belief(tuple(kernels), priors)
 
 
 def _bandwidth(logs: Sequence[float]) -> float:
@@ -212,9 +223,9 @@ class Model:
 
 def model_of(history: History) -> Model:
     """Each phase's belief from the history (else the prior)."""
-    beliefs = {PUSH: belief_of(history.samples(PUSH), PRIOR_MEDIAN_S[PUSH])}
+    beliefs = {PUSH: belief_of(history.samples(PUSH), PRIOR[PUSH])}
     for phase in PIPELINE:
-        beliefs[phase] = belief_of(history.samples(phase), PRIOR_MEDIAN_S[phase])
+        beliefs[phase] = belief_of(history.samples(phase), PRIOR[phase])
     return Model(beliefs)
 
 
@@ -297,8 +308,7 @@ def in_tail(belief: Belief, elapsed: float) -> bool:
     seen, other = belief.alive(elapsed)
     if belief.kernels:
         return seen < other
-    w, mu, s, _ = belief.prior
-    return w * (1 - _ln_cdf(elapsed, mu, s)) < belief.defensive * (1 - _lu_cdf(elapsed))
+    return belief.prior_alive(elapsed) < belief.defensive * (1 - _lu_cdf(elapsed))
 
 
 def next_poll_at(
