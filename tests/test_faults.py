@@ -481,6 +481,7 @@ def do_settings(sim: SimulatedPlatform, **extra: str) -> Settings:
         "TRACKER_DO_APP_ID": sim.app_id,
         "TRACKER_DO_API_URL": sim.base_url,
         "TRACKER_HTTP_TIMEOUT": "0.3",
+        "TRACKER_POLL_POLICY": "stepped",  # the storms are placed by its polls
         **extra,
     }
     return load_settings(None, env=env)
