@@ -279,7 +279,10 @@ def corrupt_log(tmp: Path, rounds: int) -> Row:
 
 
 def sim_env(sim: SimulatedPlatform, db: Path, **extra: str) -> dict[str, str]:
-    settings = {"TRACKER_POLL_INITIAL": "0.2", "TRACKER_POLL_LONG": "0.2", "TRACKER_MAX_WAIT": "60"}
+    settings = {
+        "TRACKER_POLL_POLICY": "stepped", "TRACKER_POLL_INITIAL": "0.2",
+        "TRACKER_POLL_LONG": "0.2", "TRACKER_MAX_WAIT": "60",
+    }  # fmt: skip
     return base_env(
         TRACKER_DB=str(db), DIGITALOCEAN_TOKEN=TOKEN, TRACKER_DO_APP_ID=sim.app_id,
         TRACKER_DO_API_URL=sim.base_url, **{**settings, **extra},

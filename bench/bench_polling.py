@@ -1,13 +1,24 @@
-"""Polling economy: API calls and detection lag per deployment, fixed 10 s against stepped.
+"""Polling economy: API calls and detection lag per deployment, informed against fixed and stepped.
 
-    .venv/bin/python bench/bench_polling.py [--count 1000] [--seed 1] [--workers 2] [--no-third]
+    .venv/bin/python bench/bench_polling.py [--count 200] [--workloads W0,W1,W2,W3] [--history 30]
+        [--cold] [--scale 1] [--poison] [--seed 1] [--workers 2] [--json PATH]
 
-Replays `--count` simulated deployments (90 % go live 180 to 300 s after the push, 10 % fail
-early in the build, 16 to 50 s after it) through the real `Monitor`, against the real simulated
-App Platform API over loopback HTTP, in simulated time (one `FakeClock` shared by the platform
-and the monitor, as tests/test_monitor.py does). Every policy replays the same deployments (one
-seeded RNG), each into a `Store` of its own; API calls and detection lag are read back from the
-log's projection (`store.deployment(sha)`). Policies run in parallel processes (`--workers`).
+Replays `--count` simulated deployments of each workload of design/polling.md §1 (W0 this bench's
+original list: 90 % live 180-300 s after the push, 10 % failing early; W1 a 4-minute app; W2 a
+25-minute monorepo; W3 bimodal build reuse) through the real `Monitor`, against the real
+simulated App Platform API over loopback HTTP, in simulated time (one `FakeClock` shared by the
+platform and the monitor, as tests/test_monitor.py does). Every policy replays the same
+deployments (one seeded RNG) with its own settings and nothing else set (so `TRACKER_MAX_WAIT`
+takes its default: max(480 s, 3 × the app's p95 from the log)).
+
+History: before the measured deployments, `--history` earlier deployments of the same workload
+are replayed into a template log (by the real monitor, fixed 10 s, so that each one reaches its
+verdict); every measured deployment runs in its own copy of that log, so each sees the same
+history of K deployments (the design's method: a fixed history, not one that grows during the
+run). `--cold` is K = 0 (the broad prior only); `--scale F` makes the measured deployments F times
+as long as their history (robustness); `--poison` puts 20 % outliers in the history (10 % × 5,
+10 % × 0.1). API calls and detection lag are read back from the log's projection
+(`store.deployment(sha)`), which is what `tracker stats` sums.
 
 Durations are whole seconds: the API's timestamps have one-second precision, so whole seconds
 keep the projection's detection lag equal to the true one. The scratch logs use
@@ -17,9 +28,12 @@ keep the projection's detection lag equal to the true one. The scratch logs use
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import platform
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -43,57 +57,123 @@ from tracker.store import Store  # noqa: E402
 TOKEN = "bench-token"  # the simulated platform's credential, not a secret
 START = 1_800_000_000.0  # a whole second, so platform times and ours line up
 GAP_S = 60.0  # simulated quiet time between one deployment's verdict and the next push
-FAIL_SHARE = 0.1
+HISTORY_ENV = {"TRACKER_POLL_POLICY": "fixed", "TRACKER_MAX_WAIT": "7200"}  # to every verdict
 
 POLICIES: dict[str, dict[str, str]] = {
     "fixed 10 s": {"TRACKER_POLL_POLICY": "fixed", "TRACKER_POLL_INTERVAL": "10"},
     "stepped 5 s / 120 s / 15 s": {"TRACKER_POLL_POLICY": "stepped"},
+    "informed (the default)": {},
 }
-# Nothing in this distribution ends between ~50 s and 180 s: poll slowly through that gap and
-# fast once deployments start going live. Same settings, another shape (slow start, fast end).
-THIRD = (
-    "stepped 15 s / 180 s / 5 s",
-    {
-        "TRACKER_POLL_POLICY": "stepped",
-        "TRACKER_POLL_INITIAL": "15",
-        "TRACKER_POLL_SWITCH_AFTER": "180",
-        "TRACKER_POLL_LONG": "5",
-    },
-)
+BASE = "fixed 10 s"
 
 
 @dataclass(frozen=True)
 class Planned:
-    """One scripted deployment: where its time goes, and how it ends."""
+    """One scripted deployment: where its time goes, and how it ends (whole seconds)."""
 
     sha: str
     appear_s: int
+    pending_build_s: int
     build_s: int
+    pending_deploy_s: int
     deploy_s: int
-    fails: bool
+    outcome: str  # active, build_error, deploy_error
 
-    @property
-    def ends_after_s(self) -> int:
-        """Seconds from the push to its terminal phase (pending build and deploy are 5 s)."""
-        if self.fails:
-            return self.appear_s + 5 + self.build_s
-        return self.appear_s + 5 + self.build_s + 5 + self.deploy_s
+    def scaled(self, factor: float, sha: str | None = None) -> Planned:
+        def f(x: int) -> int:
+            return max(1, round(x * factor))
+
+        return Planned(
+            sha or self.sha, self.appear_s, f(self.pending_build_s), f(self.build_s),
+            f(self.pending_deploy_s), f(self.deploy_s), self.outcome,
+        )  # fmt: skip
 
 
-def plan(count: int, seed: int) -> list[Planned]:
+def _ln(rng: random.Random, median: float, cv: float) -> float:
+    """Log-normal with this median and coefficient of variation."""
+    sigma = math.sqrt(math.log(1 + cv * cv))
+    return median * math.exp(rng.gauss(0, sigma))
+
+
+def _pending_build(rng: random.Random) -> float:
+    """LN(5 s, 0.5), or with 5 % probability a long queue LN(90 s, 1.0) (design §1)."""
+    return _ln(rng, 90, 1.0) if rng.random() < 0.05 else _ln(rng, 5, 0.5)
+
+
+def _w0(rng: random.Random, sha: str) -> Planned:
+    """The original bench: 90 % live 180-300 s after the push, 10 % fail 16-50 s after it."""
+    appear = rng.randint(1, 5)
+    if rng.random() < 0.1:
+        return Planned(sha, appear, 5, rng.randint(10, 40), 5, 1, "build_error")
+    live = rng.randint(180, 300)
+    work = live - appear - 10
+    build = round(work * rng.uniform(0.4, 0.6))
+    return Planned(sha, appear, 5, build, 5, work - build, "active")
+
+
+def _phased(
+    rng: random.Random, sha: str, build: float, pending_deploy: float, deploy: float,
+    build_fail: float, deploy_fail: float, build_cap: float | None = None,
+) -> Planned:  # fmt: skip
+    """A deployment of the design's workloads: a build failure ends U(0.1, 1) of the way through
+    the build; a failing health check takes U(1, 3) × the deploy (the simulator ends a deploy
+    error at 0.9 of its deploy)."""
+    appear, pending = rng.randint(1, 5), _pending_build(rng)
+    u = rng.random()
+    outcome = "active"
+    if build_cap is not None and build > build_cap:
+        build, outcome = build_cap, "build_error"  # BuildJobTimeout
+    elif u < build_fail:
+        build, outcome = build * rng.uniform(0.1, 1.0), "build_error"
+    elif u < build_fail + deploy_fail:
+        deploy, outcome = deploy * rng.uniform(1.0, 3.0) / 0.9, "deploy_error"
+    return Planned(
+        sha, appear, max(1, round(pending)), max(1, round(build)),
+        max(1, round(pending_deploy)), max(1, round(deploy)), outcome,
+    )  # fmt: skip
+
+
+def _w1(rng: random.Random, sha: str) -> Planned:
+    return _phased(rng, sha, _ln(rng, 150, 0.3), _ln(rng, 5, 0.5), _ln(rng, 75, 0.35), 0.07, 0.03)
+
+
+def _w2(rng: random.Random, sha: str) -> Planned:
+    build, pending, deploy = _ln(rng, 1200, 0.4), _ln(rng, 10, 0.5), _ln(rng, 240, 0.4)
+    return _phased(rng, sha, build, pending, deploy, 0.12, 0.03, build_cap=3600)
+
+
+def _w3(rng: random.Random, sha: str) -> Planned:
+    build = _ln(rng, 15, 0.4) if rng.random() < 0.35 else _ln(rng, 240, 0.35)
+    return _phased(rng, sha, build, _ln(rng, 5, 0.5), _ln(rng, 60, 0.3), 0.08, 0.02)
+
+
+WORKLOADS = {
+    "W0": ("the bench's original list (uniform 180-300 s live, 10 % early failures)", _w0),
+    "W1": ("small app, cached build (median about 4 min)", _w1),
+    "W2": ("monorepo, no layer cache (median about 25 min)", _w2),
+    "W3": ("bimodal build reuse (1.5 or 5 min)", _w3),
+}
+
+
+def plan(workload: str, count: int, seed: int) -> list[Planned]:
     """`count` deployments from a seeded RNG: the same list for every policy."""
-    rng = random.Random(seed)
-    out: list[Planned] = []
+    rng = random.Random(f"{workload}:{seed}")
+    make = WORKLOADS[workload][1]
+    return [make(rng, f"{rng.getrandbits(160):040x}") for _ in range(count)]
+
+
+def history_plan(workload: str, count: int, seed: int, poison: bool) -> list[Planned]:
+    """The K earlier deployments every measured one sees (another stream of the same RNG);
+    poisoned: 10 % five times as long, 10 % a tenth."""
+    rng = random.Random(f"{workload}:{seed}:history")
+    make = WORKLOADS[workload][1]
+    out = []
     for _ in range(count):
-        sha = f"{rng.getrandbits(160):040x}"
-        appear = rng.randint(1, 5)
-        if rng.random() < FAIL_SHARE:
-            out.append(Planned(sha, appear, rng.randint(10, 40), 0, fails=True))
-            continue
-        live = rng.randint(180, 300)  # push to live
-        work = live - appear - 10  # minus the two 5 s pending phases
-        build = round(work * rng.uniform(0.4, 0.6))
-        out.append(Planned(sha, appear, build, work - build, fails=False))
+        item = make(rng, f"{rng.getrandbits(160):040x}")
+        if poison:
+            u = rng.random()
+            item = item.scaled(5.0) if u < 0.1 else item.scaled(0.1) if u < 0.2 else item
+        out.append(item)
     return out
 
 
@@ -107,33 +187,65 @@ class Result:
     detection_lag_s: float | None
 
 
-def replay(env: dict[str, str], planned: Sequence[Planned], db: Path) -> list[Result]:
-    """Run the real monitor over `planned`, one after another, under one policy's settings.
+def _settings(sim: SimulatedPlatform, env: dict[str, str]) -> Settings:
+    return load_settings(
+        None,
+        env={
+            "DIGITALOCEAN_TOKEN": TOKEN,
+            "TRACKER_DO_APP_ID": sim.app_id,
+            "TRACKER_DO_API_URL": sim.base_url,
+            "TRACKER_HTTP_TIMEOUT": "5",
+            **env,
+        },
+    )
+
+
+def build_history(planned: Sequence[Planned], db: Path) -> float:
+    """Replay the history into the log at `db` (fixed 10 s, every one to its verdict); the
+    simulated time at its end, where the measured deployments start."""
+    clock = FakeClock(START)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        SimulatedPlatform(clock=clock, token=TOKEN) as sim,
+        Store(db, clock=clock, synchronous="NORMAL") as store,
+    ):
+        settings = _settings(sim, HISTORY_ENV)
+        sources = build_sources(settings, clock)
+        try:
+            for item in planned:
+                _one(store, sim, clock, settings, sources, item)
+                clock.advance(GAP_S)
+        finally:
+            for source in sources:
+                source.close()
+    return clock.now()
+
+
+def replay(
+    env: dict[str, str], planned: Sequence[Planned], template: Path, start: float, work: Path
+) -> list[Result]:
+    """Run the real monitor over `planned`, one after another, under one policy's settings,
+    each deployment in a fresh copy of the history's log.
 
     One platform and one set of sources serve the whole run: a source keeps no state between
     commits that changes what a poll costs, and building an httpx client (its TLS context)
     costs 50 ms, more than a whole replayed deployment.
     """
-    clock = FakeClock(START)
-    with (
-        SimulatedPlatform(clock=clock, token=TOKEN) as sim,
-        Store(db, clock=clock, synchronous="NORMAL") as store,
-    ):
-        settings = load_settings(
-            None,
-            env={
-                "DIGITALOCEAN_TOKEN": TOKEN,
-                "TRACKER_DO_APP_ID": sim.app_id,
-                "TRACKER_DO_API_URL": sim.base_url,
-                "TRACKER_HTTP_TIMEOUT": "5",
-                **env,
-            },
-        )
+    clock = FakeClock(start)
+    work.mkdir(parents=True, exist_ok=True)
+    with SimulatedPlatform(clock=clock, token=TOKEN) as sim:
+        settings = _settings(sim, env)
         sources = build_sources(settings, clock)
         try:
             results = []
-            for item in planned:
-                results.append(_one(store, sim, clock, settings, sources, item))
+            for n, item in enumerate(planned):
+                db = work / f"run{n}.db"
+                if template.exists():
+                    shutil.copyfile(template, db)
+                with Store(db, clock=clock, synchronous="NORMAL") as store:
+                    results.append(_one(store, sim, clock, settings, sources, item))
+                for leftover in work.glob(f"run{n}.db*"):
+                    leftover.unlink()
                 clock.advance(GAP_S)
         finally:
             for source in sources:
@@ -152,9 +264,11 @@ def _one(
     sim.add_deployment(
         item.sha,
         appear_after_s=item.appear_s,
+        pending_build_s=item.pending_build_s,
         build_s=item.build_s,
+        pending_deploy_s=item.pending_deploy_s,
         deploy_s=item.deploy_s,
-        outcome="build_error" if item.fails else "active",
+        outcome=item.outcome,  # type: ignore[arg-type]
     )
     now = clock.now()
     store.append(item.sha, PushRecorded(sha=item.sha, branch="main", pushed_at=iso(now)), at=now)
@@ -166,20 +280,25 @@ def _one(
 
 
 def replay_all(
-    policies: dict[str, dict[str, str]], planned: Sequence[Planned], workers: int
+    policies: dict[str, dict[str, str]],
+    planned: Sequence[Planned],
+    history: Sequence[Planned],
+    workers: int,
 ) -> dict[str, list[Result]]:
     """Every policy over the same deployments, each split into `workers` chunks run in
-    parallel processes (each chunk its own platform and clock; one log per policy)."""
+    parallel processes (each chunk its own platform and clock)."""
     size = -(-len(planned) // workers)
     chunks = [planned[i : i + size] for i in range(0, len(planned), size)]
     with (
         tempfile.TemporaryDirectory(prefix="bench-polling-") as tmp,
         ProcessPoolExecutor(max_workers=workers) as pool,
     ):
+        template = Path(tmp) / "history" / "events.db"
+        start = pool.submit(build_history, history, template).result() if history else START
         futures = {
             name: [
-                pool.submit(replay, env, chunk, Path(tmp) / f"policy{n}" / "events.db")
-                for chunk in chunks
+                pool.submit(replay, env, chunk, template, start, Path(tmp) / f"p{n}c{c}")
+                for c, chunk in enumerate(chunks)
             ]
             for n, (name, env) in enumerate(policies.items())
         }
@@ -192,35 +311,38 @@ def replay_all(
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of `values` (q in 0..100), as `tracker stats` computes it."""
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[rank]
 
 
-def summary_row(name: str, results: Sequence[Result]) -> str:
+def figures(results: Sequence[Result], base: Sequence[Result]) -> dict[str, float]:
     calls = [r.api_calls for r in results]
     lags = [r.detection_lag_s for r in results if r.detection_lag_s is not None]
-    return (
-        f"| {name} | {len(results)} | {statistics.mean(calls):.2f} | {percentile(calls, 50):g} "
-        f"| {percentile(calls, 95):g} | {max(calls)} | {statistics.mean(lags):.2f} "
-        f"| {percentile(lags, 95):g} | {max(lags):g} | {sum(calls)} |"
-    )
+    return {
+        "deployments": len(results),
+        "calls_mean": statistics.mean(calls),
+        "calls_p95": percentile(calls, 95),
+        "lag_mean_s": statistics.mean(lags) if lags else math.nan,
+        "lag_p95_s": percentile(lags, 95) if lags else math.nan,
+        "lag_max_s": max(lags) if lags else math.nan,
+        "timed_out": sum(r.state == "timed_out" for r in results),
+        "ratio_to_fixed_10s": sum(calls) / max(1, sum(r.api_calls for r in base)),
+    }
 
 
 HEADER = (
-    "| policy | deployments | API calls/deployment mean | p50 | p95 | max "
-    "| detection lag mean (s) | p95 | max | total API calls |\n"
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    "| workload | history | policy | deployments | API calls/deployment mean | p95 "
+    "| detection lag mean (s) | p95 | max | timed out | calls ÷ fixed 10 s |\n"
+    "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 
 
-def outcome_rows(name: str, results: Sequence[Result]) -> list[str]:
-    """The same split by outcome: early failures and successes cost and lag differently."""
-    rows = []
-    for state in ("succeeded", "failed"):
-        subset = [r for r in results if r.state == state]
-        if subset:
-            rows.append(summary_row(f"{name}: {state}", subset))
-    return rows
+def row(workload: str, mode: str, name: str, f: dict[str, float]) -> str:
+    return (
+        f"| {workload} | {mode} | {name} | {f['deployments']} | {f['calls_mean']:.1f} "
+        f"| {f['calls_p95']:g} | {f['lag_mean_s']:.1f} | {f['lag_p95_s']:g} "
+        f"| {f['lag_max_s']:g} | {f['timed_out']} | {f['ratio_to_fixed_10s']:.2f} |"
+    )
 
 
 def machine() -> str:
@@ -237,39 +359,41 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=1000)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--workloads", default="W0,W1,W2,W3")
+    parser.add_argument("--history", type=int, default=30, help="K earlier deployments")
+    parser.add_argument("--cold", action="store_true", help="no history (K = 0)")
+    parser.add_argument("--scale", type=float, default=1.0, help="measured ÷ history length")
+    parser.add_argument("--poison", action="store_true", help="20 %% outliers in the history")
+    parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated names")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--no-third", action="store_true", help="only fixed and stepped")
+    parser.add_argument("--json", type=Path, help="write the table as JSON here")
     args = parser.parse_args(argv)
-    planned = plan(args.count, args.seed)
-    policies = dict(POLICIES)
-    if not args.no_third:
-        policies[THIRD[0]] = THIRD[1]
-    where = machine()
-    began = time.monotonic()
-    results = replay_all(policies, planned, args.workers)
-    took = time.monotonic() - began
-    fails = sum(p.fails for p in planned)
-    print(f"{args.count} deployments (seed {args.seed}, {fails} failing early in the build),")
-    print(f"{len(policies)} policies replayed in {took:.1f} s of real time on {where}\n")
+    names = [n.strip() for n in args.policies.split(",")]
+    policies = {name: POLICIES[name] for name in dict.fromkeys([BASE, *names])}
+    k = 0 if args.cold else args.history
+    mode = f"K={k}" + (f", {args.scale:g}× slower" if args.scale > 1 else "")
+    mode += f", {1 / args.scale:g}× faster" if args.scale < 1 else ""
+    mode += ", 20 % outliers" if args.poison else ""
+    print(f"{machine()}\n")
     print(HEADER)
-    for name, found in results.items():
-        print(summary_row(name, found))
-    print("\nby outcome:\n")
-    print(HEADER)
-    for name, found in results.items():
-        for line in outcome_rows(name, found):
-            print(line)
-    print()
-    totals = {name: sum(r.api_calls for r in found) for name, found in results.items()}
-    fixed = totals["fixed 10 s"]
-    for name, total in totals.items():
-        if name != "fixed 10 s":
-            print(f"API calls {name} / fixed 10 s: {total / fixed:.3f}")
-    states = {name: sorted({r.state for r in found}) for name, found in results.items()}
-    print(f"\nstates seen: {states}")
+    out: list[dict[str, object]] = []
+    for workload in args.workloads.split(","):
+        planned = [p.scaled(args.scale) for p in plan(workload, args.count, args.seed)]
+        history = history_plan(workload, k, args.seed, args.poison)
+        began = time.monotonic()
+        results = replay_all(policies, planned, history, args.workers)
+        took = time.monotonic() - began
+        for name, found in results.items():
+            f = figures(found, results[BASE])
+            print(row(workload, mode, name, f), flush=True)
+            out.append({"workload": workload, "history": mode, "policy": name, **f})
+        print(f"<!-- {workload}: {took:.0f} s of real time -->", flush=True)
+    if args.json:
+        meta = {"argv": sys.argv[1:], "machine": machine(), **vars(args), "json": str(args.json)}
+        args.json.write_text(json.dumps({"run": meta, "rows": out}, indent=1, default=str))
     return 0
 
 

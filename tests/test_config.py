@@ -24,7 +24,8 @@ def write(path: Path, text: str) -> Path:
 def test_defaults_with_nothing_configured():
     settings = load_settings(None, env={})
     assert settings == Settings()
-    assert (settings.poll_policy, settings.poll_initial, settings.poll_long) == ("stepped", 5, 15)
+    assert (settings.poll_policy, settings.poll_initial, settings.poll_long) == ("informed", 5, 15)
+    assert (settings.poll_lag_budget, settings.poll_max_interval) == (0.5, 30)
     assert (settings.max_wait, settings.synchronous, settings.branch) == (480, "FULL", "main")
     assert settings.sources() == []
     assert settings.describe()["origins"]["max_wait"] == "default"
@@ -118,7 +119,7 @@ def test_empty_environment_values_count_as_unset():
         ("TRACKER_MAX_WAIT", "-8m", "must not be negative"),
         ("TRACKER_HTTP_TIMEOUT", "0", "more than 0"),
         ("TRACKER_LOCK_TIMEOUT", "-inf", "must be a duration"),
-        ("TRACKER_POLL_POLICY", "sometimes", "one of fixed, stepped"),
+        ("TRACKER_POLL_POLICY", "sometimes", "one of informed, fixed, stepped"),
         ("TRACKER_SYNCHRONOUS", "OFF", "one of FULL, NORMAL"),
         ("TRACKER_BRANCH", "bad..name", "branch name"),
         ("TRACKER_BRANCH", "-rf", "branch name"),
@@ -381,7 +382,7 @@ def test_a_secret_in_a_file_is_refused(tmp_path, filename, text, key):
             "mysql_table in .tracker.toml: must be a plain identifier",
         ),
         ("pyproject.toml", "[tool]\ntracker = 3\n", "must be a table"),
-        ("pyproject.toml", '[tool.tracker]\npoll_policy = "always"\n', "one of fixed, stepped"),
+        ("pyproject.toml", '[tool.tracker]\npoll_policy = "always"\n', "informed, fixed, stepped"),
     ],
 )
 def test_bad_file_values_name_the_key_and_file(tmp_path, filename, text, fragment):

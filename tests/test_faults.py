@@ -371,8 +371,8 @@ def sim_env(sim: SimulatedPlatform, db: Path, **extra: str) -> dict[str, str]:
 
     return base_env(
         TRACKER_DB=str(db), DIGITALOCEAN_TOKEN=TOKEN, TRACKER_DO_APP_ID=sim.app_id,
-        TRACKER_DO_API_URL=sim.base_url, TRACKER_POLL_INITIAL="0.2", TRACKER_POLL_LONG="0.2",
-        TRACKER_MAX_WAIT="60", **extra,
+        TRACKER_DO_API_URL=sim.base_url, TRACKER_POLL_POLICY="stepped",
+        TRACKER_POLL_INITIAL="0.2", TRACKER_POLL_LONG="0.2", TRACKER_MAX_WAIT="60", **extra,
     )  # fmt: skip
 
 
@@ -481,6 +481,7 @@ def do_settings(sim: SimulatedPlatform, **extra: str) -> Settings:
         "TRACKER_DO_APP_ID": sim.app_id,
         "TRACKER_DO_API_URL": sim.base_url,
         "TRACKER_HTTP_TIMEOUT": "0.3",
+        "TRACKER_POLL_POLICY": "stepped",  # the storms are placed by its polls
         **extra,
     }
     return load_settings(None, env=env)

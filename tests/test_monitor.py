@@ -7,6 +7,7 @@ runs in a fraction of a second of real time, and every request really crosses lo
 from __future__ import annotations
 
 import itertools
+import math
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,7 +105,7 @@ SHA = "1" * 40
 
 def test_success_is_recorded_with_push_to_live(store, platform, clock) -> None:
     platform.add_deployment(SHA, appear_after_s=10, build_s=60, deploy_s=90)
-    state = run(store, SHA, settings_for(platform), clock)
+    state = run(store, SHA, settings_for(platform, TRACKER_POLL_POLICY="stepped"), clock)
     row = store.deployment(SHA)
     assert state == "succeeded" and row is not None
     assert row.phase == "ACTIVE" and row.deployment_id
@@ -176,7 +177,7 @@ def test_superseded_by_an_unrelated_commit_did_not_go_live(store, platform, cloc
 
 
 def test_a_deployment_that_never_appears_times_out(store, platform, clock) -> None:
-    settings = settings_for(platform, TRACKER_MAX_WAIT="60")
+    settings = settings_for(platform, TRACKER_MAX_WAIT="60", TRACKER_POLL_POLICY="stepped")
     assert run(store, SHA, settings, clock) == "timed_out"
     row = store.deployment(SHA)
     # stepped: 0, 5, ..., 60 -> 13 polls, each one list request
@@ -219,7 +220,8 @@ def test_bursts_of_5xx_and_malformed_answers_are_survived(store, platform, clock
     platform.inject("5xx", times=4, after=1, status=503)
     platform.inject("malformed", times=2, after=8)
     platform.inject("truncated", times=1, after=12)
-    assert run(store, SHA, settings_for(platform), clock) == "succeeded"
+    settings = settings_for(platform, TRACKER_POLL_POLICY="stepped")  # the faults' positions
+    assert run(store, SHA, settings, clock) == "succeeded"
     row = store.deployment(SHA)
     assert row is not None and row.errors == 7 and row.retries >= 4
     assert api_calls_in_log(store) == platform.api_requests
@@ -514,3 +516,71 @@ def test_a_dripping_or_silent_database_cannot_hold_a_monitor_past_max_wait(
     assert state == "timed_out" and took <= 3 + 1 + 0.8, took
     kinds = {e.data["error_kind"] for e in store.events(stream=SHA) if e.type == "DeploymentPolled"}
     assert kinds == {"timeout"}
+
+
+# -- the informed policy (the default) ------------------------------------------------------
+
+
+def seed_history(store: Store, clock: FakeClock, build_s: float, deploy_s: float, n: int) -> None:
+    """`n` earlier deployments in the log, as a monitor records them (push, a poll per phase
+    with the platform's time of it, the verdict); the clock ends after the last."""
+    from tracker.clock import iso
+    from tracker.events import DeploymentSucceeded
+
+    for i in range(n):
+        sha, at = f"{0xABC000 + i:040x}", clock.now()
+        store.append(sha, PushRecorded(sha=sha, branch="main", pushed_at=iso(at)), at=at)
+        t = at + 3
+        phases = (("PENDING_BUILD", 5), ("BUILDING", build_s), ("DEPLOYING", deploy_s))
+        for phase, seconds in phases:
+            poll = DeploymentPolled(
+                "digitalocean", True, True, phase, platform_at=iso(t), api_calls=1
+            )
+            store.append(sha, poll, at=t + 1)
+            t += seconds
+        live = DeploymentSucceeded("d", platform_at=iso(t), push_to_live_s=t - at)
+        store.append(sha, live, at=t + 1)
+        clock.advance(t + 60 - clock.now())
+
+
+def test_informed_is_the_default_and_costs_fewer_calls_than_fixed_10s(
+    store, platform, clock
+) -> None:
+    """Cold (no history): the broad prior, the phase and its start time from each poll."""
+    platform.add_deployment(SHA, appear_after_s=3, build_s=150, deploy_s=75)
+    settings = settings_for(platform)
+    assert settings.poll_policy == "informed"
+    assert run(store, SHA, settings, clock) == "succeeded"
+    row = store.deployment(SHA)
+    assert row is not None and row.push_to_live_s is not None
+    fixed_10s = 1 + math.ceil(row.push_to_live_s / 10)
+    assert row.api_calls <= 0.7 * fixed_10s
+    assert row.detection_lag_s is not None and row.detection_lag_s <= 30
+    assert api_calls_in_log(store) == platform.api_requests
+    gaps = poll_gaps(store, SHA)
+    assert max(gaps) <= 30 + 1  # TRACKER_POLL_MAX_INTERVAL, plus a look at the log
+    started = next(e for e in store.events(stream=SHA) if e.type == "MonitorStarted")
+    assert started.data["policy"] == "informed" and started.data["max_wait_s"] == 480
+
+
+def test_a_slow_deployment_is_not_timed_out_at_480s_when_history_says_25_minutes(
+    store, platform, clock
+) -> None:
+    seed_history(store, clock, build_s=1200, deploy_s=280, n=5)
+    platform.add_deployment(SHA, appear_after_s=2, build_s=1300, deploy_s=260)
+    assert run(store, SHA, settings_for(platform), clock) == "succeeded"
+    row = store.deployment(SHA)
+    assert row is not None and row.state == "succeeded"
+    started = next(e for e in store.events(stream=SHA) if e.type == "MonitorStarted")
+    assert started.data["max_wait_s"] >= 3 * 1480  # 3 × the p95 from push to verdict
+    assert row.push_to_live_s is not None and row.push_to_live_s > 1500
+    assert row.api_calls <= 0.4 * (1 + row.push_to_live_s / 10)  # fixed 10 s: about 158
+    assert row.detection_lag_s is not None and row.detection_lag_s <= 30
+    assert api_calls_in_log(store, SHA) == platform.api_requests
+
+
+def test_a_max_wait_that_is_set_is_kept_whatever_the_history(store, platform, clock) -> None:
+    seed_history(store, clock, build_s=1200, deploy_s=280, n=5)
+    platform.add_deployment(SHA, build_s=1300, deploy_s=260)
+    settings = settings_for(platform, TRACKER_MAX_WAIT="480")
+    assert run(store, SHA, settings, clock) == "timed_out"

@@ -62,7 +62,12 @@ def insert(admin, table: str, sha: str, status: str, created: str) -> None:
 
 
 def settings_for(table: str, platform: SimulatedPlatform | None = None, **env: str) -> Settings:
-    environ = {"TRACKER_MYSQL_URL": URL, "TRACKER_MYSQL_TABLE": table, **env}
+    # stepped: these tests count polls at its 5 s and 15 s (the default, informed, has tables of
+    # its own in tests/test_schedule.py)
+    environ = {
+        "TRACKER_MYSQL_URL": URL, "TRACKER_MYSQL_TABLE": table, "TRACKER_POLL_POLICY": "stepped",
+        **env,
+    }  # fmt: skip
     if platform is not None:
         environ.update(
             DIGITALOCEAN_TOKEN=TOKEN,

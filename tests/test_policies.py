@@ -10,6 +10,7 @@ import tracker.policies as policies
 from tracker.config import Settings
 from tracker.policies import (
     FixedPolicy,
+    InformedPolicy,
     SteppedPolicy,
     backoff,
     budget_wait,
@@ -92,7 +93,8 @@ def test_delay_after_steps_at_the_switch():
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({}, SteppedPolicy(5, 120, 15)),
+        ({}, InformedPolicy(0.5, 30.0)),
+        ({"poll_policy": "stepped"}, SteppedPolicy(5, 120, 15)),
         (
             {"poll_policy": "stepped", "poll_initial": 1, "poll_switch_after": 3, "poll_long": 2},
             SteppedPolicy(1, 3, 2),

@@ -259,7 +259,8 @@ def test_a_committed_file_cannot_send_the_database_login_elsewhere(
     admin.close()
     env = base_env(
         DB_HOST="127.0.0.1", DB_USER=user, DB_PASS=PASSWORD, DB_NAME="test",
-        TRACKER_MYSQL_TABLE=table, TRACKER_MAX_WAIT="20", TRACKER_POLL_INITIAL="0.2",
+        TRACKER_MYSQL_TABLE=table, TRACKER_MAX_WAIT="20", TRACKER_POLL_POLICY="stepped",
+        TRACKER_POLL_INITIAL="0.2",
     )  # fmt: skip
     done = cli(db, "monitor", sha, env=env, cwd=repo.work)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -30,7 +30,8 @@ def test_a_refused_token_is_said_in_the_headline_with_the_fix(tmp_path: Path) ->
     with SimulatedPlatform(token="the-right-token") as sim:
         env = base_env(
             TRACKER_DB=str(db), DIGITALOCEAN_TOKEN="a-wrong-token", TRACKER_DO_APP_ID=sim.app_id,
-            TRACKER_DO_API_URL=sim.base_url, TRACKER_POLL_INITIAL="0.2",
+            TRACKER_DO_API_URL=sim.base_url, TRACKER_POLL_POLICY="stepped",
+            TRACKER_POLL_INITIAL="0.2",
         )  # fmt: skip
         watched = cli("monitor", SHA, env=env)
         assert watched.returncode == 69, watched.stdout + watched.stderr

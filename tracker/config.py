@@ -54,6 +54,8 @@ ENV_NAMES: dict[str, str] = {
     "poll_initial": "TRACKER_POLL_INITIAL",
     "poll_switch_after": "TRACKER_POLL_SWITCH_AFTER",
     "poll_long": "TRACKER_POLL_LONG",
+    "poll_lag_budget": "TRACKER_POLL_LAG_BUDGET",
+    "poll_max_interval": "TRACKER_POLL_MAX_INTERVAL",
     "max_wait": "TRACKER_MAX_WAIT",
     "http_timeout": "TRACKER_HTTP_TIMEOUT",
     "lock_timeout": "TRACKER_LOCK_TIMEOUT",
@@ -95,6 +97,8 @@ _DURATIONS: dict[str, bool] = {  # True: must be > 0; False: >= 0 is fine
     "poll_initial": True,
     "poll_switch_after": False,
     "poll_long": True,
+    "poll_lag_budget": True,
+    "poll_max_interval": True,
     "max_wait": False,
     "http_timeout": True,
     "lock_timeout": False,
@@ -134,12 +138,14 @@ class Settings:
     """Everything configurable, resolved and validated."""
 
     branch: str = "main"
-    poll_policy: str = "stepped"
+    poll_policy: str = "informed"
     poll_interval: float = 10.0
     poll_initial: float = 5.0
     poll_switch_after: float = 120.0
     poll_long: float = 15.0
-    max_wait: float = 480.0
+    poll_lag_budget: float = 0.5
+    poll_max_interval: float = 30.0
+    max_wait: float = 480.0  # unset (origin "default"): max(480, 3 × the app's p95), monitor.py
     http_timeout: float = 10.0
     lock_timeout: float = 10.0
     synchronous: str = "FULL"
@@ -174,6 +180,8 @@ _SCALAR_KEYS = (
     "poll_initial",
     "poll_switch_after",
     "poll_long",
+    "poll_lag_budget",
+    "poll_max_interval",
     "max_wait",
     "http_timeout",
     "lock_timeout",
@@ -632,7 +640,7 @@ def _scalar(key: str, value: object, origin: str) -> Any:
     if key in _DURATIONS:
         return _duration(value, origin, _DURATIONS[key], key)
     if key == "poll_policy":
-        return _choice(value, origin, ("fixed", "stepped"))
+        return _choice(value, origin, ("informed", "fixed", "stepped"))
     if key == "synchronous":
         return _choice(value, origin, ("FULL", "NORMAL"))
     return _branch(value, origin)

@@ -39,8 +39,15 @@ from tracker.events import (
     SourcesDisagreed,
 )
 from tracker.output import say
-from tracker.policies import PollPolicy, budget_wait, policy_from_settings, retry_delay
+from tracker.policies import (
+    InformedPolicy,
+    PollPolicy,
+    budget_wait,
+    policy_from_settings,
+    retry_delay,
+)
 from tracker.projections import DeploymentRow
+from tracker.schedule import History, Seen, default_max_wait
 from tracker.sources.base import TERMINAL_PHASES, DeploymentSource, Observation, outcome_of
 from tracker.store import Store
 from tracker.words import seconds
@@ -203,6 +210,27 @@ def refusal(refused: Sequence[Observation]) -> tuple[str, str]:
     return " and ".join(reasons), " and ".join(f for f in fixes if f)
 
 
+def seen_of(observations: Sequence[Observation], at: float) -> Seen:
+    """What the schedule needs of one round: the API's answer when it found the deployment
+    (it has the phase and the platform's time of it), else the database's."""
+    found = [o for o in observations if o.ok and o.found]
+    best = next((o for o in found if o.phase and outcome_of(o.phase) is None), None)
+    best = best or (found[0] if found else None)
+    if best is None:
+        return Seen(at)
+    phase = best.phase if outcome_of(best.phase) is None else None
+    return Seen(at, True, phase, best.platform_at if phase else None)
+
+
+def max_wait_for(settings: Settings, history: History) -> float:
+    """`TRACKER_MAX_WAIT`, or when it is not set, max(480 s, 3 × the app's p95 from push to
+    verdict) from the log (SPEC §6): an app whose deployments take 25 minutes is not timed out
+    at 8."""
+    if settings.origins.get("max_wait") != "default":
+        return settings.max_wait  # set by a flag, the environment or a file (or in code)
+    return default_max_wait(history, settings.max_wait)
+
+
 def _db_says_going(obs: Observation) -> bool:
     return obs.source == "mysql" and obs.ok and obs.found and outcome_of(obs.phase) is None
 
@@ -216,10 +244,13 @@ def next_delay(
     failures: int,
     now: float,
     rand: float,
+    interval: float | None = None,
 ) -> float:
-    """Seconds until the next round: the policy's, unless a fault or a rate limit says longer
-    (or a transient fault says retry sooner)."""
-    interval = policy.delay_after(elapsed, polls)
+    """Seconds until the next round: the policy's (`interval` when the caller asked the
+    policy already, as for `informed`), unless a fault or a rate limit says longer (or a
+    transient fault says retry sooner)."""
+    if interval is None:
+        interval = policy.delay_after(elapsed, polls)
     troubled = [o for o in observations if not o.ok or o.ratelimit_remaining == 0]
     if not troubled:
         return interval
@@ -252,11 +283,27 @@ class Monitor:
         self._deadline = float("inf")
         self._last_shown: str | None = None
         self.attempt: int | None = None  # the push of the commit being followed
+        self._max_wait: float | None = None
+        self._seen: list[Seen] = []
+
+    @property
+    def max_wait(self) -> float:
+        """How long this commit is followed; reads the app's history from the log once (the
+        `informed` schedule's beliefs, and the default of `TRACKER_MAX_WAIT`)."""
+        if self._max_wait is None:
+            from tracker.stats import recent_history
+
+            history = recent_history(self.store, branch=self.settings.branch)
+            if isinstance(self.policy, InformedPolicy):
+                self.policy = self.policy.with_history(history)
+            self._max_wait = max_wait_for(self.settings, history)
+        return self._max_wait
 
     def run(self) -> str:
         """Poll until a verdict; the final state of the commit."""
+        max_wait = self.max_wait
         started = self.clock.now()
-        self._deadline = started + self.settings.max_wait
+        self._deadline = started + max_wait
         polls = failures = 0
         while True:
             row = self.store.deployment(self.sha)
@@ -265,6 +312,7 @@ class Monitor:
             if row is None or row.terminal:
                 return row.state if row else "not_found"
             observations = self._round(retry=failures > 0)
+            self._seen.append(seen_of(observations, self.clock.now()))
             polls += 1
             failures = failures + 1 if any(not o.ok for o in observations) else 0
             self._raise_if_refused(observations)
@@ -273,8 +321,12 @@ class Monitor:
                 return finished
             now = self.clock.now()
             elapsed = now - started
-            if elapsed >= self.settings.max_wait:
+            if elapsed >= max_wait:
                 return self._time_out(elapsed, observations)
+            interval = None
+            if isinstance(self.policy, InformedPolicy):
+                pushed = started if row.pushed_at is None else min(row.pushed_at, started)
+                interval = self.policy.next_poll_at(self._seen, now, pushed_at=pushed) - now
             delay = next_delay(
                 observations,
                 policy=self.policy,
@@ -283,14 +335,16 @@ class Monitor:
                 failures=failures,
                 now=now,
                 rand=self.rand(),
+                interval=interval,
             )
-            if not self._sleep(min(delay, self.settings.max_wait - elapsed)):
+            if not self._sleep(min(delay, max_wait - elapsed)):
                 return self._state()
 
     def _follow(self, row: DeploymentRow) -> None:
         """Follow the row's attempt: say so in the log, and tell the sources which deployments
         cannot be its own (older ones; those that judged its earlier attempts)."""
         self.attempt = row.attempt
+        self._seen = []  # a new push: what earlier polls saw was another deployment
         if not row.terminal:
             self.store.append(self.sha, self._started_event(), at=self.clock.now())
         if row.pushed_at is None:
@@ -312,7 +366,7 @@ class Monitor:
             host=socket.gethostname(),
             policy=self.policy.name,
             sources=[s.name for s in self.sources],
-            max_wait_s=self.settings.max_wait,
+            max_wait_s=self.max_wait,
             attempt=self.attempt,
         )
 
@@ -573,7 +627,6 @@ def run_foreground(tracker: Tracker, sha: str) -> int:
         # Nobody waits on a monitor: it waits for the lock as long as a deployment may take,
         # rather than die and leave its commit stale (TRACKER_LOCK_TIMEOUT is for the commands
         # people wait on).
-        tracker.store.lock_timeout = max(tracker.store.lock_timeout, tracker.settings.max_wait)
         sources = build_sources(tracker.settings, tracker.clock)
         monitor = Monitor(
             tracker.store,
@@ -584,6 +637,7 @@ def run_foreground(tracker: Tracker, sha: str) -> int:
             repo=tracker.repo,
             progress=lambda line: say(f"{sha[:7]} {line}", flush=True),
         )
+        tracker.store.lock_timeout = max(tracker.store.lock_timeout, monitor.max_wait)
         with _stop_on_signals(tracker.store, sha):
             try:
                 state = monitor.run()

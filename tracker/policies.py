@@ -1,8 +1,10 @@
 """Polling schedules and retry delays: pure arithmetic, no clock, no I/O.
 
-Two policies (SPEC §6): `fixed` polls every `poll_interval`; `stepped` polls every `poll_initial`
-until `poll_switch_after` seconds after the monitor started, then every `poll_long`. The first poll
-is at 0 s and the monitor stops at the first poll that sees the deployment live.
+Three policies (SPEC §6): `informed` (the default) schedules each poll from the app's history and
+what the polls so far have seen (`tracker.schedule`); `fixed` polls every `poll_interval`;
+`stepped` polls every `poll_initial` until `poll_switch_after` seconds after the monitor started,
+then every `poll_long`. The first poll is at 0 s and the monitor stops at the first poll that sees
+the deployment live. `fixed` and `stepped` are kept for comparison (bench/README.md).
 
 What a 3 to 5 minute deployment costs per source, with the defaults (computed by `polls_to_detect`,
 checked in tests/test_policies.py), counting the poll at 0 s:
@@ -24,8 +26,12 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from tracker import schedule
+from tracker.schedule import History, Knobs, Model, Seen
 
 if TYPE_CHECKING:
     from tracker.config import Settings
@@ -89,8 +95,39 @@ class SteppedPolicy:
         return _schedule(self, max_wait)
 
 
+@dataclass(frozen=True)
+class InformedPolicy:
+    """From what the log knows (`tracker.schedule`): the app's past phase durations and what
+    this deployment's polls have seen. The monitor gives it the history once (`with_history`)
+    and asks `next_poll_at` after every round; `delay_after` is the schedule of a deployment
+    never found, which is all that the elapsed time and a count can say."""
+
+    lag_budget: float = 0.5
+    max_interval: float = 30.0
+    model: Model = field(default=schedule.model_of(History()), compare=False, repr=False)
+    name: ClassVar[str] = "informed"
+
+    @property
+    def knobs(self) -> Knobs:
+        return Knobs(self.lag_budget, self.max_interval)
+
+    def with_history(self, history: History) -> InformedPolicy:
+        return InformedPolicy(self.lag_budget, self.max_interval, schedule.model_of(history))
+
+    def next_poll_at(self, seen: Sequence[Seen], now: float, *, pushed_at: float) -> float:
+        return schedule.next_poll_at(self.model, seen, now, pushed_at=pushed_at, knobs=self.knobs)
+
+    def delay_after(self, elapsed_s: float, polls_so_far: int) -> float:
+        return self.next_poll_at([Seen(elapsed_s)], elapsed_s, pushed_at=0.0) - elapsed_s
+
+    def schedule(self, max_wait: float) -> list[float]:
+        return schedule.schedule_offsets(self.model, max_wait, self.knobs)
+
+
 def policy_from_settings(settings: Settings) -> PollPolicy:
     """The policy the settings name (`config` has already validated the name and numbers)."""
+    if settings.poll_policy == "informed":
+        return InformedPolicy(settings.poll_lag_budget, settings.poll_max_interval)
     if settings.poll_policy == "fixed":
         return FixedPolicy(settings.poll_interval)
     if settings.poll_policy == "stepped":

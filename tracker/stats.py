@@ -23,6 +23,7 @@ from tracker.errors import LogError, UsageError
 from tracker.policies import BASELINE, LIMIT_PER_HOUR, LIMIT_PER_MINUTE
 from tracker.projections import FINISHED_STATES
 from tracker.render import duration
+from tracker.schedule import HISTORY_SIZE, PIPELINE, History, Past
 from tracker.words import count as counted
 from tracker.words import seconds
 
@@ -509,6 +510,73 @@ def compute_stats(
         ),
         detection_lag_s=lag, fixed_10s=fixed,
     )  # fmt: skip
+
+
+# -- the informed schedule's history ---------------------------------------------------------
+
+_HISTORY_STATES = ("state:succeeded", "state:failed", "state:canceled", "state:timed_out")
+# The last N finished deployments by push time (a backward walk of the push-time index that
+# stops after N of them), then each one's measures through the (sha, measure) key, and for a
+# timed-out one how long it was followed (its row; an earlier attempt's has none).
+_HISTORY_SQL = f"""
+WITH recent AS (
+    SELECT sha, measure AS state, pushed_at
+    FROM deployment_measures INDEXED BY deployment_measures_by_pushed_at
+    WHERE measure IN ({", ".join("?" * len(_HISTORY_STATES))}){{branch}}
+    ORDER BY pushed_at DESC LIMIT ?
+)
+SELECT r.sha, r.state, m.measure, m.value,
+       CASE WHEN r.state = 'state:timed_out' THEN d.finished_at - d.pushed_at END
+FROM recent AS r
+LEFT JOIN deployment_measures AS m ON m.sha = r.sha
+    AND (m.measure IN ('push_to_live_ms', 'detection_lag_ms') OR m.measure GLOB 'phase:*')
+LEFT JOIN deployments AS d ON d.sha = r.sha AND r.state = 'state:timed_out'
+ORDER BY r.pushed_at DESC, r.sha
+"""
+
+
+def recent_history(
+    store: Store, *, branch: str | None = None, limit: int = HISTORY_SIZE
+) -> History:
+    """The app's last `limit` finished deployments (on `branch`), newest first, as the
+    `informed` schedule reads them: each phase's seconds (`phase:NAME`), and from the push to the
+    verdict (`push_to_live_ms` for a success; the sum of the phases for a failure, which leaves
+    out the seconds before the deployment appeared; the time followed for a timeout)."""
+    sql = _HISTORY_SQL.format(branch=" AND branch = ?" if branch is not None else "")
+    args: list[Any] = [*_HISTORY_STATES, *([branch] if branch is not None else []), limit]
+    found: dict[str, tuple[str, dict[str, float], list[float | None]]] = {}
+    lags: dict[str, float] = {}
+    order: list[str] = []
+    with store.reading() as conn:
+        rows = conn.execute(sql, args).fetchall()
+    for sha, state, measure, value, followed in rows:
+        if sha not in found:
+            order.append(sha)
+            found[sha] = (state[6:], {}, [None if followed is None else float(followed)])
+        _, phases, total = found[sha]
+        if measure == "push_to_live_ms":
+            total[0] = value / 1000.0
+        elif measure == "detection_lag_ms":
+            lags[sha] = value / 1000.0
+        elif measure is not None:
+            phases[measure[6:]] = value / 1000.0
+    out = []
+    for sha in order:
+        state, phases, total = found[sha]
+        _ends_at_the_platforms_time(phases, lags.get(sha, 0.0))
+        verdict = total[0]
+        if verdict is None and state in ("failed", "canceled") and phases:
+            verdict = sum(phases.values())
+        out.append(Past(state, phases, verdict))
+    return History(tuple(out))
+
+
+def _ends_at_the_platforms_time(phases: dict[str, float], lag: float) -> None:
+    """The last phase's span ends where we saw the verdict; take our detection lag off it, so
+    that the history is the platform's and not our own polling's."""
+    if phases and lag > 0:
+        last = max(phases, key=lambda p: PIPELINE.index(p) if p in PIPELINE else -1)
+        phases[last] = max(phases[last] - lag, 0.0)
 
 
 # -- --since ----------------------------------------------------------------------------------
