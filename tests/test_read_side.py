@@ -349,3 +349,37 @@ def test_a_bare_repository_takes_a_relative_tracker_db_from_its_git_dir(tmp_path
         made.work / "x/events.db"
     )
     assert gitutil.log_path_from_env("/abs/events.db", made.work) == Path("/abs/events.db")
+
+
+# -- a mistyped TRACKER_DB, and no repository (finding 19) -------------------------------------
+
+
+def test_a_read_at_a_mistyped_log_creates_nothing_and_says_so(tmp_path: Path) -> None:
+    from gitrepo import base_env
+
+    typo = tmp_path / "notarepo" / "x.db"
+    env = base_env(TRACKER_DB=str(typo))
+    sha = "a" * 40
+    done = tracker(tmp_path, "status", sha, env=env)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] == f"aaaaaaa: not found: no log at {typo} (nothing recorded)"
+    got = as_json(tracker(tmp_path, "status", sha, "--json", env=env))
+    assert (got["exit_code"], got["reason"]) == (
+        3,
+        {"code": "no_log", "message": f"no log at {typo} (nothing recorded)"},
+    )
+    assert tracker(tmp_path, "wait", sha, "--timeout", "0", env=env).returncode == 3
+    events = tracker(tmp_path, "events", env=env)
+    assert (events.returncode, events.stdout) == (0, "")
+    assert not typo.parent.exists()  # neither the log nor its lock, nor their directory
+
+
+def test_outside_a_repository_with_no_ref_the_error_says_so(tmp_path: Path) -> None:
+    from gitrepo import base_env
+
+    done = tracker(tmp_path, "status", env=base_env(TRACKER_DB=str(tmp_path / "events.db")))
+    assert done.returncode == 64
+    assert done.stderr.strip() == (
+        f"tracker: error: {tmp_path} is not inside a git repository: name the commit (its SHA)"
+        " (run 'tracker status --help')"
+    )

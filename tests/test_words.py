@@ -150,6 +150,12 @@ def test_a_commit_pushed_only_to_another_branch_says_so(tmp_path: Path) -> None:
     )
     unpushed = repo.commit("not pushed anywhere")
     done = cli("status", unpushed, env=env, cwd=repo.work)
+    # (a read creates no log: there is none yet at that path, and the answer says so)
+    db = tmp_path / "events.db"
+    assert done.stdout.strip() == f"{unpushed[:7]}: not found: no log at {db} (nothing recorded)"
+    with Store(db) as store:
+        store.last_seq()  # the log now exists, empty
+    done = cli("status", unpushed, env=env, cwd=repo.work)
     assert done.stdout.strip() == f"{unpushed[:7]}: not found (no push of this commit in the log)"
 
 

@@ -209,6 +209,20 @@ class Tracker:
         with self.store.patience(wait):
             return spool.take_in(self.store, self.db_path.parent)
 
+    def _no_log(self) -> bool:
+        """Whether there is no log yet and nothing spooled for one (a read then creates none)."""
+        from tracker import spool
+
+        lock = self.db_path.with_name(self.db_path.name + ".lock")
+        if self.db_path.exists() or lock.exists():  # a log, or one being made
+            return False
+        above = self.db_path.parent
+        while not above.exists() and above != above.parent:
+            above = above.parent
+        if not above.is_dir():
+            return False  # not a place a log can be: the store says why (74)
+        return not spool.record_paths(spool.spool_dir(self.db_path.parent))
+
     def resolve(self, ref: str = "HEAD") -> str:
         """The full SHA `ref` names (SPEC §5).
 
@@ -223,7 +237,10 @@ class Tracker:
         found = gitutil.resolve_commit(ref, self.repo or ".") if self.repo else None
         if found:
             return found
-        if gitutil.SHORT_SHA.match(ref):
+        if ref == "HEAD" and gitutil.toplevel(self.repo or ".") is None:
+            here = (self.repo or Path(".")).absolute()
+            raise UsageError(f"{here} is not inside a git repository: name the commit (its SHA)")
+        if gitutil.SHORT_SHA.match(ref) and not self._no_log():
             matches = self.store.shas_with_prefix(ref.lower())
             if len(matches) == 1:
                 return matches[0]
@@ -240,6 +257,12 @@ class Tracker:
         answers `pending`; `LockTimeoutError` (75) only when nothing can be read at all."""
         self.take_in_spool(wait=READ_WAIT_S)
         sha = self.resolve(ref)
+        if self._no_log():  # a mistyped TRACKER_DB is not created by a read
+            reason = self._pushed_elsewhere(sha) or {
+                "code": "no_log",
+                "message": f"no log at {self.db_path} (nothing recorded)",
+            }
+            return DeploymentStatus(sha, sha[:7], None, "not_found", NOT_FOUND, reason=reason)
         spooled = self._unread_push(sha)
         if spooled is not None:
             return spooled
@@ -412,6 +435,8 @@ class Tracker:
         """Events of the log (of one commit when `ref` is given), oldest first."""
         self.take_in_spool(wait=READ_WAIT_S)
         stream = self.resolve(ref) if ref else None
+        if self._no_log():
+            return []  # nothing recorded there (and a read creates no log)
         return self._records(stream, after_seq=after_seq, limit=limit, newest=newest)
 
     def _records(

@@ -61,8 +61,8 @@ def verdict(st: DeploymentStatus) -> str:
     code = (st.reason or {}).get("code")
     message = (st.reason or {}).get("message") or ""
     if st.state == "not_found":
-        if code == "other_branch":
-            return f"{who}: {message}"
+        if code in {"other_branch", "no_log"}:
+            return f"{who}: not found: {message}" if code == "no_log" else f"{who}: {message}"
         return f"{who}: not found (no push of this commit in the log)"
     if code == "unreachable" and not (st.state == "stale" and st.not_watched):
         if st.state == "stale":
