@@ -143,7 +143,7 @@ def test_the_readmes_try_it_on_your_own_repository_steps(repo: Repo) -> None:
     venv_bin = str(Path(sys.executable).parent)
     assert (Path(venv_bin) / "tracker").exists(), "the tracker command is installed beside python"
     env = dict(repo.env, PATH=venv_bin + os.pathsep + repo.env["PATH"])
-    env["TRACKER_POLL_INITIAL"] = "0.5"  # only to be quick: the steps work with the defaults
+    # the defaults as a user has them: the informed schedule, cold (no history in this log)
 
     sim = Simulator([sys.executable, *start.split()[1:]], repo.work, env)
     try:
