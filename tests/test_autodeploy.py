@@ -122,7 +122,7 @@ class Simulator:
         for line in self.proc.stdout:
             self.lines.put(line.rstrip("\n"))
 
-    def until(self, prefix: str, timeout: float = 30.0) -> str:
+    def until(self, prefix: str, timeout: float = 120.0) -> str:
         """The first line starting with `prefix`; AssertionError after `timeout`."""
 
         def found() -> str | None:
@@ -156,7 +156,7 @@ def test_the_readmes_try_it_on_your_own_repository_steps(repo: Repo) -> None:
         script = push.replace(placeholder, "\n".join(exports))
         done = subprocess.run(
             ["bash", "-e", "-c", script], cwd=repo.work, env=env, capture_output=True,
-            text=True, timeout=120, stdin=subprocess.DEVNULL,
+            text=True, timeout=300, stdin=subprocess.DEVNULL,  # the steps' wait is at most 2 min
         )  # fmt: skip
         assert done.returncode == 0, (done.stdout, done.stderr)
         head = repo.git("rev-parse", "HEAD").stdout.strip()
