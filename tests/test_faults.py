@@ -868,8 +868,13 @@ def test_spool_records_are_owner_only_whatever_the_pushers_umask(repo: Repo) -> 
         assert oct(path.stat().st_mode & 0o777) == "0o600"
         assert oct(repo.spool.stat().st_mode & 0o777) == "0o700"
         pid = read_record(path).confirmer_pid
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        assert args[-2:] == [str(path).encode(), b""]  # the record's path, and nothing else
+
+        def confirmer_args() -> list[bytes] | None:  # once the hook's child has exec'd
+            found = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            return found if b"tracker.confirm" in found else None
+
+        args = wait_until(confirmer_args)
+        assert args[-2:] == [str(path).encode(), b""]  # type: ignore[index]  # the path only
         assert PASSWORD.encode() not in path.read_bytes()
     assert settled(repo, sha) == ["PushRecorded", "PushConfirmed"]
     for file in repo.log_dir.rglob("*"):
