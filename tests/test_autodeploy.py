@@ -134,7 +134,7 @@ class Simulator:
 
     def interrupt(self) -> int:
         self.proc.send_signal(signal.SIGINT)  # Ctrl-C
-        return self.proc.wait(timeout=30)
+        return self.proc.wait(timeout=120)
 
 
 def test_the_readmes_try_it_on_your_own_repository_steps(repo: Repo) -> None:
