@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from tracker.clock import SYSTEM_CLOCK, Clock, iso
+from tracker.clock import SYSTEM_CLOCK, Clock
 from tracker.errors import LockTimeoutError, LogError, TrackerError
 from tracker.gitutil import clean_env
 from tracker.spool import (
@@ -21,6 +21,7 @@ from tracker.spool import (
     PushRecord,
     Verdict,
     held,
+    note,
     process_alive,
     read_record,
     recorded,
@@ -50,17 +51,6 @@ def detach() -> None:
                 os.close(fd)
 
 
-def log_line(log_dir: Path, message: str, clock: Clock = SYSTEM_CLOCK) -> None:
-    """Append one line to `<log dir>/confirm.log` (owner-only); never raises."""
-    text = f"{iso(clock.now())} pid {os.getpid()}: {' '.join(message.split())}\n"
-    with contextlib.suppress(OSError):
-        fd = os.open(log_dir / "confirm.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, text.encode(errors="replace"))
-        finally:
-            os.close(fd)
-
-
 def wait_for_record(path: Path, clock: Clock) -> PushRecord | None:
     """The record at `path` once the hook has renamed it into place; None if it never comes."""
     deadline = clock.monotonic() + APPEAR_S
@@ -85,7 +75,7 @@ class Confirmer:
         self.deadline = clock.monotonic() + BUDGET_S
 
     def log(self, message: str) -> None:
-        log_line(self.log_dir, f"push {self.record.push_id}: {message}", self.clock)
+        note(self.log_dir, f"push {self.record.push_id}: {message}", self.clock)
 
     def commit(self, batch: list[Append], *, patient: bool) -> bool:
         """Append `batch`; with `patient`, keep retrying a held lock until the deadline."""
@@ -145,7 +135,7 @@ def become_monitor(record: PushRecord, log_dir: Path) -> None:
     try:
         os.execve(sys.executable, argv, env)  # noqa: S606 (argv is ours, no shell)
     except OSError as exc:
-        log_line(log_dir, f"push {record.push_id}: cannot start the monitor: {exc.strerror}")
+        note(log_dir, f"push {record.push_id}: cannot start the monitor: {exc.strerror}")
 
 
 def confirm(path: Path, clock: Clock = SYSTEM_CLOCK) -> int:
@@ -199,10 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return confirm(path)
     except ValueError as exc:
-        log_line(path.parent.parent, f"{path.name}: unreadable spool record: {exc}")
+        note(path.parent.parent, f"{path.name}: unreadable spool record: {exc}")
         return 65
     except Exception as exc:  # the last resort of a detached process: one line, no traceback
-        log_line(path.parent.parent, f"{path.name}: internal error {type(exc).__name__}: {exc}")
+        note(path.parent.parent, f"{path.name}: internal error {type(exc).__name__}: {exc}")
         return 70
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from tracker.clock import iso
+from tracker.clock import Clock, iso
 from tracker.errors import LockTimeoutError, TrackerError
 from tracker.events import PushConfirmed, PushRecorded, PushRejected
 from tracker.gitutil import clean_env, pusher
@@ -518,9 +518,10 @@ def watch(record: PushRecord, store: Store) -> int | None:
         return None
 
 
-def note(log_dir: Path, message: str) -> None:
+def note(log_dir: Path, message: str, clock: Clock | None = None) -> None:
     """Append one line to `<log dir>/confirm.log` (owner-only); never raises."""
-    text = f"{iso(time.time())} pid {os.getpid()}: {' '.join(message.split())}\n"
+    now = time.time() if clock is None else clock.now()
+    text = f"{iso(now)} pid {os.getpid()}: {' '.join(message.split())}\n"
     with contextlib.suppress(OSError):
         fd = os.open(log_dir / "confirm.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
