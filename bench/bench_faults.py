@@ -41,12 +41,12 @@ from tracker.api import monitor_alive  # noqa: E402
 from tracker.clock import FakeClock  # noqa: E402
 from tracker.config import load_settings  # noqa: E402
 from tracker.events import PushRecorded  # noqa: E402
-from tracker.hooks_install import install  # noqa: E402
-from tracker.monitor import Monitor, build_sources  # noqa: E402
+from tracker.log.sqlite import SQLiteLog  # noqa: E402
+from tracker.monitor.loop import Monitor, build_sources  # noqa: E402
 from tracker.projections import exit_code_of  # noqa: E402
-from tracker.sim import SimulatedPlatform  # noqa: E402
-from tracker.spool import confirmer_alive, read_record, record_paths  # noqa: E402
-from tracker.store import Store  # noqa: E402
+from tracker.push.install import install  # noqa: E402
+from tracker.push.spool import confirmer_alive, read_record, record_paths  # noqa: E402
+from tracker.sim.server import SimulatedPlatform  # noqa: E402
 
 TOKEN = "bench-fault-token"
 HELPER = ROOT / "tests" / "fault_writer.py"
@@ -111,7 +111,7 @@ def limit_files(nbytes: int) -> Callable[[], None]:
 
 def types_by_stream(db: Path) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         for e in store.events():
             found.setdefault(e.stream, []).append(e.type)
     return found
@@ -133,7 +133,7 @@ def count_facts(db: Path, pushes: list[tuple[str, bool]], outcomes: bool) -> tup
 
 
 def logged_calls(db: Path) -> int:
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         return sum(int(e.data.get("api_calls") or 0) for e in store.events())
 
 
@@ -147,7 +147,7 @@ def wait_confirmers(repo: Repo) -> None:
 def fresh_repo(tmp: Path, name: str) -> Repo:
     repo = make_repo(tmp, name)
     install(repo.work, python=tracker_python())
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         store.last_seq()
     return repo
 
@@ -158,7 +158,7 @@ def fresh_repo(tmp: Path, name: str) -> Repo:
 def writer_kills(tmp: Path, rounds: int) -> Row:
     """SIGKILL 4 writers at once at random moments; acknowledged batches must be whole."""
     db = tmp / "writers" / "events.db"
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         store.last_seq()
     rng = random.Random(1)
     acked: dict[int, int] = {}
@@ -188,7 +188,7 @@ def writer_kills(tmp: Path, rounds: int) -> Row:
             if n <= last:
                 expected += len(batch)
                 present += inside
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         ok = store.integrity_check() == "ok" and not store.rebuild().differing
     note = f"half-written batches {half}; integrity and rebuild {'ok' if ok else 'FAILED'}"
     return Row("SIGKILL writer mid-append", kills, expected, present, 0, note)
@@ -233,7 +233,7 @@ def disk_full(tmp: Path, rounds: int) -> Row:
     reader = sqlite3.connect(repo.db)
     reader.execute("SELECT count(*) FROM events").fetchone()
     pushes, codes, before = [], Counter[int](), 0
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         before = store.last_seq()
     for _ in range(rounds):
         sha = repo.commit()
@@ -247,7 +247,7 @@ def disk_full(tmp: Path, rounds: int) -> Row:
         assert pushed.returncode == 0
         pushes.append((sha, True))
     wait_confirmers(repo)
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         unchanged = store.last_seq() == before
     reader.close()
     cli("status", cwd=repo.work, env=repo.env)
@@ -297,7 +297,7 @@ def monitor_kills(tmp: Path, rounds: int) -> Row:
     with SimulatedPlatform(token=TOKEN) as sim:
         env = sim_env(sim, db, TRACKER_HTTP_TIMEOUT="20")
         for sha in shas:
-            with Store(db) as store:
+            with SQLiteLog(db) as store:
                 store.append(sha, PushRecorded(sha=sha, branch="main", source="api"))
             sim.add_deployment(sha, pending_build_s=0.3, build_s=1, deploy_s=1)
             sim.inject("slow", times=1, after=2, delay_s=30)
@@ -322,7 +322,7 @@ def monitor_kills(tmp: Path, rounds: int) -> Row:
 
 
 def pids(db: Path, sha: str) -> list[int]:
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         return [int(e.data["pid"]) for e in store.events(stream=sha) if e.type == "MonitorStarted"]
 
 
@@ -346,7 +346,7 @@ def platform_storm(tmp: Path, kind: str, times: int, options: dict[str, Any], ro
     db = Path(tempfile.mkdtemp(prefix=f"storm-{kind}-", dir=tmp)) / "events.db"
     results: Counter[str] = Counter()
     injected = 0
-    with SimulatedPlatform(clock=clock, token=TOKEN) as sim, Store(db, clock=clock) as store:
+    with SimulatedPlatform(clock=clock, token=TOKEN) as sim, SQLiteLog(db, clock=clock) as store:
         env = {
             "DIGITALOCEAN_TOKEN": TOKEN, "TRACKER_DO_APP_ID": sim.app_id,
             "TRACKER_DO_API_URL": sim.base_url, "TRACKER_HTTP_TIMEOUT": "0.3",
@@ -402,7 +402,7 @@ def mysql_kills(rounds: int) -> Row | None:
     }  # fmt: skip
     settings = load_settings(None, env=env)
     db = Path(tempfile.mkdtemp()) / "events.db"
-    store = Store(db, clock=clock)
+    store = SQLiteLog(db, clock=clock)
     store.append(sha, PushRecorded(sha=sha, branch="main"), at=clock.now())
     locker = pymysql.connect(host="127.0.0.1", user="root", database="test", autocommit=True)
     result: dict[str, str] = {}
@@ -497,12 +497,12 @@ def racing_clones(tmp: Path, total: int, clones: int) -> tuple[Row, dict[str, An
         accepted = [sha for sha, ok in attempts if ok]
 
         def decided() -> bool:
-            with Store(db) as store:
+            with SQLiteLog(db) as store:
                 return all((row := store.deployment(s)) and row.terminal for s, _ in attempts)
 
         wait_until(decided, timeout=900)
         wait_until(lambda: not record_paths(db.parent / "spool"), timeout=120)
-        with Store(db) as store:
+        with SQLiteLog(db) as store:
             monitors = [int(e.data["pid"]) for e in store.events() if e.type == "MonitorStarted"]
         wait_until(lambda: not any(monitor_alive(p, HOST) for p in monitors), timeout=300)
         total_s = time.monotonic() - started
@@ -511,7 +511,7 @@ def racing_clones(tmp: Path, total: int, clones: int) -> tuple[Row, dict[str, An
         peak = max((sum(1 for t in times if s <= t < s + 60) for s in times), default=0)
         refused = sim.over_limit
         calls = (logged_calls(db), sim.api_requests)
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         rows = [store.deployment(s) for s in accepted]
         states = Counter(r.state if r else "missing" for r in rows)
         went_live = Counter(

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gitrepo import Repo, git, make_repo, tracker_python, wait_until
 
-from tracker.hooks_install import install
-from tracker.spool import record_paths, take_in
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
+from tracker.push.install import install
+from tracker.push.spool import record_paths, take_in
 
 
 def timed_push(repo: Repo, *flags: str) -> float:
@@ -90,7 +90,7 @@ def concurrent(tmp: Path, clones: int) -> tuple[int, int, float]:
     def confirmed(repo: Repo, sha: str) -> bool:
         if record_paths(repo.spool) or not repo.db.exists():
             return False
-        with Store(repo.db) as store:
+        with SQLiteLog(repo.db) as store:
             return [e.type for e in store.events(stream=sha)] == ["PushRecorded", "PushConfirmed"]
 
     wait_until(lambda: all(confirmed(r, s) for r, s in zip(repos, shas, strict=True)), 120)
@@ -110,7 +110,7 @@ def shared_log(tmp: Path, clones: int) -> tuple[int, int]:
     with ThreadPoolExecutor(clones) as pool:
         list(pool.map(lambda t: main.push("-f", "origin", "HEAD:main", cwd=t), trees))
     wait_until(lambda: not record_paths(main.spool), 120)
-    with Store(main.db) as store:
+    with SQLiteLog(main.db) as store:
         take_in(store, main.log_dir)
         recorded = {e.stream for e in store.events() if e.type == "PushRecorded"}
         verdicts = [e for e in store.events() if e.type in ("PushConfirmed", "PushRejected")]

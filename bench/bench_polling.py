@@ -49,10 +49,10 @@ sys.path.insert(0, str(ROOT))
 from tracker.clock import FakeClock, iso  # noqa: E402
 from tracker.config import Settings, load_settings  # noqa: E402
 from tracker.events import PushRecorded  # noqa: E402
-from tracker.monitor import Monitor, build_sources  # noqa: E402
-from tracker.sim import SimulatedPlatform  # noqa: E402
-from tracker.sources.base import DeploymentSource  # noqa: E402
-from tracker.store import Store  # noqa: E402
+from tracker.log.sqlite import SQLiteLog  # noqa: E402
+from tracker.monitor.loop import Monitor, build_sources  # noqa: E402
+from tracker.monitor.sources.base import DeploymentSource  # noqa: E402
+from tracker.sim.server import SimulatedPlatform  # noqa: E402
 
 TOKEN = "bench-token"  # the simulated platform's credential, not a secret
 START = 1_800_000_000.0  # a whole second, so platform times and ours line up
@@ -207,7 +207,7 @@ def build_history(planned: Sequence[Planned], db: Path) -> float:
     db.parent.mkdir(parents=True, exist_ok=True)
     with (
         SimulatedPlatform(clock=clock, token=TOKEN) as sim,
-        Store(db, clock=clock, synchronous="NORMAL") as store,
+        SQLiteLog(db, clock=clock, synchronous="NORMAL") as store,
     ):
         settings = _settings(sim, HISTORY_ENV)
         sources = build_sources(settings, clock)
@@ -242,7 +242,7 @@ def replay(
                 db = work / f"run{n}.db"
                 if template.exists():
                     shutil.copyfile(template, db)
-                with Store(db, clock=clock, synchronous="NORMAL") as store:
+                with SQLiteLog(db, clock=clock, synchronous="NORMAL") as store:
                     results.append(_one(store, sim, clock, settings, sources, item))
                 for leftover in work.glob(f"run{n}.db*"):
                     leftover.unlink()
@@ -254,7 +254,7 @@ def replay(
 
 
 def _one(
-    store: Store,
+    store: SQLiteLog,
     sim: SimulatedPlatform,
     clock: FakeClock,
     settings: Settings,

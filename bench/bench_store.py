@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from seed import END, OUT, cached, sha_of  # noqa: E402
 
 from tracker.events import DeploymentPolled, MonitorStopped, PushRecorded  # noqa: E402
-from tracker.store import Store, rebuild_parts  # noqa: E402
+from tracker.log.sqlite import SQLiteLog, rebuild_parts  # noqa: E402
 
 WRITER = ROOT / "tests" / "store_writer.py"
 
@@ -78,7 +78,7 @@ def scratch(name: str) -> Path:
 
 def bench_one_writer(count: int) -> None:
     where = scratch("one")
-    store = Store(where / "events.db", synchronous="FULL")
+    store = SQLiteLog(where / "events.db", synchronous="FULL")
     sha = sha_of(0)
     store.append(sha, PushRecorded(sha=sha, branch="main"))
     latencies = []
@@ -100,7 +100,7 @@ def bench_one_writer(count: int) -> None:
 def bench_concurrent(writers: int, per_writer: int, pace: float = 0.0) -> None:
     where = scratch("concurrent")
     db, barrier = where / "events.db", where / "go"
-    Store(db).last_seq()
+    SQLiteLog(db).last_seq()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     shared = [sha_of(900_000 + i) for i in range(2)]
     procs = []
@@ -157,21 +157,21 @@ def bench_reads(db: Path, deployments: int, runs: int, skip_rebuild: bool) -> No
     recent, old = sha_of(0), sha_of(deployments - 1)
     warm(db)
     t0 = time.perf_counter()
-    store = Store(db)
+    store = SQLiteLog(db)
     store.deployment(recent)
-    row("Store: open + first deployment(sha)", ms(time.perf_counter() - t0))
+    row("SQLiteLog: open + first deployment(sha)", ms(time.perf_counter() - t0))
     shas = [sha_of(rng.randrange(deployments)) for _ in range(2000)]
     it = iter(shas)
-    row("Store.deployment(sha), 2,000 random commits", summary(
+    row("SQLiteLog.deployment(sha), 2,000 random commits", summary(
         timed(lambda: store.deployment(next(it)), len(shas))), "<= 5 ms")  # fmt: skip
     bench_api(db, recent, old, runs)
     if skip_rebuild:
-        row("Store.rebuild()", "skipped (--skip-rebuild)", "<= 15 s")
+        row("SQLiteLog.rebuild()", "skipped (--skip-rebuild)", "<= 15 s")
         return
     store.close()
     copy = scratch("rebuild") / "events.db"  # the appends below must not change the cached log
     shutil.copyfile(db, copy)
-    store = Store(copy)
+    store = SQLiteLog(copy)
     default = f"{rebuild_parts(None, 10**9)} processes (the default)"
     for workers, label, meanwhile in (
         (None, default, False),
@@ -182,7 +182,7 @@ def bench_reads(db: Path, deployments: int, runs: int, skip_rebuild: bool) -> No
         t0 = time.perf_counter()
         report = store.rebuild(workers=workers)
         took = time.perf_counter() - t0
-        row(f"Store.rebuild() of {report.events:,} events, {label}", f"{took:.1f} s "
+        row(f"SQLiteLog.rebuild() of {report.events:,} events, {label}", f"{took:.1f} s "
             f"({report.events / took:,.0f} events/s, {'nothing' if report.clean else 'something'}"
             " differed)", "<= 15 s")  # fmt: skip
         if appends is not None:
@@ -214,7 +214,7 @@ class AppendsMeanwhile:
         self.thread.start()
 
     def run(self, db: Path) -> None:
-        with Store(db, synchronous="NORMAL") as writer:
+        with SQLiteLog(db, synchronous="NORMAL") as writer:
             n = 0
             while not self.done.wait(0.05):
                 t0 = time.perf_counter()

@@ -3,7 +3,7 @@
 Each deployment is ten events (push, confirmed, monitor started, six polls, a terminal verdict;
 about 10 % fail with a log tail). Events are written with `executemany` in big transactions using
 the real schema, and the projection rows are computed with the real fold
-(`tracker.projections.evolve`), so `Store.rebuild()` finds no difference (a test checks it).
+(`tracker.projections.evolve`), so `SQLiteLog.rebuild()` finds no difference (a test checks it).
 
     .venv/bin/python bench/seed.py --deployments 100000 [--out PATH]
 
@@ -38,6 +38,7 @@ from tracker.events import (  # noqa: E402
     PushConfirmed,
     PushRecorded,
 )
+from tracker.log.sqlite import PROJECTION, SQLiteLog  # noqa: E402
 from tracker.projections import (  # noqa: E402
     CALL_COLUMNS,
     ROW_COLUMNS,
@@ -47,7 +48,6 @@ from tracker.projections import (  # noqa: E402
     row_values,
     source_call,
 )
-from tracker.store import PROJECTION, Store  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 END = 1_767_225_600.0  # 2026-01-01T00:00:00Z: the seeded history ends here (deterministic)
@@ -156,7 +156,7 @@ def seed(path: Path, deployments: int, *, seed_value: int = 1, workers: int = 2)
     """
     for suffix in ("", "-wal", "-shm", ".lock"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-    with Store(path, synchronous="OFF") as store:
+    with SQLiteLog(path, synchronous="OFF") as store:
         store.last_seq()  # creates the file owner-only and migrates it
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = OFF")

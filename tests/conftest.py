@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tracker.config import Settings, load_settings
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
 
 MUST_RUN = ("mysql", "npm")
 
@@ -42,8 +42,8 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    with Store(db_path) as s:
+def store(db_path: Path) -> Iterator[SQLiteLog]:
+    with SQLiteLog(db_path) as s:
         yield s
 
 

@@ -17,7 +17,7 @@ import random
 import sys
 
 from tracker.events import DeploymentPolled, PushRecorded
-from tracker.store import Append, Store
+from tracker.log.sqlite import Append, SQLiteLog
 
 
 def sha_of(n: int) -> str:
@@ -41,7 +41,7 @@ def batch_of(writer: int, batch: int, rng: random.Random) -> list[Append]:
 
 def run_acked(db: str, writer: str) -> None:
     w = int(writer)
-    store = Store(db)
+    store = SQLiteLog(db)
     store.last_seq()
     rng = random.Random(w)
     print("ready", flush=True)
@@ -53,7 +53,7 @@ def run_acked(db: str, writer: str) -> None:
 
 
 def run_hold_lock(db: str) -> None:
-    store = Store(db)
+    store = SQLiteLog(db)
     store.last_seq()
     with store.locked():
         print("held", flush=True)

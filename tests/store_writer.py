@@ -3,7 +3,7 @@
 Modes:
   concurrent DB WRITER COUNT STREAMS BARRIER [LATENCIES [PACE]]
       print `ready`, wait for the file BARRIER to exist, then append COUNT events through
-      `Store.append`, round-robin over STREAMS (comma-separated SHAs), each keyed
+      `SQLiteLog.append`, round-robin over STREAMS (comma-separated SHAs), each keyed
       `w<WRITER>:<n>`; write one append latency in seconds per line to LATENCIES if given;
       with PACE, sleep a random 0..PACE seconds before each append (an offered, not a
       saturating, load).
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from tracker.events import DeploymentPolled, DeploymentSucceeded, Event, PushRecorded
-from tracker.store import Append, Store
+from tracker.log.sqlite import Append, SQLiteLog
 
 
 def sha_of(n: int) -> str:
@@ -49,7 +49,7 @@ def run_concurrent(args: list[str]) -> None:
     pace = float(args[6]) if len(args) > 6 else 0.0
     rng = random.Random(writer)
     shas = streams.split(",")
-    store = Store(db)
+    store = SQLiteLog(db)
     store.last_seq()  # open and migrate before the start line, like a warm process
     print("ready", flush=True)
     while not Path(barrier).exists():
@@ -69,7 +69,7 @@ def run_concurrent(args: list[str]) -> None:
 
 def run_forever(args: list[str]) -> None:
     db, writer = args[:2]
-    store = Store(db)
+    store = SQLiteLog(db)
     store.last_seq()
     rng = random.Random(int(writer))
     shas = [sha_of(int(writer) * 10 + i) for i in range(3)]
@@ -90,7 +90,7 @@ def run_forever(args: list[str]) -> None:
 
 
 def run_hold_lock(args: list[str]) -> None:
-    store = Store(args[0])
+    store = SQLiteLog(args[0])
     store.last_seq()
     with store.locked():
         print("held", flush=True)

@@ -18,10 +18,10 @@ from gitrepo import Repo, make_repo, tracker_python
 from tracker.api import Tracker
 from tracker.clock import iso, parse_iso
 from tracker.events import DeploymentPolled, DeploymentSucceeded, PushRecorded
-from tracker.hooks_install import install
-from tracker.monitor import push_to_live
-from tracker.sim import SimulatedPlatform
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
+from tracker.monitor.loop import push_to_live
+from tracker.push.install import install
+from tracker.sim.server import SimulatedPlatform
 
 TOKEN = "sim-token"
 FAST = {"pending_build_s": 0.2, "build_s": 0.3, "pending_deploy_s": 0.1, "deploy_s": 0.3}
@@ -79,7 +79,7 @@ def verdict(repo: Repo, sha: str) -> dict[str, object]:
 
 def assert_sane_durations(repo: Repo) -> None:
     """No negative or absurd time anywhere: rows, earlier attempts, stats."""
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         for row in store.deployments():
             if row.push_to_live_s is not None:
                 assert row.pushed_at is not None and row.finished_at is not None
@@ -151,7 +151,7 @@ def test_the_hook_and_record_push_of_one_push_make_one_attempt(
         st = api.record_push(a, branch="main", remote="origin", monitor=False)
     assert st.already_recorded and st.attempt == 1
     assert verdict(repo, a)["state"] == "succeeded"
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         recorded = [e for e in store.events(stream=a) if e.type == "PushRecorded"]
     assert [e.data["source"] for e in recorded] == ["hook"]
 
@@ -202,7 +202,7 @@ def test_push_to_live_is_bounded_by_the_push_and_our_detection(
 ) -> None:
     detected = T0 + 40.0
     assert push_to_live(platform_at, pushed_at=T0, now=detected) == expected
-    store = Store(tmp_path / "events.db")
+    store = SQLiteLog(tmp_path / "events.db")
     store.append(SHA, PushRecorded(sha=SHA, branch="main", source="hook", pushed_at=iso(T0)))
     stamp = iso(platform_at) if platform_at is not None else None
     store.append(

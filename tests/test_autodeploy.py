@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from gitrepo import ROOT, Repo, make_repo, wait_until
 
-from tracker.autodeploy import AutoDeploy, Timings
-from tracker.sim import SimulatedPlatform, main
+from tracker.sim.autodeploy import AutoDeploy, Timings
+from tracker.sim.server import SimulatedPlatform, main
 
 FAST = Timings(pending_build_s=0.1, build_s=0.3, pending_deploy_s=0.1, deploy_s=0.3)
 

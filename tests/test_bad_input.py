@@ -21,7 +21,7 @@ from gitrepo import Repo, make_repo
 from tracker.api import Tracker
 from tracker.errors import UsageError
 from tracker.events import PushRecorded
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
 
 SHA = "ab12cd3" + "0" * 33
 DEADLINE_S = 60.0
@@ -31,7 +31,7 @@ BAD_TOKEN = "dop_v1_tökén"
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
     made = make_repo(tmp_path_factory.mktemp("bad-input"))
-    with Store(made.db) as store:
+    with SQLiteLog(made.db) as store:
         store.append(SHA, PushRecorded(sha=SHA, branch="main", source="cli"))
     return made
 
@@ -256,7 +256,7 @@ def test_reads_answer_with_a_broken_settings_file_and_warn_once(
     tmp_path: Path, name: str, data: bytes, fragment: str
 ) -> None:
     made = make_repo(tmp_path)
-    with Store(made.db) as store:
+    with SQLiteLog(made.db) as store:
         store.append(SHA, PushRecorded(sha=SHA, branch="main", source="cli"))
     (made.work / name).write_bytes(data)
     for args, code in READS:
@@ -323,7 +323,7 @@ def test_reads_answer_whatever_the_monitor_settings_and_the_monitor_records_why(
     tmp_path: Path, env: dict[str, str], variable: str
 ) -> None:
     made = make_repo(tmp_path)
-    with Store(made.db) as store:
+    with SQLiteLog(made.db) as store:
         store.append(SHA, PushRecorded(sha=SHA, branch="main", source="cli"))
     before = dump(made.db)
     for args, code in [*READS[:-1], (["status", "d" * 40], 3), (["events"], 0)]:
@@ -335,7 +335,7 @@ def test_reads_answer_whatever_the_monitor_settings_and_the_monitor_records_why(
     err = refused.stderr.decode()
     assert refused.returncode == 78 and len(err.splitlines()) == 1
     assert err.startswith("tracker: error: ") and variable in err, err
-    with Store(made.db) as store:
+    with SQLiteLog(made.db) as store:
         last = store.events(stream=SHA)[-1]
     assert last.type == "MonitorNotStarted"
     assert variable in last.data["reason"] and variable in last.data["fix"]
@@ -347,15 +347,15 @@ def test_reads_answer_whatever_the_monitor_settings_and_the_monitor_records_why(
     assert variable in headline and headline.endswith(", then `tracker wait ab12cd3`")
     done = run(made, ["wait", SHA, "--timeout", "5m"], env)  # at once, not after 5 minutes
     assert done.returncode == 2 and done.stdout.decode().splitlines()[0] == headline
-    assert [e.type for e in Store(made.db).events(stream=SHA)].count("MonitorNotStarted") == 1
+    assert [e.type for e in SQLiteLog(made.db).events(stream=SHA)].count("MonitorNotStarted") == 1
 
 
 def test_wait_resumes_the_monitor_once_the_setting_is_fixed(tmp_path: Path) -> None:
     """The headline says "fix X, then `tracker wait`": that wait starts a monitor."""
-    from tracker.sim import SimulatedPlatform
+    from tracker.sim.server import SimulatedPlatform
 
     made = make_repo(tmp_path)
-    with Store(made.db) as store:
+    with SQLiteLog(made.db) as store:
         store.append(SHA, PushRecorded(sha=SHA, branch="main", source="cli"))
     with SimulatedPlatform(token="tok") as sim:
         good = {"DIGITALOCEAN_TOKEN": "tok", "TRACKER_DO_APP_ID": sim.app_id,
@@ -368,7 +368,7 @@ def test_wait_resumes_the_monitor_once_the_setting_is_fixed(tmp_path: Path) -> N
         done = run(made, ["wait", SHA, "--timeout", "30s"], good)
         out = done.stdout.decode()
     assert "nothing is watching it" not in out.splitlines()[-1], out
-    types = [e.type for e in Store(made.db).events(stream=SHA)]
+    types = [e.type for e in SQLiteLog(made.db).events(stream=SHA)]
     assert types.count("MonitorNotStarted") == 1 and "MonitorStarted" in types, types
 
 
@@ -377,7 +377,7 @@ def test_a_push_with_a_bad_monitor_setting_says_so_in_its_headline(tmp_path: Pat
     monitor refuses it and records why; `status` says so and exits 2; `wait` returns at once."""
     from gitrepo import tracker_python, wait_until
 
-    from tracker.hooks_install import install
+    from tracker.push.install import install
 
     made = make_repo(tmp_path, **DO, TRACKER_MAX_WAIT="abc")
     install(made.work, python=tracker_python())
@@ -385,7 +385,7 @@ def test_a_push_with_a_bad_monitor_setting_says_so_in_its_headline(tmp_path: Pat
     assert made.push("origin", "main").returncode == 0
 
     def refused() -> bool:
-        with Store(made.db) as store:
+        with SQLiteLog(made.db) as store:
             return any(e.type == "MonitorNotStarted" for e in store.events(stream=sha))
 
     wait_until(refused, timeout=DEADLINE_S)
@@ -419,10 +419,10 @@ def test_every_duration_option_takes_every_form(repo: Repo, form: str) -> None:
 
 
 def test_the_monitor_takes_durations_with_units(tmp_path: Path) -> None:
-    from tracker.sim import SimulatedPlatform
+    from tracker.sim.server import SimulatedPlatform
 
     made = make_repo(tmp_path)
-    with Store(made.db) as store:
+    with SQLiteLog(made.db) as store:
         store.append(SHA, PushRecorded(sha=SHA, branch="main", source="cli"))
     with SimulatedPlatform(token="tok") as sim:
         env = {"DIGITALOCEAN_TOKEN": "tok", "TRACKER_DO_APP_ID": sim.app_id,
@@ -431,7 +431,7 @@ def test_the_monitor_takes_durations_with_units(tmp_path: Path) -> None:
                "TRACKER_HTTP_TIMEOUT": "5s"}  # fmt: skip
         done = run(made, ["monitor", SHA], env)
     assert done.returncode == 1, done.stdout.decode() + done.stderr.decode()  # timed out
-    with Store(made.db) as store:
+    with SQLiteLog(made.db) as store:
         found = {e.type: e.data for e in store.events(stream=SHA)}
     assert found["MonitorStarted"]["max_wait_s"] == 1.5
     assert found["MonitorTimedOut"]["waited_s"] >= 1.5

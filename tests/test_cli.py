@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tracker.cli import app
+from tracker.cli.app import app
 from tracker.events import (
     DeploymentFailed,
     DeploymentPolled,
@@ -29,7 +29,7 @@ from tracker.events import (
     PushRecorded,
     PushRejected,
 )
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_FIELDS = (
@@ -65,7 +65,7 @@ def cli(
 
 
 @pytest.fixture
-def seeded(store: Store) -> dict[str, str]:
+def seeded(store: SQLiteLog) -> dict[str, str]:
     """One commit per state, appended through the real store."""
     shas = {}
     t = 1_800_000_000.0
@@ -196,11 +196,11 @@ def test_events_json_is_ndjson_newest_last(seeded, db_path) -> None:
     ],
 )
 def test_usage_errors_exit_64_with_one_line(seeded, db_path, tmp_path, args) -> None:
-    before = Store(db_path).last_seq()
+    before = SQLiteLog(db_path).last_seq()
     done = cli(*args, db=db_path, cwd=tmp_path)
     assert done.returncode == 64, (done.stdout, done.stderr)
     assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("tracker: error")
-    assert Store(db_path).last_seq() == before
+    assert SQLiteLog(db_path).last_seq() == before
     assert not (tmp_path / "pwned").exists()
 
 
@@ -274,7 +274,7 @@ def test_rebuild_says_what_it_fixed(db_path) -> None:
 
 
 def test_ingest_appends_a_verdict_and_rejects_malformed_input(seeded, db_path) -> None:
-    before = Store(db_path).last_seq()
+    before = SQLiteLog(db_path).last_seq()
     for bad in [
         "not json",
         "[]",
@@ -283,7 +283,7 @@ def test_ingest_appends_a_verdict_and_rejects_malformed_input(seeded, db_path) -
     ]:
         done = cli("ingest", db=db_path, stdin=bad)
         assert done.returncode == 64, (bad, done.stderr)
-    assert Store(db_path).last_seq() == before
+    assert SQLiteLog(db_path).last_seq() == before
     note = json.dumps({"sha": seeded["pending"], "status": "failed", "log_tail": "boom\nbang"})
     done = cli("ingest", "--json", db=db_path, stdin=note)
     assert done.returncode == 1 and json.loads(done.stdout)["log_tail"] == ["boom", "bang"]

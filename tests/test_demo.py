@@ -43,8 +43,8 @@ def test_the_demos_comparison_is_consistent_with_its_own_schedule(tmp_path: Path
     import re
     import shutil
 
-    from tracker.demo import DEFAULT_POLL_INITIAL_S, MAX_WAIT_S, POLL_INITIAL_S
-    from tracker.store import Store
+    from tracker.cli.demo import DEFAULT_POLL_INITIAL_S, MAX_WAIT_S, POLL_INITIAL_S
+    from tracker.log.sqlite import SQLiteLog
 
     env = {
         k: v
@@ -69,7 +69,7 @@ def test_the_demos_comparison_is_consistent_with_its_own_schedule(tmp_path: Path
         )
         assert found, line
         fixed, ours = int(found.group(1)), int(found.group(2))
-        with Store(Path(kept.group(2))) as store:
+        with SQLiteLog(Path(kept.group(2))) as store:
             rows = [store.deployment(s) for s in store.shas_with_prefix("", limit=100)]
         spans = []
         calls = 0

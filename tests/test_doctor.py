@@ -23,10 +23,10 @@ import pytest
 from gitrepo import ROOT, Repo, make_repo, tracker_python, wait_until
 from jsonschema import Draft202012Validator
 
-from tracker.hooks_install import PRE_COMMIT_ITEM, install
-from tracker.sim import SimulatedPlatform
-from tracker.spool import read_record, record_paths
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
+from tracker.push.install import PRE_COMMIT_ITEM, install
+from tracker.push.spool import read_record, record_paths
+from tracker.sim.server import SimulatedPlatform
 
 SCHEMA = json.loads((ROOT / "docs" / "schema" / "doctor.schema.json").read_text())
 TOKEN = "sim-token-for-doctor"
@@ -70,7 +70,7 @@ def as_json(repo: Repo, env: dict[str, str] | None = None) -> dict[str, Any]:
 def confirmed(repo: Repo, sha: str) -> bool:
     if not repo.db.exists() or record_paths(repo.spool):
         return False
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         return [e.type for e in store.events(stream=sha)] == ["PushRecorded", "PushConfirmed"]
 
 
@@ -177,7 +177,7 @@ def uninstall_tracker(python: str, how: str) -> None:
         (site / "_editable_impl_deploy_tracker.pth").unlink()
         shutil.rmtree(site / "deploy_tracker-0.1.0.dist-info")
     assert subprocess.run(
-        [python, "-I", "-c", "import tracker.confirm"], capture_output=True
+        [python, "-I", "-c", "import tracker.push.confirm"], capture_output=True
     ).returncode
 
 
@@ -311,7 +311,7 @@ def test_an_unreachable_url_is_named(repo: Repo) -> None:
 
 
 def test_a_lock_whose_permissions_deny_gets_the_permission_advice(repo: Repo) -> None:
-    Store(repo.db).last_seq()  # the log exists and is migrated: only the lock is in the way
+    SQLiteLog(repo.db).last_seq()  # the log exists and is migrated: only the lock is in the way
     lock = Path(f"{repo.db}.lock")
     lock.chmod(0)
     prefix: tuple[str, ...] = ()

@@ -28,11 +28,11 @@ from mariadb import admin_connection, plan_table
 
 from tracker.clock import FakeClock
 from tracker.config import Settings, load_settings
-from tracker.hooks_install import install
+from tracker.log.sqlite import SQLiteLog
 from tracker.projections import exit_code_of
-from tracker.sim import SimulatedPlatform
-from tracker.spool import confirmer_alive, read_record, record_paths
-from tracker.store import Store
+from tracker.push.install import install
+from tracker.push.spool import confirmer_alive, read_record, record_paths
+from tracker.sim.server import SimulatedPlatform
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = Path(__file__).resolve().parent / "fault_writer.py"
@@ -89,14 +89,14 @@ def max_seq(db: Path) -> int:
 
 def assert_consistent(db: Path) -> None:
     """Integrity ok, and a rebuild from the log alone equals the inline projection."""
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         assert store.integrity_check() == "ok"
         report = store.rebuild()
     assert report.clean, report
 
 
 def event_types(db: Path, sha: str) -> list[str]:
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         return [e.type for e in store.events(stream=sha)]
 
 
@@ -158,7 +158,7 @@ def test_sigkill_mid_append_keeps_every_acknowledged_batch_whole(tmp_path: Path)
     from fault_writer import batch_of
 
     db = tmp_path / "log" / "events.db"
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         store.last_seq()
     rng = random.Random(6)
     procs = {w: helper("acked", str(db), str(w)) for w in range(4)}
@@ -190,7 +190,7 @@ def test_sigkill_mid_append_keeps_every_acknowledged_batch_whole(tmp_path: Path)
 
 
 def test_a_stuck_lock_makes_writers_exit_75_and_the_hook_still_spools(repo: Repo) -> None:
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         store.last_seq()
     sha = repo.commit()
     env = {**repo.env, "TRACKER_LOCK_TIMEOUT": "0.3"}
@@ -216,7 +216,7 @@ def test_a_stuck_lock_makes_writers_exit_75_and_the_hook_still_spools(repo: Repo
 def test_a_full_disk_fails_appends_with_74_and_half_writes_nothing(repo: Repo) -> None:
     from tracker.events import PushRecorded
 
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         for n in range(20):
             sha = f"{n:040x}"
             store.append(sha, PushRecorded(sha=sha, branch="main"), key=f"seed-{n}")
@@ -321,7 +321,7 @@ def read_only(directory: Path) -> Iterator[None]:
 
 
 def test_a_read_only_log_directory_is_74_and_the_push_waits_in_the_spool(repo: Repo) -> None:
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         store.last_seq()  # created; a clean close removes the -wal and -shm files
     repo.spool.mkdir(mode=0o700)
     before = max_seq(repo.db)
@@ -345,7 +345,7 @@ def test_a_read_only_log_directory_is_74_and_the_push_waits_in_the_spool(repo: R
 
 
 def test_sigkill_of_the_confirmer_before_it_appends_loses_nothing(repo: Repo) -> None:
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         store.last_seq()
     sha = repo.commit()
     with lock_holder(repo.db):  # the confirmer cannot append anything while we hold the lock
@@ -377,12 +377,12 @@ def sim_env(sim: SimulatedPlatform, db: Path, **extra: str) -> dict[str, str]:
 
 
 def started_pids(db: Path, sha: str) -> list[int]:
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         return [int(e.data["pid"]) for e in store.events(stream=sha) if e.type == "MonitorStarted"]
 
 
 def logged_api_calls(db: Path) -> int:
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         return sum(int(e.data.get("api_calls") or 0) for e in store.events())
 
 
@@ -402,7 +402,7 @@ def test_sigkill_of_a_monitor_mid_poll_is_stale_then_wait_resumes_it(tmp_path: P
     db = tmp_path / "log" / "events.db"
     with SimulatedPlatform(token=TOKEN) as sim:
         env = sim_env(sim, db, TRACKER_HTTP_TIMEOUT="20")
-        with Store(db) as store:
+        with SQLiteLog(db) as store:
             store.append(sha, PushRecorded(sha=sha, branch="main", source="api"))
         sim.add_deployment(sha, pending_build_s=0.3, build_s=1, pending_deploy_s=0.2, deploy_s=1)
         sim.inject("slow", times=1, after=3, delay_s=30)  # the 4th request hangs: mid-poll
@@ -434,7 +434,7 @@ def test_a_monitor_waits_out_a_lock_held_past_the_lock_timeout(tmp_path: Path) -
     db = tmp_path / "log" / "events.db"
     with SimulatedPlatform(token=TOKEN) as sim:
         env = sim_env(sim, db, TRACKER_LOCK_TIMEOUT="0.2")
-        with Store(db) as store:
+        with SQLiteLog(db) as store:
             store.append(sha, PushRecorded(sha=sha, branch="main", source="api"))
         sim.add_deployment(
             sha, pending_build_s=0.2, build_s=0.5, pending_deploy_s=0.2, deploy_s=0.5
@@ -459,10 +459,10 @@ def test_a_monitor_waits_out_a_lock_held_past_the_lock_timeout(tmp_path: Path) -
 # -- the platform misbehaving -----------------------------------------------------------------
 
 
-def run_monitor(store: Store, sha: str, settings: Settings, clock: FakeClock) -> str:
+def run_monitor(store: SQLiteLog, sha: str, settings: Settings, clock: FakeClock) -> str:
     """A monitor for `sha` in simulated time, the push recorded first."""
     from tracker.events import PushRecorded
-    from tracker.monitor import Monitor, build_sources
+    from tracker.monitor.loop import Monitor, build_sources
 
     if store.deployment(sha) is None:
         store.append(sha, PushRecorded(sha=sha, branch="main"), at=clock.now())
@@ -514,7 +514,7 @@ STORMS = [
 
 @pytest.mark.parametrize(("kind", "times", "options"), STORMS, ids=[s[0] for s in STORMS])
 def test_a_storm_of_bad_answers_still_reaches_the_verdict_with_every_call_counted(
-    store: Store, sim: SimulatedPlatform, clock: FakeClock, kind: str, times: int, options: dict
+    store: SQLiteLog, sim: SimulatedPlatform, clock: FakeClock, kind: str, times: int, options: dict
 ) -> None:
     sha = "5" * 40
     sim.add_deployment(sha, build_s=60, deploy_s=60)
@@ -528,7 +528,7 @@ def test_a_storm_of_bad_answers_still_reaches_the_verdict_with_every_call_counte
 
 @pytest.mark.parametrize("kind", ["429", "5xx", "reset", "malformed"])
 def test_a_storm_longer_than_max_wait_times_out_cleanly(
-    store: Store, sim: SimulatedPlatform, clock: FakeClock, kind: str
+    store: SQLiteLog, sim: SimulatedPlatform, clock: FakeClock, kind: str
 ) -> None:
     sha = "6" * 40
     sim.add_deployment(sha, build_s=60, deploy_s=60)
@@ -542,14 +542,14 @@ def test_a_storm_longer_than_max_wait_times_out_cleanly(
 
 
 def test_a_failure_whose_log_archive_is_broken_is_still_recorded(
-    store: Store, sim: SimulatedPlatform, clock: FakeClock
+    store: SQLiteLog, sim: SimulatedPlatform, clock: FakeClock
 ) -> None:
     sha = "7" * 40
     sim.add_deployment(sha, build_s=30, outcome="build_error")
     sim.inject("reset", times=5, path="/archive/")
     sim.inject("5xx", times=1, path="/logs")
     assert run_monitor(store, sha, do_settings(sim), clock) == "failed"
-    with Store(store.path) as again:
+    with SQLiteLog(store.path) as again:
         fetched = [e.data for e in again.events(stream=sha) if e.type == "LogsFetched"]
     assert len(fetched) == 1 and fetched[0]["error"]
     assert TOKEN not in json.dumps(fetched)
@@ -568,7 +568,7 @@ def deployments_table() -> Iterator[tuple[Any, str]]:
 
 
 def test_a_refused_database_is_polled_until_max_wait_then_times_out(
-    store: Store, clock: FakeClock
+    store: SQLiteLog, clock: FakeClock
 ) -> None:
     import socket
 
@@ -592,7 +592,7 @@ def test_a_refused_database_is_polled_until_max_wait_then_times_out(
 
 @pytest.mark.mysql
 def test_a_query_killed_on_the_server_mid_flight_is_retried_to_the_verdict(
-    store: Store, clock: FakeClock, deployments_table: tuple[Any, str]
+    store: SQLiteLog, clock: FakeClock, deployments_table: tuple[Any, str]
 ) -> None:
     import threading
 
@@ -635,7 +635,7 @@ def test_a_query_killed_on_the_server_mid_flight_is_retried_to_the_verdict(
         locker.close()
         thread.join(timeout=30)
     assert result.get("state") == "succeeded"
-    with Store(store.path) as again:
+    with SQLiteLog(store.path) as again:
         polls = [e.data for e in again.events(stream=sha) if e.type == "DeploymentPolled"]
     assert any(p["error_kind"] == "connection" for p in polls)
     assert polls[-1]["ok"] and polls[-1]["status"] == "success"
@@ -664,7 +664,7 @@ def test_wrong_database_credentials_stop_the_monitor_with_one_line_and_no_secret
     _, table = deployments_table
     db = tmp_path / "log" / "events.db"
     sha = "a" * 40
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         store.append(sha, PushRecorded(sha=sha, branch="main"))
     env = base_env(
         TRACKER_DB=str(db), TRACKER_MYSQL_URL=f"mysql://root:{PASSWORD}@127.0.0.1:3306/test",
@@ -773,7 +773,7 @@ KNOWN_BAD_INPUT = (
 def bad_input_repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
     """One repository whose log holds a push of HEAD, shared by the bad-input cases."""
     repo = make_repo(tmp_path_factory.mktemp("bad-input"))
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         from tracker.events import PushRecorded
 
         head = repo.git("rev-parse", "HEAD").stdout.strip()
@@ -793,7 +793,7 @@ def test_bad_input_is_one_error_line_and_writes_nothing(
 ) -> None:
     import io
 
-    from tracker.cli import main
+    from tracker.cli.app import main
 
     repo = bad_input_repo
     monkeypatch.chdir(repo.work)
@@ -855,7 +855,7 @@ def test_the_hook_strips_credentials_exactly_as_the_python_side_does(url: str) -
 
 
 def test_spool_records_are_owner_only_whatever_the_pushers_umask(repo: Repo) -> None:
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         store.last_seq()
     sha = repo.commit()
     with lock_holder(repo.db):
@@ -941,7 +941,7 @@ def test_pushes_racing_from_two_clones_are_each_recorded_once_with_one_outcome(
         assert len(accepted) == 10
 
         def all_decided() -> bool:
-            with Store(db) as store:
+            with SQLiteLog(db) as store:
                 rows = [store.deployment(sha) for sha, _ in attempts]
             return all(row is not None and row.terminal for row in rows)
 
@@ -956,7 +956,7 @@ def test_pushes_racing_from_two_clones_are_each_recorded_once_with_one_outcome(
             outcomes = [t for t in types if t in OUTCOMES]
             assert len(outcomes) == (1 if ok else 0), (sha, types)
         wait_until(lambda: not any(monitor_pids_alive(db)))
-        with Store(db) as store:
+        with SQLiteLog(db) as store:
             final = [store.deployment(sha) for sha in accepted]
         # Each accepted push went live, itself or inside a newer commit that did.
         assert [exit_code_of(r.state, r.superseded_went_live) for r in final if r] == [0] * 10
@@ -971,13 +971,13 @@ def test_pushes_racing_from_two_clones_are_each_recorded_once_with_one_outcome(
 def monitor_pids_alive(db: Path) -> list[int]:
     from tracker.api import monitor_alive
 
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         pids = [int(e.data["pid"]) for e in store.events() if e.type == "MonitorStarted"]
     return [pid for pid in pids if monitor_alive(pid, os.uname().nodename)]
 
 
 def test_a_list_scan_cut_short_by_a_fault_is_finished_by_the_next_poll(
-    store: Store, sim: SimulatedPlatform, clock: FakeClock
+    store: SQLiteLog, sim: SimulatedPlatform, clock: FakeClock
 ) -> None:
     """Pages 1-2 seen, page 3 answered 429: the next poll must not stop at the seen pages."""
     sha = "4" * 40
@@ -1014,7 +1014,7 @@ def test_superseded_by_a_push_from_another_clone_that_went_live_is_exit_0(
         sim.add_deployment(theirs, pending_build_s=0.1, build_s=0.3, deploy_s=0.3)
 
         def decided() -> bool:
-            with Store(db) as store:
+            with SQLiteLog(db) as store:
                 row = store.deployment(ours)
             return row is not None and row.terminal
 

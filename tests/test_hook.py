@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from gitrepo import Repo, git, make_repo, set_hook, tracker_python, wait_until
 
-from tracker.hooks_install import install
-from tracker.spool import confirmer_alive, read_record, record_paths, take_in
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
+from tracker.push.install import install
+from tracker.push.spool import confirmer_alive, read_record, record_paths, take_in
 
 VERDICTS = {"PushConfirmed", "PushRejected"}
 
@@ -30,7 +30,7 @@ def repo(tmp_path: Path) -> Repo:
 
 def state(repo: Repo, sha: str) -> str | None:
     """The commit's state as a reader sees it (spool taken in first)."""
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         take_in(store, repo.log_dir)
         row = store.deployment(sha)
     return row.state if row else None
@@ -40,7 +40,7 @@ def types(repo: Repo, sha: str) -> list[str]:
     """Event types of the commit's stream, without taking the spool in."""
     if not repo.db.exists():
         return []
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         return [e.type for e in store.events(stream=sha)]
 
 
@@ -83,7 +83,7 @@ def test_other_ways_of_pushing_main_are_recorded_once_and_confirmed(
     assert done.returncode == 0, done.stderr
     assert settled(repo, sha) == ["PushRecorded", "PushConfirmed"]
     assert git(target, "rev-parse", "main").stdout.strip() == sha
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         pushed = [e.data for e in store.events(stream=sha) if e.type == "PushRecorded"]
     assert pushed[0]["remote"] == (
         "" if how == "url" else "backup" if how != "HEAD:main" else "origin"
@@ -135,14 +135,14 @@ def test_a_non_fast_forward_push_is_rejected(repo: Repo, tmp_path: Path) -> None
     done = repo.push("origin", "main")
     assert done.returncode != 0 and "fetch first" in done.stderr
     assert settled(repo, sha) == ["PushRecorded", "PushRejected"]
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         assert store.deployment(sha).state == "rejected"  # type: ignore[union-attr]
 
 
 @contextlib.contextmanager
 def lock_held(repo: Repo) -> Iterator[None]:
     """Hold the log's lock as another tracker process would."""
-    Store(repo.db).last_seq()  # create and migrate the log first
+    SQLiteLog(repo.db).last_seq()  # create and migrate the log first
     fd = os.open(f"{repo.db}.lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -290,7 +290,7 @@ def test_the_spool_keeps_a_push_while_the_lock_is_held_and_the_log_gets_it_after
     with lock_held(repo):
         done = repo.push("origin", "main")
         assert done.returncode == 0 and warnings(done.stderr) == []
-        with Store(repo.db, lock_timeout=0.2) as store:
+        with SQLiteLog(repo.db, lock_timeout=0.2) as store:
             assert take_in(store, repo.log_dir) == 0  # a reader gives up and leaves the spool
         assert len(record_paths(repo.spool)) == 1
     assert settled(repo, sha) == ["PushRecorded", "PushConfirmed"]
@@ -323,7 +323,7 @@ def test_credentials_in_a_remote_url_reach_neither_the_spool_nor_the_log(
     for file in repo.log_dir.rglob("*"):
         if file.is_file():
             assert b"s3cr3t" not in file.read_bytes(), file
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         urls = {e.data["remote_url"] for e in store.events() if e.type == "PushRecorded"}
     assert urls == {f"ssh://localhost{repo.remote}"}
 

@@ -12,9 +12,9 @@ import pytest
 from gitrepo import Repo, make_repo, set_hook, tracker_python, wait_until
 
 from tracker.errors import UsageError
-from tracker.hooks_install import CHAINED, HUSKY_MARK, PRE_COMMIT_ITEM, install, status, uninstall
-from tracker.spool import record_paths
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
+from tracker.push.install import CHAINED, HUSKY_MARK, PRE_COMMIT_ITEM, install, status, uninstall
+from tracker.push.spool import record_paths
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def repo(tmp_path: Path) -> Repo:
 def confirmed(repo: Repo, sha: str) -> bool:
     if not repo.db.exists():
         return False
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         kinds = [e.type for e in store.events(stream=sha)]
     return kinds == ["PushRecorded", "PushConfirmed"] and not record_paths(repo.spool)
 
@@ -154,7 +154,7 @@ def test_husky_9_from_npm_records_and_confirms_a_push(repo: Repo) -> None:
 @pytest.mark.slow
 def test_the_pre_commit_framework_records_and_confirms_a_push(repo: Repo, tmp_path: Path) -> None:
     config = repo.work / ".pre-commit-config.yaml"
-    entry = f"{tracker_python()} -I -m tracker.prepush"
+    entry = f"{tracker_python()} -I -m tracker.push.prepush"
     config.write_text(
         "repos:\n  - repo: local\n    hooks:\n      - id: tracker-record-push\n"
         f"        name: record the push\n        entry: {entry}\n        language: system\n"
@@ -194,7 +194,7 @@ def test_the_pre_commit_framework_records_and_confirms_a_push(repo: Repo, tmp_pa
 def test_the_pre_commit_entry_reads_pushes_from_its_variables_or_stdin(
     env: dict[str, str], lines: list[str], expected: int
 ) -> None:
-    from tracker.prepush import pushed_shas
+    from tracker.push.prepush import pushed_shas
 
     assert len(pushed_shas(env, lines, "main")) == expected
 
@@ -202,7 +202,7 @@ def test_the_pre_commit_entry_reads_pushes_from_its_variables_or_stdin(
 def test_pre_commit_without_a_to_ref_resolves_the_local_branch() -> None:
     """pre-commit's push of a history with a root commit (the first push to an empty remote)
     sets only the local and remote branch."""
-    from tracker.prepush import pushed_shas
+    from tracker.push.prepush import pushed_shas
 
     env = {"PRE_COMMIT_LOCAL_BRANCH": "HEAD", "PRE_COMMIT_REMOTE_BRANCH": "refs/heads/main"}
     asked: list[str] = []
@@ -225,7 +225,7 @@ def test_pre_commit_records_the_first_push_to_an_empty_remote(tmp_path: Path) ->
     git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote), env=env)
     git(tmp_path, "clone", "-q", str(remote), str(work), env=env)
     repo = Repo(work, remote, env)
-    entry = f"{tracker_python()} -I -m tracker.prepush"
+    entry = f"{tracker_python()} -I -m tracker.push.prepush"
     (work / ".pre-commit-config.yaml").write_text(
         "repos:\n" + PRE_COMMIT_ITEM.replace("entry: tracker-pre-push", f"entry: {entry}") + "\n"
     )

@@ -29,7 +29,7 @@ from tracker.events import (
     PushRecorded,
     PushRejected,
 )
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "docs" / "schema"
@@ -52,10 +52,10 @@ def dead_pid() -> int:
 
 
 def build_log(path: Path) -> dict[str, str]:
-    """Commits in every state, through `Store.append`; returns state -> SHA."""
+    """Commits in every state, through `SQLiteLog.append`; returns state -> SHA."""
     here, me = socket.gethostname(), os.getpid()
     shas: dict[str, str] = {}
-    with Store(path, synchronous="NORMAL") as store:
+    with SQLiteLog(path, synchronous="NORMAL") as store:
 
         def add(n: int, state: str, *events: Any) -> None:
             shas[state] = sha(n)

@@ -24,7 +24,7 @@ from tracker.events import (
     PushRecorded,
 )
 from tracker.log import EventLog, open_log
-from tracker.store import Append
+from tracker.log.sqlite import Append
 
 A = "a" * 40
 B = "b" * 40

@@ -20,11 +20,11 @@ from tracker.api import Tracker
 from tracker.clock import FakeClock
 from tracker.config import Settings, load_settings
 from tracker.events import DeploymentPolled, PushRecorded
-from tracker.monitor import Monitor, build_sources, judge, next_delay
+from tracker.log.sqlite import SQLiteLog
+from tracker.monitor.loop import Monitor, build_sources, judge, next_delay
+from tracker.monitor.sources.base import Observation
 from tracker.policies import FixedPolicy, SteppedPolicy
-from tracker.sim import SimulatedPlatform
-from tracker.sources.base import Observation
-from tracker.store import Store
+from tracker.sim.server import SimulatedPlatform
 
 TOKEN = "sim-token-for-tests"
 
@@ -78,7 +78,7 @@ def commit(repo: Path, message: str) -> str:
 
 
 def run(
-    store: Store,
+    store: SQLiteLog,
     sha: str,
     settings: Settings,
     clock: FakeClock,
@@ -96,7 +96,7 @@ def run(
             source.close()
 
 
-def api_calls_in_log(store: Store, sha: str | None = None) -> int:
+def api_calls_in_log(store: SQLiteLog, sha: str | None = None) -> int:
     return sum(int(e.data.get("api_calls", 0)) for e in store.events(stream=sha))
 
 
@@ -203,7 +203,7 @@ def test_429_without_retry_after_waits_for_the_reset(store, platform, clock) -> 
     assert api_calls_in_log(store) == platform.api_requests
 
 
-def poll_gaps(store: Store, sha: str) -> list[float]:
+def poll_gaps(store: SQLiteLog, sha: str) -> list[float]:
     """Seconds between consecutive polls, from the log."""
     from tracker.clock import parse_iso
 
@@ -410,7 +410,7 @@ HOSTILE = {
 
 @pytest.mark.parametrize("name", HOSTILE)
 def test_a_hostile_api_never_crashes_the_monitor_nor_makes_it_poll_faster(
-    store: Store, clock: FakeClock, name: str
+    store: SQLiteLog, clock: FakeClock, name: str
 ) -> None:
     answer, kind = HOSTILE[name]
     with hostile_api(lambda _target: answer) as api:
@@ -433,7 +433,7 @@ def test_a_hostile_api_never_crashes_the_monitor_nor_makes_it_poll_faster(
     assert api.requests == len(polls) == api_calls_in_log(store)
 
 
-def test_a_source_that_raises_is_a_recorded_failed_poll(store: Store, clock: FakeClock) -> None:
+def test_a_source_that_raises_is_a_recorded_failed_poll(store: SQLiteLog, clock: FakeClock) -> None:
     class Broken:
         name = "digitalocean"
 
@@ -457,7 +457,7 @@ def test_a_source_that_raises_is_a_recorded_failed_poll(store: Store, clock: Fak
     assert "RecursionError" in polls[0]["error"]
 
 
-def test_a_dripping_api_cannot_hold_a_monitor_past_max_wait(store: Store) -> None:
+def test_a_dripping_api_cannot_hold_a_monitor_past_max_wait(store: SQLiteLog) -> None:
     """Real time: a byte every half second, TRACKER_MAX_WAIT=3, one request deadline of 1 s."""
     from tracker.clock import SYSTEM_CLOCK
 
@@ -490,7 +490,7 @@ def test_a_dripping_api_cannot_hold_a_monitor_past_max_wait(store: Store) -> Non
 
 @pytest.mark.parametrize("payload", [b"\x4a\x00\x00\x00\x0a5.5.5-10.11" * 8, b""])
 def test_a_dripping_or_silent_database_cannot_hold_a_monitor_past_max_wait(
-    store: Store, payload: bytes
+    store: SQLiteLog, payload: bytes
 ) -> None:
     """Real time: a handshake dripped a byte each half second (or silence), MAX_WAIT=3."""
     from tracker.clock import SYSTEM_CLOCK
@@ -521,7 +521,9 @@ def test_a_dripping_or_silent_database_cannot_hold_a_monitor_past_max_wait(
 # -- the informed policy (the default) ------------------------------------------------------
 
 
-def seed_history(store: Store, clock: FakeClock, build_s: float, deploy_s: float, n: int) -> None:
+def seed_history(
+    store: SQLiteLog, clock: FakeClock, build_s: float, deploy_s: float, n: int
+) -> None:
     """`n` earlier deployments in the log, as a monitor records them (push, a poll per phase
     with the platform's time of it, the verdict); the clock ends after the last."""
     from tracker.clock import iso

@@ -18,11 +18,11 @@ from mariadb import admin_connection, plan_table
 from tracker.clock import FakeClock
 from tracker.config import Settings, load_settings
 from tracker.events import PushRecorded
-from tracker.monitor import Monitor, build_sources
-from tracker.sim import SimulatedPlatform
-from tracker.sources.base import DeploymentSource
-from tracker.sources.mysql import MySQLSource
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
+from tracker.monitor.loop import Monitor, build_sources
+from tracker.monitor.sources.base import DeploymentSource
+from tracker.monitor.sources.mysql import MySQLSource
+from tracker.sim.server import SimulatedPlatform
 
 pytestmark = pytest.mark.mysql
 
@@ -97,7 +97,7 @@ def sources_for(settings: Settings, clock: FakeClock) -> list[CountingSource]:
 
 
 def run(
-    store: Store,
+    store: SQLiteLog,
     sha: str,
     settings: Settings,
     clock: FakeClock,
@@ -125,7 +125,7 @@ def run(
             source.close()
 
 
-def polled(store: Store, sha: str, source: str | None = None) -> list[dict[str, Any]]:
+def polled(store: SQLiteLog, sha: str, source: str | None = None) -> list[dict[str, Any]]:
     return [
         e.data
         for e in store.events(stream=sha)

@@ -8,6 +8,7 @@ import pytest
 
 import tracker.policies as policies
 from tracker.config import Settings
+from tracker.monitor.sources.base import Observation
 from tracker.policies import (
     FixedPolicy,
     InformedPolicy,
@@ -18,7 +19,6 @@ from tracker.policies import (
     polls_to_detect,
     retry_delay,
 )
-from tracker.sources.base import Observation
 
 # Stepped over 480 s: 0, 5, ..., 120 is 120/5 + 1 = 25 polls; then 135, 150, ..., 480 is
 # (480 - 135)/15 + 1 = 24 polls. 49 in all.

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import tracker.store as store_module
+import tracker.log.sqlite as store_module
 from tracker.clock import FakeClock, iso
 from tracker.events import (
     SYSTEM_STREAM,
@@ -31,8 +31,8 @@ from tracker.events import (
     PushRejected,
     SourcesDisagreed,
 )
+from tracker.log.sqlite import SQLiteLog
 from tracker.projections import exit_code_of, measure_rows
-from tracker.store import Store
 
 SHAS = ("a" * 40, "b" * 40, "c" * 40)
 BENCH = Path(__file__).resolve().parent.parent / "bench"
@@ -125,7 +125,7 @@ def test_rebuild_equals_the_inline_projection(sequence: list[Step]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "events.db"
         clock = FakeClock()
-        store = Store(db, clock=clock, synchronous="OFF")
+        store = SQLiteLog(db, clock=clock, synchronous="OFF")
         store.last_seq()
         for stream, event, key, elapsed in sequence:
             clock.advance(elapsed)
@@ -141,7 +141,7 @@ def test_appends_through_the_store_and_a_replay_agree_on_a_whole_deployment(
     tmp_path: Path,
 ) -> None:
     clock = FakeClock()
-    store = Store(tmp_path / "events.db", clock=clock)
+    store = SQLiteLog(tmp_path / "events.db", clock=clock)
     sha = SHAS[0]
     store.append(sha, PushRecorded(sha=sha, branch="main"))
     for phase_name in ("PENDING_BUILD", "BUILDING", "DEPLOYING"):
@@ -171,7 +171,7 @@ def load_seed() -> ModuleType:
 def test_the_seeder_writes_what_appends_would_have(tmp_path: Path) -> None:
     db = tmp_path / "seeded.db"
     assert load_seed().seed(db, 300, workers=1) == 3000
-    store = Store(db)
+    store = SQLiteLog(db)
     assert store.integrity_check() == "ok"
     report = store.rebuild()
     assert (report.events, report.rows, report.clean) == (3000, 300, True)
@@ -213,7 +213,7 @@ def test_a_rebuild_in_worker_processes_finds_and_fixes_every_difference(tmp_path
     db = tmp_path / "seeded.db"
     load_seed().seed(db, 300, workers=1)
     expected = tables(db)
-    store = Store(db)
+    store = SQLiteLog(db)
     victims = corrupt(db)
     report = store.rebuild(workers=2)  # two spawned processes, each folding half the commits
     assert (report.events, report.rows) == (3000, 300)
@@ -238,7 +238,7 @@ def test_events_appended_during_a_rebuild_are_folded_under_the_lock(
 
     def replay_then_append(*args: object) -> object:
         found = real(*args)  # type: ignore[arg-type]
-        with Store(db) as writer:  # another writer, between the replay and the lock
+        with SQLiteLog(db) as writer:  # another writer, between the replay and the lock
             writer.append(late, DeploymentPolled(source="digitalocean", ok=False, api_calls=3,
                                                  error_kind="timeout"))  # fmt: skip
             sha = "9" * 40
@@ -246,7 +246,7 @@ def test_events_appended_during_a_rebuild_are_folded_under_the_lock(
         return found
 
     monkeypatch.setattr(store_module, "_compare_part", replay_then_append)
-    store = Store(db)
+    store = SQLiteLog(db)
     before = store.deployment(late)
     with sqlite3.connect(db) as conn:  # wrong before the rebuild: its fix must not be stale
         conn.execute("UPDATE deployments SET polls = 0 WHERE sha = ?", (late,))
@@ -270,7 +270,7 @@ def test_every_stream_falls_in_one_part_whatever_its_name(tmp_path: Path) -> Non
     """The parts split the commits by the last character of the stream: '' has none, and
     '$tracker' ends in a letter no SHA has."""
     db = tmp_path / "events.db"
-    store = Store(db, synchronous="OFF")
+    store = SQLiteLog(db, synchronous="OFF")
     streams = ["", SYSTEM_STREAM, *(c * 40 for c in "0123456789abcdef")]
     for stream in streams:
         store.append(stream, PushRecorded(sha=stream, branch="main"))

@@ -30,17 +30,17 @@ def test_star_import_gives_exactly_all() -> None:
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
     try:
-        tracker.Store  # type: ignore[attr-defined]
+        tracker.SQLiteLog  # type: ignore[attr-defined]
     except AttributeError as exc:
-        assert "Store" in str(exc)
+        assert "SQLiteLog" in str(exc)
     else:
-        raise AssertionError("tracker.Store should not be public")
+        raise AssertionError("tracker.SQLiteLog should not be public")
 
 
 def test_importing_the_package_imports_no_command_line_or_network_code() -> None:
     probe = (
         "import sys, tracker; from tracker import Tracker, DeploymentStatus;"
-        " heavy = [m for m in ('cyclopts', 'httpx', 'pymysql', 'sqlite_utils', 'tracker.cli')"
+        " heavy = [m for m in ('cyclopts', 'httpx', 'pymysql', 'sqlite_utils', 'tracker.cli.app')"
         " if m in sys.modules]; print(','.join(heavy))"
     )
     done = subprocess.run(

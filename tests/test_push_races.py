@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from gitrepo import Repo, git, make_repo, tracker_python, wait_until
 
-from tracker.hooks_install import install
-from tracker.sim import SimulatedPlatform
-from tracker.spool import process_alive, read_record, record_paths, take_in
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
+from tracker.push.install import install
+from tracker.push.spool import process_alive, read_record, record_paths, take_in
+from tracker.sim.server import SimulatedPlatform
 
 pytestmark = pytest.mark.slow
 
@@ -66,17 +66,17 @@ def clones(tmp_path: Path, sim: SimulatedPlatform, count: int) -> list[Repo]:
 
 def read(db: Path) -> None:
     """What every reader (`tracker status`, `events`, ...) does first: take in the spool."""
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         take_in(store, db.parent)
 
 
 def event_types(db: Path, sha: str) -> list[str]:
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         return [e.type for e in store.events(stream=sha)]
 
 
 def monitors_alive(db: Path) -> list[int]:
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         pids = {int(e.data["pid"]) for e in store.events() if e.type == "MonitorStarted"}
     return [pid for pid in pids if process_alive(pid)]
 
@@ -196,7 +196,7 @@ def test_a_push_whose_confirmer_never_ran_is_confirmed_and_watched_after_20_more
         timeout=SETTLE_S,
     )
     check(repo.db, [lost, *later], [])
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         row = store.deployment(lost)
     assert row is not None and row.terminal and os.path.exists(repo.db)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from gitrepo import make_repo
 
+from tracker.cli.query import bindings, output_format
 from tracker.errors import UsageError
 from tracker.events import (
     DeploymentFailed,
@@ -31,9 +32,8 @@ from tracker.events import (
     MonitorStarted,
     PushRecorded,
 )
-from tracker.query import bindings, output_format
-from tracker.spool import PushRecord, record_paths, write_record
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
+from tracker.push.spool import PushRecord, record_paths, write_record
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,7 +89,7 @@ def contents(db: Path) -> tuple[object, ...]:
 
 
 @pytest.fixture
-def seeded(store: Store) -> dict[str, str]:
+def seeded(store: SQLiteLog) -> dict[str, str]:
     """A live commit, a failed one (with its reason) and one in progress, through the store."""
     shas = {name: sha_of(n) for n, name in enumerate(("live", "failed", "building"), start=1)}
     t0 = time.time() - 100  # now, not at import: nothing here is stale (300 s of silence) yet
@@ -234,7 +234,9 @@ def test_a_statement_that_would_write_is_refused_and_changes_nothing(
         ("SELECT :missing", "missing"),
     ],
 )
-def test_a_wrong_statement_is_bad_input(db_path: Path, store: Store, sql: str, says: str) -> None:
+def test_a_wrong_statement_is_bad_input(
+    db_path: Path, store: SQLiteLog, sql: str, says: str
+) -> None:
     store.last_seq()
     done = query(sql, db=db_path)
     assert done.returncode == 64 and says in done.stderr, done.stderr
@@ -329,7 +331,7 @@ def test_csv_nl_and_an_empty_answer(seeded: dict[str, str], db_path: Path) -> No
     assert query("--nl", empty, db=db_path).stdout == ""
 
 
-def test_a_table_escapes_control_characters(db_path: Path, store: Store) -> None:
+def test_a_table_escapes_control_characters(db_path: Path, store: SQLiteLog) -> None:
     store.last_seq()
     sql = "SELECT 'red' || char(27) || '[31m' AS text, 42 AS n, NULL AS absent"
     done = query("--table", sql, db=db_path)

@@ -23,9 +23,9 @@ from gitrepo import Repo, make_repo, tracker_python, wait_until
 from tracker import gitutil
 from tracker.api import Tracker
 from tracker.events import DeploymentPolled, MonitorStarted, PushRecorded
-from tracker.hooks_install import install
-from tracker.spool import record_paths
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
+from tracker.push.install import install
+from tracker.push.spool import record_paths
 
 HERE = Path(__file__).resolve().parent
 PATIENT = {"TRACKER_LOCK_TIMEOUT": "120"}  # far beyond the deadline of every `tracker` run
@@ -52,13 +52,13 @@ def as_json(done: subprocess.CompletedProcess[str]) -> dict[str, object]:
 def repo(tmp_path: Path) -> Repo:
     made = make_repo(tmp_path)
     install(made.work, python=tracker_python())
-    with Store(made.db) as store:
+    with SQLiteLog(made.db) as store:
         store.last_seq()  # the log exists, migrated: reading it needs no lock from here on
     return made
 
 
 def events_of(db: Path, sha: str) -> list[str]:
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         return [e.type for e in store.events(stream=sha)]
 
 
@@ -98,7 +98,7 @@ def holding(*argv: str, ready: str) -> Iterator[subprocess.Popen[str]]:
 STOPPED_WRITER = r"""
 import os, signal, sys, time
 from tracker.events import PushRecorded
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
 
 class StopMidAppend:
     armed = False
@@ -114,7 +114,7 @@ class StopMidAppend:
         time.sleep(seconds)
 
 clock = StopMidAppend()
-store = Store(sys.argv[1], clock=clock)
+store = SQLiteLog(sys.argv[1], clock=clock)
 store.last_seq()
 clock.armed = True
 sha = "e" * 40
@@ -225,7 +225,7 @@ def test_a_push_the_log_already_holds_is_answered_from_the_log_while_it_is_busy(
     """A record the log has taken in (the confirmer's `PushRecorded`) is not answered from the
     spool: the log knows more (here: the push was confirmed, and a monitor claimed it)."""
     sha = repo.commit()
-    with Store(repo.db) as store:  # as if recorded by the confirmer, record still spooled
+    with SQLiteLog(repo.db) as store:  # as if recorded by the confirmer, record still spooled
         pushed = PushRecorded(sha=sha, branch="main", source="hook", push_id="x")
         store.append(sha, pushed, key="push:x")
         store.append(sha, MonitorStarted(os.getpid(), os.uname().nodename, "stepped"))
@@ -271,7 +271,7 @@ def test_wait_on_a_stale_commit_with_no_source_returns_at_once_and_resumes_nothi
     gone = subprocess.Popen(["true"])
     gone.wait()
     sha = "f" * 40
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         store.append(sha, PushRecorded(sha=sha, branch="main", source="cli"))
         store.append(sha, MonitorStarted(gone.pid, os.uname().nodename, "stepped"))
         store.append(sha, DeploymentPolled("digitalocean", True, True, "BUILDING"))

@@ -11,6 +11,8 @@ import pytest
 
 from tracker.clock import iso
 from tracker.events import DeploymentFailed, DeploymentPolled, DeploymentSucceeded, PushRecorded
+from tracker.log.sqlite import SQLiteLog
+from tracker.read.stats import recent_history
 from tracker.schedule import (
     PUSH,
     History,
@@ -24,8 +26,6 @@ from tracker.schedule import (
     phase_clock,
     schedule_offsets,
 )
-from tracker.stats import recent_history
-from tracker.store import Store
 
 T0 = 1_800_000_000.0
 
@@ -265,7 +265,7 @@ def test_a_phase_gone_through_unseen_is_believed_short_and_followed_by_the_rest(
 # -- the history in the log ---------------------------------------------------------------------
 
 
-def record(store: Store, sha: str, at: float, phases: dict[str, float], fails: bool) -> float:
+def record(store: SQLiteLog, sha: str, at: float, phases: dict[str, float], fails: bool) -> float:
     """A deployment as a monitor records it: push, a poll per phase (with the platform's time of
     it), the verdict. Returns the time of the verdict."""
     store.append(sha, PushRecorded(sha=sha, branch="main", pushed_at=iso(at)), at=at)
@@ -283,7 +283,7 @@ def record(store: Store, sha: str, at: float, phases: dict[str, float], fails: b
     return t + 1
 
 
-def test_the_history_is_read_from_the_logs_measures_newest_first(store: Store) -> None:
+def test_the_history_is_read_from_the_logs_measures_newest_first(store: SQLiteLog) -> None:
     at = T0
     for n in range(5):
         phases = {"PENDING_BUILD": 5.0, "BUILDING": 100.0 + n, "DEPLOYING": 60.0}
@@ -301,8 +301,8 @@ def test_the_history_is_read_from_the_logs_measures_newest_first(store: Store) -
     assert recent_history(store, branch="other").deployments == ()
 
 
-def test_the_history_query_walks_indexes(store: Store) -> None:
-    from tracker.stats import _HISTORY_SQL
+def test_the_history_query_walks_indexes(store: SQLiteLog) -> None:
+    from tracker.read.stats import _HISTORY_SQL
 
     record(store, "a" * 40, T0, {"BUILDING": 10.0}, fails=False)
     with store.reading() as conn:

@@ -31,8 +31,8 @@ from tracker.events import (
     PushRecorded,
     PushRejected,
 )
+from tracker.log.sqlite import SQLiteLog, migrations
 from tracker.projections import DeploymentRow, SourceCallRow, exit_code_of
-from tracker.store import Store, migrations
 
 REPO = Path(__file__).resolve().parent.parent
 SQLITE3 = "/usr/bin/sqlite3"
@@ -45,7 +45,7 @@ def columns(db: Path, table: str) -> set[str]:
 
 def fresh(tmp_path: Path) -> Path:
     db = tmp_path / "events.db"
-    Store(db).last_seq()
+    SQLiteLog(db).last_seq()
     return db
 
 
@@ -81,7 +81,7 @@ def test_an_old_empty_database_is_migrated_on_open(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE scratch (x)")
         conn.execute("DROP TABLE scratch")
     assert columns(db, "events") == set()
-    store = Store(db)
+    store = SQLiteLog(db)
     assert store.last_seq() == 0
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations())
@@ -94,7 +94,7 @@ def test_files_are_private_to_their_owner(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
         db = tmp_path / "state" / "tracker" / "events.db"
-        Store(db).append("f" * 40, PushRecorded(sha="f" * 40, branch="main"))
+        SQLiteLog(db).append("f" * 40, PushRecorded(sha="f" * 40, branch="main"))
     finally:
         os.umask(old)
     assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
@@ -124,7 +124,7 @@ def a_log_of_schema_1(db: Path) -> tuple[list[list[tuple[object, ...]]], list[st
     totals, no branch of a call, no attempts (and no view: migration 3 makes it again).
     Returns the tables the new code wrote, and the commits."""
     clock = FakeClock(start=1_800_000_000.0)
-    store = Store(db, clock=clock)
+    store = SQLiteLog(db, clock=clock)
     shas = []
     for i, story in enumerate(STORIES.values()):
         sha = f"{i + 1:x}" * 40
@@ -161,7 +161,7 @@ def test_a_log_of_schema_1_is_migrated_and_its_projections_replayed_on_open(
 ) -> None:
     db = tmp_path / "events.db"
     expected, _ = a_log_of_schema_1(db)
-    reopened = Store(db)
+    reopened = SQLiteLog(db)
     assert reopened.last_seq() > 0  # opening migrates, then replays the log into every table
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations())
@@ -179,20 +179,20 @@ def test_the_replay_after_a_migration_waits_for_nobody_and_survives_an_interrupt
     guard.touch()
     with guard.open("r+") as held:  # another store is replaying: this one does not wait
         fcntl.flock(held, fcntl.LOCK_EX)
-        other = Store(db)
+        other = SQLiteLog(db)
         assert other.last_seq() > 0 and "replay" in checkpoints(db)
         other.close()
 
-    def interrupted(self: Store, **kwargs: object) -> None:
+    def interrupted(self: SQLiteLog, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Store, "rebuild", interrupted)  # a replay killed half way
+    monkeypatch.setattr(SQLiteLog, "rebuild", interrupted)  # a replay killed half way
     with pytest.raises(KeyboardInterrupt):
-        Store(db).last_seq()
+        SQLiteLog(db).last_seq()
     monkeypatch.undo()
     assert "replay" in checkpoints(db)  # still asked for: the next store does it
     late = "f" * 40
-    store = Store(db)
+    store = SQLiteLog(db)
     store.append(late, PushRecorded(sha=late, branch="main"))
     assert set(checkpoints(db)) == {"deployments"}
     assert store.rebuild().clean  # every projection equals a replay of the log
@@ -231,12 +231,12 @@ def test_the_deployment_status_view_answers_from_the_sqlite3_program(tmp_path: P
     shas = {}
     for i, (name, story) in enumerate(STORIES.items()):
         sha = shas[name] = f"{i + 1:x}" * 40
-        store = Store(db, clock=FakeClock(start=time.time()))
+        store = SQLiteLog(db, clock=FakeClock(start=time.time()))
         store.append(sha, PushRecorded(sha=sha, branch="main"))
         for event in story:
             store.append(sha, event)
     stale = shas["stale"] = "d" * 40
-    old = Store(db, clock=FakeClock(start=time.time() - 3600))  # a monitor silent for an hour
+    old = SQLiteLog(db, clock=FakeClock(start=time.time() - 3600))  # a monitor silent for an hour
     old.append(stale, PushRecorded(sha=stale, branch="main"))
     old.append(stale, MonitorStarted(pid=999_999, host="gone", policy="stepped"))
     old.append(stale, poll("BUILDING"))
@@ -290,14 +290,14 @@ def test_the_wheel_carries_schema_sql_and_finds_it_when_installed(
         [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
         check=True, timeout=300,
     )  # fmt: skip
-    probe = "from tracker.store import migrations, schema_text; print(len(migrations()))"
+    probe = "from tracker.log.sqlite import migrations, schema_text; print(len(migrations()))"
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     result = subprocess.run(
         [python, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path, env=env
     )
     assert int(result.stdout) == len(migrations()) >= 1
     where = subprocess.run(
-        [python, "-c", "import tracker.store as s; print(s.__file__)"],
+        [python, "-c", "import tracker.log.sqlite as s; print(s.__file__)"],
         capture_output=True, text=True, check=True, cwd=tmp_path, env=env,
     ).stdout  # fmt: skip
     assert str(venv) in where, "the probe imported the checkout, not the installed wheel"
@@ -346,7 +346,7 @@ def test_the_view_and_tracker_status_agree_on_a_silent_monitor(tmp_path: Path) -
     from tracker.api import Tracker
 
     db, sha, now = tmp_path / "events.db", "5" * 40, time.time()
-    store = Store(db, clock=FakeClock(start=now - 450))  # seven and a half minutes ago
+    store = SQLiteLog(db, clock=FakeClock(start=now - 450))  # seven and a half minutes ago
     store.append(sha, PushRecorded(sha=sha, branch="main"))
     store.append(sha, MonitorStarted(pid=os.getpid(), host=socket.gethostname(), policy="fixed"))
     store.append(sha, poll("BUILDING"))

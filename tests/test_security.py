@@ -24,10 +24,10 @@ from mariadb import admin_connection
 
 from tracker.api import Tracker
 from tracker.config import load_settings
-from tracker.hooks_install import install
-from tracker.sim import SimulatedPlatform
-from tracker.spool import record_paths
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
+from tracker.push.install import install
+from tracker.push.spool import record_paths
+from tracker.sim.server import SimulatedPlatform
 
 TOKEN = "dop_v1_s3cr3tT0k3n9f2b7c41e8d06a5"
 PASSWORD = "Pw-s3cr3t-Db-4be1c9d7"
@@ -146,7 +146,7 @@ def test_a_detached_monitor_keeps_the_secrets_out_of_everything(
     )
     platform.inject("5xx", times=1, after=2, status=503)
     record(db, sha)
-    with Store(db) as keeper:  # an open reader keeps the WAL file (and its frames) on disk
+    with SQLiteLog(db) as keeper:  # an open reader keeps the WAL file (and its frames) on disk
         keeper.deployment(sha)
         _run_and_check(tmp_path, db, sha, env, platform)
 
@@ -167,7 +167,7 @@ def _run_and_check(
 
     wait_until(lambda: _state(db, sha) == "failed", timeout=30)
     wait_until(lambda: not watch_cmdline(pid, timeout=0.1), timeout=10)
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         started_events = [e for e in store.events(stream=sha) if e.type == "MonitorStarted"]
         polls = [e.data for e in store.events(stream=sha) if e.type == "DeploymentPolled"]
         row = store.deployment(sha)
@@ -209,7 +209,7 @@ def _run_and_check(
 
 
 def _state(db: Path, sha: str) -> str | None:
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         row = store.deployment(sha)
     return row.state if row else None
 
@@ -330,7 +330,7 @@ def test_record_push_strips_credentials_from_the_remote_url(tmp_path: Path) -> N
     db = tmp_path / "log" / "events.db"
     sha = "6" * 40
     record(db, sha)
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         [pushed] = [e for e in store.events(stream=sha) if e.type == "PushRecorded"]
         row = store.deployment(sha)
     assert pushed.data["remote_url"] == STRIPPED_URL
@@ -366,11 +366,11 @@ def test_a_hook_push_to_an_https_url_with_a_token_records_it_stripped(tmp_path: 
     def settled() -> list[str]:
         if not repo.db.exists() or record_paths(repo.spool):
             return []
-        with Store(repo.db) as store:
+        with SQLiteLog(repo.db) as store:
             return [e.type for e in store.events(stream=sha)]
 
     assert wait_until(lambda: "PushConfirmed" in settled())
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         [event] = [e for e in store.events(stream=sha) if e.type == "PushRecorded"]
     assert event.data["remote_url"] == STRIPPED_URL
     assert event.data["source"] == "hook"

@@ -30,13 +30,13 @@ from hostile import (
 )
 
 from tracker.clock import FakeClock
-from tracker.sim import (
+from tracker.monitor.sources.base import LogTail, Observation, outcome_of
+from tracker.monitor.sources.digitalocean import DigitalOceanSource
+from tracker.sim.server import (
     BUILD_FAILURE_LINE,
     DEPLOY_FAILURE_LINE,
     SimulatedPlatform,
 )
-from tracker.sources.base import LogTail, Observation, outcome_of
-from tracker.sources.digitalocean import DigitalOceanSource
 
 TOKEN = "dop_v1_" + "5ec7e7" * 10
 

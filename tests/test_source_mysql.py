@@ -15,8 +15,14 @@ from mariadb import admin_connection, plan_table
 
 from tracker.config import MySQLSettings, load_settings
 from tracker.errors import ConfigError
-from tracker.sources.base import LogTail, outcome_of
-from tracker.sources.mysql import MySQLSource, describe_error, phase_of, scrub, tls_arguments
+from tracker.monitor.sources.base import LogTail, outcome_of
+from tracker.monitor.sources.mysql import (
+    MySQLSource,
+    describe_error,
+    phase_of,
+    scrub,
+    tls_arguments,
+)
 
 SHA = "a" * 40
 OTHER = "b" * 40

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from gitrepo import Repo, make_repo
 
-from tracker.spool import (
+from tracker.log.sqlite import SQLiteLog
+from tracker.push.spool import (
     PushRecord,
     record_paths,
     spool_dir,
     take_in,
     write_record,
 )
-from tracker.store import Store
 
 
 def dead_pid() -> int:
@@ -50,7 +50,7 @@ def pushed(repo: Repo, ref: str = "HEAD:main") -> str:
     return sha
 
 
-def kinds(store: Store, sha: str) -> list[str]:
+def kinds(store: SQLiteLog, sha: str) -> list[str]:
     return [e.type for e in store.events(stream=sha)]
 
 
@@ -59,7 +59,7 @@ def decided(repo: Repo, sha: str) -> list[str]:
     from gitrepo import wait_until
 
     def done() -> list[str] | None:
-        with Store(repo.db) as store:
+        with SQLiteLog(repo.db) as store:
             found = kinds(store, sha)
         return found if len(found) > 1 and not record_paths(repo.spool) else None
 
@@ -100,7 +100,7 @@ def test_records_are_written_atomically_and_owner_only(repo: Repo, tmp_path: Pat
 
 
 def test_take_in_with_an_empty_spool_touches_nothing(tmp_path: Path) -> None:
-    store = Store(tmp_path / "log" / "events.db")
+    store = SQLiteLog(tmp_path / "log" / "events.db")
     assert take_in(store, tmp_path / "log") == 0
     assert not (tmp_path / "log").exists()  # not even the log was opened
 
@@ -108,7 +108,7 @@ def test_take_in_with_an_empty_spool_touches_nothing(tmp_path: Path) -> None:
 def test_take_in_records_and_decides_an_orphaned_push(repo: Repo) -> None:
     sha = pushed(repo)
     write_record(repo.spool, record_for(repo, sha))
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         assert take_in(store, repo.log_dir) == 2
         assert kinds(store, sha) == ["PushRecorded", "PushConfirmed"]
         assert record_paths(repo.spool) == []
@@ -122,11 +122,11 @@ def test_take_in_records_and_decides_an_orphaned_push(repo: Repo) -> None:
 def test_take_in_hands_a_push_only_the_remote_can_decide_to_a_confirmer(repo: Repo) -> None:
     sha = repo.commit("never pushed")
     write_record(repo.spool, record_for(repo, sha))
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         take_in(store, repo.log_dir)  # no network here: the tracking ref does not have it
         assert kinds(store, sha) == ["PushRecorded"]
     assert decided(repo, sha) == ["PushRecorded", "PushRejected"]  # the confirmer asked
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         assert store.deployment(sha).state == "rejected"  # type: ignore[union-attr]
         assert "git exited" in store.events(stream=sha)[1].data["reason"]
 
@@ -142,13 +142,13 @@ def test_take_in_leaves_the_deciding_to_a_live_git_or_confirmer(repo: Repo, who:
     try:
         field = {"git_pid": alive.pid} if who == "git" else {"confirmer_pid": alive.pid}
         write_record(repo.spool, record_for(repo, sha, **field))
-        with Store(repo.db) as store:
+        with SQLiteLog(repo.db) as store:
             assert take_in(store, repo.log_dir) == 1
             assert kinds(store, sha) == ["PushRecorded"] and record_paths(repo.spool)
     finally:
         alive.kill()
         alive.wait()
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         assert take_in(store, repo.log_dir) == 1  # gone now: decided
         assert kinds(store, sha) == ["PushRecorded", "PushConfirmed"]
 
@@ -159,7 +159,7 @@ def test_take_in_does_not_race_a_confirmer_holding_the_record(repo: Repo) -> Non
     fd = os.open(path, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        with Store(repo.db) as store:
+        with SQLiteLog(repo.db) as store:
             assert take_in(store, repo.log_dir) == 1
             assert kinds(store, sha) == ["PushRecorded"] and path.exists()
     finally:
@@ -169,7 +169,7 @@ def test_take_in_does_not_race_a_confirmer_holding_the_record(repo: Repo) -> Non
 def test_take_in_leaves_the_spool_alone_when_the_lock_is_held(repo: Repo) -> None:
     sha = pushed(repo)
     path = write_record(repo.spool, record_for(repo, sha))
-    with Store(repo.db, lock_timeout=0.1) as store:
+    with SQLiteLog(repo.db, lock_timeout=0.1) as store:
         store.last_seq()
         fd = os.open(store.lock_path, os.O_RDWR)
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -185,7 +185,7 @@ def test_take_in_sets_aside_garbage_and_skips_records_of_another_log(repo: Repo)
     spool_dir(repo.log_dir).mkdir(parents=True)
     (repo.spool / "junk.push").write_text("not a record")
     other = write_record(repo.spool, record_for(repo, sha, db="/elsewhere/events.db"))
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         assert take_in(store, repo.log_dir) == 0
     assert (repo.spool / "junk.push.bad").exists() and other.exists()
 
@@ -193,12 +193,12 @@ def test_take_in_sets_aside_garbage_and_skips_records_of_another_log(repo: Repo)
 def test_an_unreachable_url_push_stays_pending_with_a_confirmer_on_it(
     repo: Repo, tmp_path: Path
 ) -> None:
-    from tracker.spool import confirmer_alive, read_record
+    from tracker.push.spool import confirmer_alive, read_record
 
     sha = pushed(repo)
     gone = str(tmp_path / "no-such-remote.git")
     write_record(repo.spool, record_for(repo, sha, remote="", url=gone))
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         assert take_in(store, repo.log_dir) == 1
         [path] = record_paths(repo.spool)  # cannot tell yet: kept, and handed over
         pid = read_record(path).confirmer_pid
@@ -226,13 +226,13 @@ def test_a_push_recorded_by_hand_names_the_same_pusher_as_the_hook(repo: Repo) -
 
     sha = pushed(repo)
     write_record(repo.spool, record_for(repo, sha))
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         take_in(store, repo.log_dir)
         by_hook = store.events(stream=sha)[0].data["pushed_by"]
     later = repo.commit("by hand")
     with Tracker(repo.db, repo=repo.work) as tracker:
         tracker.record_push(later, "main", monitor=False)
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         by_hand = store.events(stream=later)[0].data["pushed_by"]
     assert by_hook == by_hand == "pusher@example.com"
 
@@ -266,10 +266,10 @@ def test_a_push_by_url_that_other_clones_pushed_over_is_confirmed(
     assert repo.git("cat-file", "-e", tip, check=False).returncode != 0  # not here yet
     before = refs_of(repo)
     write_record(repo.spool, record_for(repo, sha, remote="", url=str(repo.remote)))
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         assert take_in(store, repo.log_dir) == 1
     assert decided(repo, sha) == ["PushRecorded", "PushConfirmed"]
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         [_, verdict] = store.events(stream=sha)
     assert verdict.data["reason"] == f"the pushed commit is in the remote's main (now {tip[:12]})"
     assert refs_of(repo) == before  # the tip was fetched without moving any ref
@@ -285,10 +285,10 @@ def test_a_push_by_url_whose_commit_never_reached_the_branch_is_rejected(
     sha = repo.commit("refused: not a fast-forward")
     assert repo.git("push", "--no-verify", str(repo.remote), "HEAD:main", check=False).returncode
     write_record(repo.spool, record_for(repo, sha, remote="", url=str(repo.remote)))
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         take_in(store, repo.log_dir)
     assert decided(repo, sha) == ["PushRecorded", "PushRejected"]
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         assert "lacks it" in store.events(stream=sha)[1].data["reason"]
 
 
@@ -302,10 +302,10 @@ def test_a_push_by_name_followed_by_25_more_is_confirmed(repo: Repo, evidence: s
     if evidence == "remote":
         repo.git("update-ref", "-d", "refs/remotes/origin/main")
     write_record(repo.spool, record_for(repo, sha, pushed_at=time.time() - 5))
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         take_in(store, repo.log_dir)
     assert decided(repo, sha) == ["PushRecorded", "PushConfirmed"]  # the remote: by a confirmer
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         reason = store.events(stream=sha)[1].data["reason"]
     assert {
         "reflog": "the reflog of refs/remotes/origin/main records the push",
@@ -319,7 +319,7 @@ def test_the_reflog_is_read_back_only_to_the_push(repo: Repo) -> None:
     sha = pushed(repo)
     later = time.time() + 3600
     record = record_for(repo, sha, pushed_at=later)
-    from tracker.spool import pushed_per_reflog
+    from tracker.push.spool import pushed_per_reflog
 
     assert pushed_per_reflog(record_for(repo, sha, pushed_at=time.time()))
     assert not pushed_per_reflog(record)
@@ -329,13 +329,13 @@ def test_a_confirmer_finds_a_push_a_reader_settled_in_the_log(repo: Repo) -> Non
     """The confirmer that loses the race to a reader still knows the push was confirmed (and
     so starts its monitor)."""
     from tracker.clock import SYSTEM_CLOCK
-    from tracker.confirm import confirmed_in_log
+    from tracker.push.confirm import confirmed_in_log
 
     sha = pushed(repo)
     record = record_for(repo, sha)
     write_record(repo.spool, record)
     assert not confirmed_in_log(record, SYSTEM_CLOCK)
-    with Store(repo.db) as store:
+    with SQLiteLog(repo.db) as store:
         take_in(store, repo.log_dir)
     assert confirmed_in_log(record, SYSTEM_CLOCK)
     assert not confirmed_in_log(replace(record, push_id="another-push"), SYSTEM_CLOCK)

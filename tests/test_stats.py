@@ -1,4 +1,4 @@
-"""`tracker stats`: numbers from real logs (events appended through `Store.append` at set times)
+"""`tracker stats`: numbers from real logs (events appended through `SQLiteLog.append` at set times)
 checked against values computed by hand."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import tracker.stats as stats_module
+import tracker.read.stats as stats_module
 from tracker.clock import iso
 from tracker.errors import UsageError
 from tracker.events import (
@@ -23,10 +23,11 @@ from tracker.events import (
     PushRecorded,
     PushRejected,
 )
+from tracker.log.sqlite import SQLiteLog
 from tracker.output import safe
 from tracker.policies import FixedPolicy, baseline_polls, polls_to_detect
 from tracker.projections import phase_spans
-from tracker.stats import (
+from tracker.read.stats import (
     Stats,
     Summary,
     compute_stats,
@@ -36,7 +37,6 @@ from tracker.stats import (
     stats_text,
     summarise,
 )
-from tracker.store import Store
 
 T0 = 1_800_000_000.0
 NOW = T0 + 10_000.0
@@ -47,18 +47,18 @@ def sha(n: int) -> str:
 
 
 @pytest.fixture
-def log(tmp_path: Path) -> Iterator[Store]:
-    with Store(tmp_path / "events.db", synchronous="NORMAL") as store:
+def log(tmp_path: Path) -> Iterator[SQLiteLog]:
+    with SQLiteLog(tmp_path / "events.db", synchronous="NORMAL") as store:
         yield store
 
 
-def push(store: Store, n: int, at: float, branch: str = "main") -> None:
+def push(store: SQLiteLog, n: int, at: float, branch: str = "main") -> None:
     event = PushRecorded(sha=sha(n), branch=branch, source="cli", pushed_at=iso(at))
     store.append(sha(n), event, at=at)
 
 
 def poll(
-    store: Store, n: int, at: float, phase: str | None = None, *, api: int = 1, db: int = 0,
+    store: SQLiteLog, n: int, at: float, phase: str | None = None, *, api: int = 1, db: int = 0,
     source: str = "digitalocean", ok: bool = True, kind: str | None = None,
     retry: bool = False, remaining: int | None = None,
 ) -> None:  # fmt: skip
@@ -72,7 +72,7 @@ def poll(
 
 
 def deploy(
-    store: Store,
+    store: SQLiteLog,
     n: int,
     pushed: float,
     phases: dict[str, float],
@@ -167,7 +167,7 @@ def test_baseline_polls_equal_polls_to_detect() -> None:
 # -- from real logs ---------------------------------------------------------------------------
 
 
-def seeded(store: Store) -> None:
+def seeded(store: SQLiteLog) -> None:
     """Four live deployments (100, 200, 300, 400 s), one failed, one pending, one rejected,
     one timed out."""
     for i, seconds in enumerate((100, 200, 300, 400)):
@@ -186,7 +186,7 @@ def seeded(store: Store) -> None:
     store.append(sha(7), MonitorTimedOut(waited_s=480.0, last_phase="BUILDING"), at=T0 + 6681)
 
 
-def test_outcomes_and_success_rate(log: Store) -> None:
+def test_outcomes_and_success_rate(log: SQLiteLog) -> None:
     seeded(log)
     d = compute_stats(log, now=NOW).deployments
     assert (d.total, d.succeeded, d.failed, d.timed_out, d.rejected, d.in_progress) == (
@@ -196,7 +196,7 @@ def test_outcomes_and_success_rate(log: Store) -> None:
     assert d.success_rate == round(4 / 6, 4)
 
 
-def test_push_to_live_and_detection_lag_by_hand(log: Store) -> None:
+def test_push_to_live_and_detection_lag_by_hand(log: SQLiteLog) -> None:
     seeded(log)
     stats = compute_stats(log, now=NOW)
     # push to live is the platform's time of it (trusted: between the push and our detection)
@@ -206,7 +206,7 @@ def test_push_to_live_and_detection_lag_by_hand(log: Store) -> None:
     assert sum(b.count for b in stats.durations.push_to_live_histogram) == 4
 
 
-def test_per_phase_durations_by_hand(log: Store) -> None:
+def test_per_phase_durations_by_hand(log: SQLiteLog) -> None:
     seeded(log)
     phases = compute_stats(log, now=NOW).durations.phases
     assert list(phases) == ["PENDING_BUILD", "BUILDING", "DEPLOYING"]  # pipeline order
@@ -217,7 +217,7 @@ def test_per_phase_durations_by_hand(log: Store) -> None:
     assert phases["DEPLOYING"] == Summary(4, 230.0, 185.0, 365.0, 365.0, 95.0, 365.0)
 
 
-def test_fixed_poll_counterfactual_by_hand(log: Store) -> None:
+def test_fixed_poll_counterfactual_by_hand(log: SQLiteLog) -> None:
     seeded(log)
     fixed = compute_stats(log, now=NOW).fixed_10s
     # monitor starts 1 s after the push; live after 97.5, 196.5, 295.5, 394.5 s; failed 46 s;
@@ -232,7 +232,7 @@ def test_fixed_poll_counterfactual_by_hand(log: Store) -> None:
     assert fixed.ratio == round(14 / 159, 3)
 
 
-def test_api_total_is_the_sum_over_poll_and_log_events(log: Store) -> None:
+def test_api_total_is_the_sum_over_poll_and_log_events(log: SQLiteLog) -> None:
     seeded(log)
     poll(log, 4, T0 + 5051, None, api=2, ok=False, kind="timeout", retry=True)
     poll(log, 4, T0 + 5052, None, api=0, db=1, source="mysql", ok=False, kind="connection")
@@ -252,7 +252,7 @@ def test_api_total_is_the_sum_over_poll_and_log_events(log: Store) -> None:
     assert per == Summary(6, 3.333, 3.0, 7.0, 7.0, 1.0, 7.0)
 
 
-def test_last_minute_and_hour_are_relative_to_now(log: Store) -> None:
+def test_last_minute_and_hour_are_relative_to_now(log: SQLiteLog) -> None:
     push(log, 1, NOW - 4000)
     for offset, calls in ((-30, 2), (-61, 3), (-3599, 4), (-3601, 5), (5, 7)):
         poll(log, 1, NOW + offset, "BUILDING", api=calls, remaining=4000 + calls)
@@ -263,7 +263,7 @@ def test_last_minute_and_hour_are_relative_to_now(log: Store) -> None:
     assert a.total == 21
 
 
-def test_empty_log(log: Store) -> None:
+def test_empty_log(log: SQLiteLog) -> None:
     stats = compute_stats(log, now=NOW)
     assert stats.deployments.total == 0 and stats.deployments.success_rate is None
     assert stats.durations.push_to_live == Summary()
@@ -274,7 +274,7 @@ def test_empty_log(log: Store) -> None:
     assert "deployments" in stats_text(stats)
 
 
-def test_only_pending_pushes(log: Store) -> None:
+def test_only_pending_pushes(log: SQLiteLog) -> None:
     for n in range(3):
         push(log, n, T0 + n)
     stats = compute_stats(log, now=NOW)
@@ -285,7 +285,7 @@ def test_only_pending_pushes(log: Store) -> None:
     assert "3 pending or in progress" in stats_text(stats)
 
 
-def test_since_that_excludes_everything(log: Store) -> None:
+def test_since_that_excludes_everything(log: SQLiteLog) -> None:
     seeded(log)
     poll(log, 7, NOW - 10, "BUILDING", api=4)
     since = parse_since("5s", NOW)
@@ -297,7 +297,7 @@ def test_since_that_excludes_everything(log: Store) -> None:
     stats_text(stats)
 
 
-def test_since_and_branch_select_deployments_and_their_calls(log: Store) -> None:
+def test_since_and_branch_select_deployments_and_their_calls(log: SQLiteLog) -> None:
     seeded(log)
     push(log, 20, T0 + 7000, branch="dev")
     poll(log, 20, T0 + 7001, "BUILDING", api=9)
@@ -310,7 +310,7 @@ def test_since_and_branch_select_deployments_and_their_calls(log: Store) -> None
     assert recent.durations.push_to_live.count == 1  # only the 400 s one was pushed since
 
 
-def test_text_has_no_escape_codes_unless_asked(log: Store) -> None:
+def test_text_has_no_escape_codes_unless_asked(log: SQLiteLog) -> None:
     seeded(log)
     stats = compute_stats(log, now=NOW)
     plain = stats_text(stats, colour=False)
@@ -319,7 +319,7 @@ def test_text_has_no_escape_codes_unless_asked(log: Store) -> None:
     assert "\033[1m" in safe(stats_text(stats, colour=True))  # what `say` writes
 
 
-def test_to_dict_has_the_contract_keys(log: Store) -> None:
+def test_to_dict_has_the_contract_keys(log: SQLiteLog) -> None:
     seeded(log)
     out = json.loads(json.dumps(compute_stats(log, now=NOW).to_dict()))
     for key in ("deployments", "durations", "api_calls", "db_queries", "errors"):
@@ -351,7 +351,7 @@ def test_parse_since_rejects_garbage(text: str) -> None:
 LIVE_AFTER = (0.0, 0.5, 10.0, 10.001, 47.25, 99.999, 100.0, 479.999, 480.0, 481.0, 900.0)
 
 
-def random_log(store: Store, rng: random.Random, n: int) -> None:
+def random_log(store: SQLiteLog, rng: random.Random, n: int) -> None:
     """`n` deployments on two branches with every outcome, failed and retried polls, two
     sources and log fetches; times on a millisecond grid (as the measures round them)."""
     for i in range(n):
@@ -387,7 +387,7 @@ def random_log(store: Store, rng: random.Random, n: int) -> None:
             store.append(sha(i), MonitorTimedOut(waited_s=480.0), at=pushed + 481)
 
 
-def reference(store: Store, since: float | None, branch: str | None) -> dict[str, object]:
+def reference(store: SQLiteLog, since: float | None, branch: str | None) -> dict[str, object]:
     """Stats computed the plain way: every row in Python, sorted lists, bisection."""
     every = store.deployments()
     rows = [
@@ -471,7 +471,7 @@ def observed(stats: Stats) -> dict[str, object]:
 @pytest.mark.parametrize("small_window", [stats_module.SMALL_WINDOW, 0])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_indexed_stats_equal_a_plain_computation_over_every_row(
-    log: Store, seed: int, small_window: int, monkeypatch: pytest.MonkeyPatch
+    log: SQLiteLog, seed: int, small_window: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both ways of reading a --since window: values read and sorted, and the index walked."""
     monkeypatch.setattr(stats_module, "SMALL_WINDOW", small_window)
@@ -491,7 +491,7 @@ def test_indexed_stats_equal_a_plain_computation_over_every_row(
 # -- what a person reads ----------------------------------------------------------------------
 
 
-def test_a_commit_superseded_by_a_live_successor_counts_as_a_success(log: Store) -> None:
+def test_a_commit_superseded_by_a_live_successor_counts_as_a_success(log: SQLiteLog) -> None:
     from tracker.events import DeploymentSuperseded
 
     deploy(log, 1, T0, {"BUILDING": 2.0}, live=60.0, detected=61.0)
@@ -508,7 +508,7 @@ def test_a_commit_superseded_by_a_live_successor_counts_as_a_success(log: Store)
 
 
 def test_the_comparison_says_which_way_it_goes() -> None:
-    from tracker.stats import Comparison, comparison_line
+    from tracker.read.stats import Comparison, comparison_line
 
     more = comparison_line(Comparison(10.0, 4, 8, 39, 1.1))
     assert more == (
@@ -533,7 +533,7 @@ def test_the_histogram_fits_small_counts_and_its_labels_never_repeat(values: lis
     assert all(b.start_s != b.end_s for b in bars) or len(bars) == 1
 
 
-def test_stats_columns_line_up_on_a_colour_terminal(log: Store, tmp_path: Path) -> None:
+def test_stats_columns_line_up_on_a_colour_terminal(log: SQLiteLog, tmp_path: Path) -> None:
     """Through a real pseudo-terminal, colour on: each label column starts at the same place
     once the escape codes are taken out, and the colour is really there."""
     import os

@@ -25,7 +25,7 @@ from tracker.events import (
     MonitorTimedOut,
     PushRecorded,
 )
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
 
 REPO = Path(__file__).resolve().parent.parent
 WRITER = Path(__file__).resolve().parent / "store_writer.py"
@@ -58,7 +58,7 @@ def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
 
 def assert_consistent(db: Path) -> None:
     """Integrity ok, every event's JSON valid, gapless versions, projection == rebuild."""
-    store = Store(db)
+    store = SQLiteLog(db)
     assert store.integrity_check() == "ok"
     assert rows(db, "SELECT count(*) FROM events WHERE NOT json_valid(data)") == [(0,)]
     for (data,) in rows(db, "SELECT data FROM events"):
@@ -81,7 +81,7 @@ def assert_consistent(db: Path) -> None:
 def test_32_concurrent_writers_lose_nothing_and_keep_commit_order(tmp_path: Path) -> None:
     db, barrier = tmp_path / "events.db", tmp_path / "go"
     writers, per_writer, shared = 32, 200, [sha_of(1000 + i) for i in range(2)]
-    Store(db).close()
+    SQLiteLog(db).close()
     procs = []
     for w in range(writers):
         streams = ",".join([sha_of(w * 10 + i) for i in range(3)] + shared)
@@ -111,7 +111,7 @@ def test_32_concurrent_writers_lose_nothing_and_keep_commit_order(tmp_path: Path
 def test_sigkill_at_random_moments_leaves_no_half_written_event(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     rng = random.Random(20240601)
-    store = Store(db, lock_timeout=5)
+    store = SQLiteLog(db, lock_timeout=5)
     for w in range(30):
         proc = writer("forever", str(db), str(w))
         wait_for_line(proc, "ready")
@@ -137,7 +137,7 @@ def test_sigkill_at_random_moments_leaves_no_half_written_event(tmp_path: Path) 
 
 
 def test_the_same_fact_twice_leaves_one_event(tmp_path: Path) -> None:
-    store = Store(tmp_path / "events.db", clock=FakeClock())
+    store = SQLiteLog(tmp_path / "events.db", clock=FakeClock())
     push = PushRecorded(sha=SHA, branch="main", push_id="p1")
     first = store.append(SHA, push, key="push:p1")
     again = store.append(SHA, push, key="push:p1")
@@ -147,7 +147,7 @@ def test_the_same_fact_twice_leaves_one_event(tmp_path: Path) -> None:
 
 
 def test_a_second_terminal_verdict_is_not_recorded(tmp_path: Path) -> None:
-    store = Store(tmp_path / "events.db", clock=FakeClock())
+    store = SQLiteLog(tmp_path / "events.db", clock=FakeClock())
     store.append(SHA, PushRecorded(sha=SHA, branch="main"))
     assert store.append(SHA, DeploymentSucceeded(deployment_id="d1")) is not None
     assert store.append(SHA, DeploymentFailed(deployment_id="d1")) is None
@@ -159,7 +159,7 @@ def test_a_second_terminal_verdict_is_not_recorded(tmp_path: Path) -> None:
 
 def test_a_push_after_a_terminal_state_opens_a_new_attempt(tmp_path: Path) -> None:
     clock = FakeClock()
-    store = Store(tmp_path / "events.db", clock=clock)
+    store = SQLiteLog(tmp_path / "events.db", clock=clock)
     store.append(SHA, PushRecorded(sha=SHA, branch="main", source="hook"), key="push:1")
     store.append(SHA, DeploymentPolled(source="digitalocean", ok=True, found=True, api_calls=1))
     store.append(SHA, DeploymentFailed(deployment_id="d1", reason={"code": "BuildJobFailed"}))
@@ -179,7 +179,7 @@ def test_a_deployment_that_judged_an_earlier_attempt_never_judges_a_later_one(
     tmp_path: Path,
 ) -> None:
     clock = FakeClock()
-    store = Store(tmp_path / "events.db", clock=clock)
+    store = SQLiteLog(tmp_path / "events.db", clock=clock)
     store.append(SHA, PushRecorded(sha=SHA, branch="main", source="hook"), key="push:1")
     store.append(SHA, DeploymentSucceeded(deployment_id="d1"))
     clock.advance(60)
@@ -222,7 +222,7 @@ def test_a_deployment_that_judged_an_earlier_attempt_never_judges_a_later_one(
 def test_a_second_record_of_a_live_commit_is_a_new_attempt_only_when_pushed_again(
     tmp_path: Path, first: str, second: str, again: bool, attempts: int
 ) -> None:
-    store = Store(tmp_path / "events.db", clock=FakeClock())
+    store = SQLiteLog(tmp_path / "events.db", clock=FakeClock())
     store.append(SHA, PushRecorded(sha=SHA, branch="main", source=first))
     store.append(SHA, DeploymentSucceeded(deployment_id="d1"))
     store.append(SHA, PushRecorded(sha=SHA, branch="main", source=second, again=again))
@@ -233,7 +233,7 @@ def test_a_second_record_of_a_live_commit_is_a_new_attempt_only_when_pushed_agai
 
 
 def test_a_second_record_while_the_attempt_is_open_joins_it(tmp_path: Path) -> None:
-    store = Store(tmp_path / "events.db", clock=FakeClock())
+    store = SQLiteLog(tmp_path / "events.db", clock=FakeClock())
     store.append(SHA, PushRecorded(sha=SHA, branch="main", source="api"))
     store.append(SHA, PushRecorded(sha=SHA, branch="main", source="hook"), key="push:1")
     row = store.deployment(SHA)
@@ -243,7 +243,7 @@ def test_a_second_record_while_the_attempt_is_open_joins_it(tmp_path: Path) -> N
 
 def test_events_cannot_be_updated_or_deleted(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
-    Store(db).append(SHA, PushRecorded(sha=SHA, branch="main"))
+    SQLiteLog(db).append(SHA, PushRecorded(sha=SHA, branch="main"))
     with sqlite3.connect(db) as conn:
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             conn.execute("UPDATE events SET type = 'Forged'")
@@ -257,7 +257,7 @@ def test_events_cannot_be_updated_or_deleted(tmp_path: Path) -> None:
 
 def test_a_lock_held_too_long_times_out_and_loses_nothing(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
-    store = Store(db, lock_timeout=0.3)
+    store = SQLiteLog(db, lock_timeout=0.3)
     store.append(SHA, PushRecorded(sha=SHA, branch="main"), key="push")
     holder = writer("hold-lock", str(db), stdin=subprocess.PIPE)
     wait_for_line(holder, "held")
@@ -276,7 +276,7 @@ def test_a_lock_held_too_long_times_out_and_loses_nothing(tmp_path: Path) -> Non
 
 def test_a_waiting_writer_gets_the_lock_as_soon_as_it_is_released(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
-    store = Store(db, lock_timeout=20)
+    store = SQLiteLog(db, lock_timeout=20)
     store.last_seq()
     holder = writer("hold-lock", str(db), stdin=subprocess.PIPE)
     wait_for_line(holder, "held")
@@ -291,9 +291,9 @@ def test_a_corrupt_file_says_how_to_recover(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     db.write_bytes(b"this is no database, only garbage\n" * 300)
     with pytest.raises(LogError) as caught:
-        Store(db).deployment(SHA)
+        SQLiteLog(db).deployment(SHA)
     message = str(caught.value)
     assert caught.value.exit_code == 74
     assert "corrupt" in message and f"mv {db}" in message and ".recover" in message
     with pytest.raises(LogError):
-        Store(db).append(SHA, PushRecorded(sha=SHA, branch="main"))
+        SQLiteLog(db).append(SHA, PushRecorded(sha=SHA, branch="main"))

@@ -10,8 +10,8 @@ from pathlib import Path
 from gitrepo import base_env
 
 from tracker.events import PushRecorded
-from tracker.sim import SimulatedPlatform
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
+from tracker.sim.server import SimulatedPlatform
 
 SHA = "750f852" + "0" * 33
 
@@ -25,7 +25,7 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def test_a_refused_token_is_said_in_the_headline_with_the_fix(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         store.append(SHA, PushRecorded(sha=SHA, branch="main", source="hook"))
     with SimulatedPlatform(token="the-right-token") as sim:
         env = base_env(
@@ -46,5 +46,5 @@ def test_a_refused_token_is_said_in_the_headline_with_the_fix(tmp_path: Path) ->
     assert (st["watched"], st["exit_code"]) == (False, 2)
     assert "DIGITALOCEAN_TOKEN" in st["not_watched"]
     assert "a-wrong-token" not in done.stdout + json.dumps(st)
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         assert store.rebuild().clean

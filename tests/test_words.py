@@ -13,7 +13,8 @@ import pytest
 from gitrepo import base_env, make_repo
 
 from tracker.api import EventRecord, Tracker
-from tracker.cli import app
+from tracker.cli.app import app
+from tracker.cli.text import event_line, status_text, verdict
 from tracker.clock import FakeClock
 from tracker.config import load_settings
 from tracker.events import (
@@ -23,10 +24,9 @@ from tracker.events import (
     MonitorStarted,
     PushRecorded,
 )
-from tracker.monitor import Monitor
-from tracker.render import event_line, status_text, verdict
-from tracker.sources.base import LogTail, Observation
-from tracker.store import Store
+from tracker.log.sqlite import SQLiteLog
+from tracker.monitor.loop import Monitor
+from tracker.monitor.sources.base import LogTail, Observation
 from tracker.words import seconds
 
 SHA = "1016e31" + "0" * 33
@@ -56,7 +56,7 @@ def test_a_source_never_reached_is_unknown_with_the_url_and_the_errors(tmp_path:
     """A real monitor against a port where nothing listens: every poll is a connection error,
     and the headline says so, with the URL tried (never the token) and no `None`."""
     db = tmp_path / "events.db"
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         store.append(SHA, PushRecorded(sha=SHA, branch="main", source="hook"))
     env = base_env(
         TRACKER_DB=str(db), DIGITALOCEAN_TOKEN="secret-token-123", TRACKER_DO_APP_ID="app-1",
@@ -73,7 +73,7 @@ def test_a_source_never_reached_is_unknown_with_the_url_and_the_errors(tmp_path:
         headline,
     )
     assert found, headline
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         polls = [e for e in store.events(stream=SHA) if e.type == "DeploymentPolled"]
         timed_out = [e for e in store.events(stream=SHA) if e.type == "MonitorTimedOut"]
     assert int(found.group(2)) == len(polls) >= 1
@@ -115,7 +115,7 @@ def test_a_timeout_carries_the_last_phase_seen_even_after_errors(tmp_path: Path)
     settings = load_settings(
         None, env={"DIGITALOCEAN_TOKEN": "t", "TRACKER_DO_APP_ID": "a", "TRACKER_MAX_WAIT": "480"}
     )
-    with Store(tmp_path / "events.db", clock=clock) as store:
+    with SQLiteLog(tmp_path / "events.db", clock=clock) as store:
         store.append(SHA, PushRecorded(sha=SHA, branch="main"), at=clock.now())
         state = Monitor(
             store,
@@ -153,7 +153,7 @@ def test_a_commit_pushed_only_to_another_branch_says_so(tmp_path: Path) -> None:
     # (a read creates no log: there is none yet at that path, and the answer says so)
     db = tmp_path / "events.db"
     assert done.stdout.strip() == f"{unpushed[:7]}: not found: no log at {db} (nothing recorded)"
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         store.last_seq()  # the log now exists, empty
     done = cli("status", unpushed, env=env, cwd=repo.work)
     assert done.stdout.strip() == f"{unpushed[:7]}: not found (no push of this commit in the log)"
@@ -162,7 +162,7 @@ def test_a_commit_pushed_only_to_another_branch_says_so(tmp_path: Path) -> None:
 def test_wait_on_a_failure_ends_with_the_reason_and_the_log_tail(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     sha = "496dac5" + "0" * 33
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         store.append(sha, PushRecorded(sha=sha, branch="main"))
         store.append(sha, DeploymentFailed(
             "dep-9", reason={"code": "BuildJobExitNonZero", "message": "the build failed"},
@@ -225,7 +225,7 @@ def test_every_event_type_has_one_readable_line(kind: str) -> None:
 
 def test_status_shows_the_last_events_as_lines(tmp_path: Path) -> None:
     db = tmp_path / "events.db"
-    with Store(db) as store:
+    with SQLiteLog(db) as store:
         store.append(SHA, PushRecorded(sha=SHA, branch="main", source="hook", remote="origin"))
         store.append(SHA, MonitorStarted(1, "elsewhere", "stepped", ["digitalocean"], 480.0))
         store.append(SHA, DeploymentPolled("digitalocean", False, error="HTTP 401: no",

@@ -1,7 +1,7 @@
 """tracker: follow every push to the deployed branch until it is live or has failed.
 
 The public surface is what `__all__` names; each name is imported on first use, so that the
-push hook's confirmer, which imports `tracker.store`, pays for nothing else.
+push hook's confirmer, which imports `tracker.log.sqlite`, pays for nothing else.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ _EXPORTS = {
     "DeploymentStatus": "tracker.api",
     "EventRecord": "tracker.api",
     "AttemptRecord": "tracker.api",
-    "Stats": "tracker.stats",
-    "RebuildReport": "tracker.store",
+    "Stats": "tracker.read.stats",
+    "RebuildReport": "tracker.log.sqlite",
     "TrackerError": "tracker.errors",
     "UsageError": "tracker.errors",
     "ConfigError": "tracker.errors",
@@ -52,8 +52,8 @@ if TYPE_CHECKING:
         TrackerError,
         UsageError,
     )
-    from tracker.stats import Stats
-    from tracker.store import RebuildReport
+    from tracker.log.sqlite import RebuildReport
+    from tracker.read.stats import Stats
 
 
 def __getattr__(name: str) -> Any:

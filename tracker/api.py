@@ -18,6 +18,7 @@ from tracker import gitutil
 from tracker.clock import SYSTEM_CLOCK, Clock, iso
 from tracker.errors import TrackerError, UsageError
 from tracker.events import PushRecorded
+from tracker.log.sqlite import SQLiteLog
 from tracker.projections import (
     OPEN_STATES,
     TERMINAL_STATES,
@@ -25,13 +26,12 @@ from tracker.projections import (
     exit_code_of,
     starts_attempt,
 )
-from tracker.store import Store
 from tracker.words import count, seconds
 
 if TYPE_CHECKING:
     from tracker.config import ReadSettings, Settings
-    from tracker.stats import Stats
-    from tracker.store import RebuildReport
+    from tracker.log.sqlite import RebuildReport
+    from tracker.read.stats import Stats
 
 STALE_AFTER_S = 300.0  # an open deployment whose monitor said nothing for this long is stale
 NOT_FOUND = 3
@@ -138,7 +138,7 @@ class Tracker:
         self._settings = settings
         self._read_settings: ReadSettings | None = None
         self._source_names: list[str] | None = None
-        self.store = Store(
+        self.store = SQLiteLog(
             self.db_path,
             clock=clock,
             lock_timeout=self.read_settings.lock_timeout,
@@ -202,7 +202,7 @@ class Tracker:
     def take_in_spool(self, *, wait: float | None = None) -> int:
         """Append the pushes the hook has spooled but nobody has recorded yet. With `wait`,
         give up after that many seconds when the log is busy (the records stay spooled)."""
-        from tracker import spool
+        from tracker.push import spool
 
         if wait is None:
             return spool.take_in(self.store, self.db_path.parent)
@@ -211,7 +211,7 @@ class Tracker:
 
     def _no_log(self) -> bool:
         """Whether there is no log yet and nothing spooled for one (a read then creates none)."""
-        from tracker import spool
+        from tracker.push import spool
 
         lock = self.db_path.with_name(self.db_path.name + ".lock")
         if self.db_path.exists() or lock.exists():  # a log, or one being made
@@ -276,7 +276,7 @@ class Tracker:
 
     def _unread_push(self, sha: str) -> DeploymentStatus | None:
         """`pending` from the newest spooled push of `sha` the log does not hold yet."""
-        from tracker import spool
+        from tracker.push import spool
 
         with self.store.patience(READ_WAIT_S):  # a log that must be created first waits no more
             records = spool.unread(self.store, self.db_path.parent, sha)
@@ -454,7 +454,7 @@ class Tracker:
 
     def stats(self, *, since: float | None = None, branch: str | None = None) -> Stats:
         """Outcomes, durations, API calls and detection lag over the log (SPEC §5)."""
-        from tracker.stats import compute_stats
+        from tracker.read.stats import compute_stats
 
         self.take_in_spool(wait=READ_WAIT_S)
         return compute_stats(self.store, now=self.clock.now(), since=since, branch=branch)
@@ -556,7 +556,7 @@ class Tracker:
 
     def ingest(self, notification: Mapping[str, Any]) -> DeploymentStatus:
         """Append a deployment notification from a webhook system (see `tracker ingest`)."""
-        from tracker.ingest import events_for
+        from tracker.monitor.ingest import events_for
 
         note = events_for(notification, now=self.clock.now())
         if self.store.deployment(note.sha) is None:
@@ -568,7 +568,7 @@ class Tracker:
 
     def start_monitor(self, sha: str) -> int:
         """Start a detached monitor process for `sha`; its pid."""
-        from tracker.monitor import spawn_detached
+        from tracker.monitor.loop import spawn_detached
 
         return spawn_detached(self.db_path, sha, repo=self.repo)
 
@@ -595,7 +595,7 @@ def locate_db(repo: Path | str = ".", db: Path | str | None = None) -> Path:
 
 def monitor_alive(pid: int | None, host: str | None) -> bool:
     """Whether the monitor process `pid` on `host` still runs (a zombie does not count)."""
-    from tracker.spool import process_alive
+    from tracker.push.spool import process_alive
 
     return host == _host() and process_alive(pid)
 

@@ -35,7 +35,7 @@ from tracker.schedule import History, Knobs, Model, Seen
 
 if TYPE_CHECKING:
     from tracker.config import Settings
-    from tracker.sources.base import Observation
+    from tracker.monitor.sources.base import Observation
 
 _EPS = 1e-9  # so that 0.1 + 0.2 counts as having reached 0.3
 MAX_BACKOFF_EXPONENT = 60  # 2**60 base already exceeds every cap; avoids float overflow

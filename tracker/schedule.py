@@ -77,7 +77,7 @@ class Past:
 
 @dataclass(frozen=True)
 class History:
-    """The app's recent deployments, newest first (`tracker.stats.recent_history`)."""
+    """The app's recent deployments, newest first (`tracker.read.stats.recent_history`)."""
 
     deployments: tuple[Past, ...] = ()
 

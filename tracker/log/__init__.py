@@ -17,13 +17,13 @@ __all__ = ["EventLog", "open_log"]
 def open_log(
     target: Path | str, *, clock: Clock | None = None, lock_timeout: float = 10.0, **options: Any
 ) -> EventLog:
-    """The log at `target`: a file path gives the SQLite backend (`tracker.store.Store`). A
+    """The log at `target`: a file path gives the SQLite backend (`tracker.log.sqlite.SQLiteLog`). A
     `mysql://` URL names the fleet's shared log (SPEC §10), which is not built yet."""
     text = str(target)
     if "://" in text:
         scheme = text.split("://", 1)[0].lower()
         raise ConfigError(f"a log at a {scheme}:// URL is not supported yet: give a file path")
     from tracker.clock import SYSTEM_CLOCK
-    from tracker.store import Store
+    from tracker.log.sqlite import SQLiteLog
 
-    return Store(Path(text), clock=clock or SYSTEM_CLOCK, lock_timeout=lock_timeout, **options)
+    return SQLiteLog(Path(text), clock=clock or SYSTEM_CLOCK, lock_timeout=lock_timeout, **options)

@@ -1,7 +1,7 @@
 """The event log as a port: what every backend gives the rest of the tracker.
 
-Today's backend is SQLite (`tracker.store.Store`); the fleet's shared MySQL log (SPEC §10) is
-the next. Every backend passes the same contract suite (`tests/test_log_contract.py`), in the
+Today's backend is SQLite (`tracker.log.sqlite.SQLiteLog`); the fleet's shared MySQL log (SPEC §10)
+is the next. Every backend passes the same contract suite (`tests/test_log_contract.py`), in the
 style of eventsourcing's recorder tests. The projections are the same pure folds
 (`tracker.projections`) whatever the backend.
 """
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from tracker.events import Event
+    from tracker.log.sqlite import Append, RebuildReport
     from tracker.projections import DeploymentRow, StoredEvent
-    from tracker.store import Append, RebuildReport
 
 
 @runtime_checkable

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tracker.gitutil import GIT_LOCAL_ENV, common_dir, log_path_from_env, strip_credentials
-from tracker.spool import PushRecord, spool_dir, write_record
+from tracker.push.spool import PushRecord, spool_dir, write_record
 
 ZERO = "0" * 40
 

@@ -26,8 +26,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 import httpx
 
 from tracker.clock import MAX_CLOCK_SKEW_S, SYSTEM_CLOCK, Clock, parse_iso
-from tracker.sources.base import ErrorKind, LogTail, Observation
-from tracker.sources.deadline import DeadlineTransport, remaining, within
+from tracker.monitor.sources.base import ErrorKind, LogTail, Observation
+from tracker.monitor.sources.deadline import DeadlineTransport, remaining, within
 
 Json = dict[str, Any]
 

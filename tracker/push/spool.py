@@ -24,7 +24,7 @@ from tracker.clock import Clock, iso
 from tracker.errors import LockTimeoutError, TrackerError
 from tracker.events import PushConfirmed, PushRecorded, PushRejected
 from tracker.gitutil import clean_env, pusher
-from tracker.store import Append, Store
+from tracker.log.sqlite import Append, SQLiteLog
 
 SUFFIX = ".push"
 BUDGET_S = 900.0  # how long a push may stay undecided before we stop waiting for git
@@ -388,7 +388,7 @@ def verdict_append(record: PushRecord, verdict: Verdict) -> Append | None:
 # -- take_in ----------------------------------------------------------------------------------
 
 
-def take_in(store: Store, log_dir: Path) -> int:
+def take_in(store: SQLiteLog, log_dir: Path) -> int:
     """Move spooled pushes into the log; returns how many events were appended.
 
     Every reader calls this first, so `status` right after `git push` says pending. Records
@@ -413,7 +413,7 @@ def take_in(store: Store, log_dir: Path) -> int:
     return count
 
 
-def unread(store: Store, log_dir: Path, sha: str) -> list[PushRecord]:
+def unread(store: SQLiteLog, log_dir: Path, sha: str) -> list[PushRecord]:
     """The spooled pushes of `sha` that the log does not hold yet (oldest first), for a reader
     that could not take the spool in (the log's lock or SQLite's write lock held elsewhere).
     Reading needs no lock; when even that is impossible (the log is not created or migrated
@@ -449,7 +449,7 @@ def _readable(paths: list[Path], db: Path) -> list[tuple[Path, PushRecord]]:
     return found
 
 
-def _decide_orphan(store: Store, path: Path, record: PushRecord) -> int:
+def _decide_orphan(store: SQLiteLog, path: Path, record: PushRecord) -> int:
     """Decide a record nobody is confirming any more (git and its confirmer both gone)."""
     if process_alive(record.git_pid, "git") or confirmer_alive(record.confirmer_pid):
         return 0
@@ -471,7 +471,7 @@ def _decide_orphan(store: Store, path: Path, record: PushRecord) -> int:
 def _hand_over(path: Path, record: PushRecord) -> None:
     """Start a confirmer for a record only the remote can decide: a reader never touches the
     network (SPEC §5), and the record names its new confirmer, so other readers leave it be."""
-    from tracker.prepush import spawn_confirmer
+    from tracker.push.prepush import spawn_confirmer
 
     pid = spawn_confirmer(path)
     if pid is not None:
@@ -497,7 +497,7 @@ def wants_monitor(record: PushRecord, log_dir: Path) -> bool:
         return False
 
 
-def watch(record: PushRecord, store: Store) -> int | None:
+def watch(record: PushRecord, store: SQLiteLog) -> int | None:
     """Make sure a monitor follows a confirmed push: start one detached unless no source is
     configured or the commit is decided already; its pid. Whoever settles a record as
     confirmed calls this. Starting one more is harmless: a monitor first takes the commit's
@@ -509,7 +509,7 @@ def watch(record: PushRecord, store: Store) -> int | None:
         row = store.deployment(record.sha)
         if row is None or row.terminal:
             return None
-        from tracker.monitor import spawn_detached
+        from tracker.monitor.loop import spawn_detached
 
         repo = Path(record.toplevel) if record.toplevel else None
         return spawn_detached(store.path, record.sha, repo=repo)

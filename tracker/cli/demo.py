@@ -26,7 +26,7 @@ from tracker.output import say
 
 if TYPE_CHECKING:
     from tracker.policies import PollPolicy
-    from tracker.stats import Comparison, Stats
+    from tracker.read.stats import Comparison, Stats
 
 DEMO_TOKEN = "demo-token-not-a-secret"  # noqa: S105 (the simulated platform's own credential)
 # The demo's schedule: the default one (5 s, then 15 s after two minutes) compressed so that four
@@ -54,7 +54,7 @@ SCENARIOS = (
 
 def run_demo(*, keep: bool = False, colour: bool = False) -> int:
     """Run the demo; 0 when every commit ended as scripted."""
-    from tracker.sim import SimulatedPlatform
+    from tracker.sim.server import SimulatedPlatform
 
     started = time.monotonic()
     with _workspace(keep) as root, SimulatedPlatform(token=DEMO_TOKEN) as platform:
@@ -103,7 +103,7 @@ def _workspace(keep: bool) -> Iterator[Path]:
 
 
 def _setup(root: Path, api_url: str, app_id: str) -> tuple[Path, dict[str, str]]:
-    from tracker import hooks_install
+    from tracker.push import install as hooks_install
 
     remote, repo = root / "remote.git", root / "work"
     env = clean_env()
@@ -134,7 +134,7 @@ def _setup(root: Path, api_url: str, app_id: str) -> tuple[Path, dict[str, str]]
 
 
 def _push_all(repo: Path, env: dict[str, str], platform: object) -> list[tuple[Scenario, str]]:
-    from tracker.sim import SimulatedPlatform
+    from tracker.sim.server import SimulatedPlatform
 
     assert isinstance(platform, SimulatedPlatform)
     done: list[tuple[Scenario, str]] = []
@@ -163,8 +163,8 @@ def _push_all(repo: Path, env: dict[str, str], platform: object) -> list[tuple[S
 
 
 def _report(repo: Path, shas: list[tuple[Scenario, str]], colour: bool) -> bool:
-    from tracker.render import status_text
-    from tracker.stats import stats_text
+    from tracker.cli.text import status_text
+    from tracker.read.stats import stats_text
 
     ok = True
     with Tracker.open(repo) as tracker:
@@ -203,7 +203,7 @@ def demo_comparison(tracker: Tracker, shas: list[str], found: Stats) -> Comparis
     came than ours), so that both carry the same latency and timestamp rounding."""
     from tracker.policies import BASELINE, FixedPolicy, SteppedPolicy, polls_to_detect
     from tracker.projections import compared_span
-    from tracker.stats import Comparison
+    from tracker.read.stats import Comparison
 
     ours_policy = SteppedPolicy(POLL_INITIAL_S, POLL_SWITCH_AFTER_S, POLL_LONG_S)
     baseline = FixedPolicy(BASELINE.interval * POLL_INITIAL_S / DEFAULT_POLL_INITIAL_S)

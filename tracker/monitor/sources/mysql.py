@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracker.clock import MAX_CLOCK_SKEW_S, SYSTEM_CLOCK, Clock, parse_iso
 from tracker.config import MySQLSettings, identifier, is_loopback
-from tracker.sources.base import ErrorKind, LogTail, Observation
+from tracker.monitor.sources.base import ErrorKind, LogTail, Observation
 
 if TYPE_CHECKING:
     from pymysql.connections import Connection

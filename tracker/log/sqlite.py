@@ -49,7 +49,7 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 def schema_text() -> str:
     """`schema.sql`: inside the package in a wheel, at the repository's top in a checkout."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the package
     for candidate in (here / "schema.sql", here.parent / "schema.sql"):
         if candidate.is_file():
             return candidate.read_text(encoding="utf-8")
@@ -93,7 +93,7 @@ class RebuildReport:
         )  # fmt: skip
 
 
-class Store:
+class SQLiteLog:
     """The event log at `path` (created owner-only, migrated on open)."""
 
     def __init__(
@@ -177,7 +177,7 @@ class Store:
             self._conn.close()
             self._conn = None
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> SQLiteLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -494,7 +494,7 @@ class Store:
 
 _EVENT_COLUMNS = "seq, stream, version, type, recorded_at, data, key"
 _MEASURE_COLUMNS = "sha, measure, value, pushed_at, branch"
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 PARALLEL_FROM = 200_000  # events: below this, one process folds faster than several start
 _Row = tuple[Any, ...]
 
@@ -738,7 +738,7 @@ def _start_workers(path: str, parts: int) -> list[subprocess.Popen[bytes]]:
     the snapshot to replay up to (`_open_parts`)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-    code = "import sys; from tracker.store import _worker; _worker(sys.argv[1:])"
+    code = "import sys; from tracker.log.sqlite import _worker; _worker(sys.argv[1:])"
     started: list[subprocess.Popen[bytes]] = []
     try:
         for part in range(parts):

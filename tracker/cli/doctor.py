@@ -24,7 +24,7 @@ from tracker.errors import LockTimeoutError, TrackerError
 
 if TYPE_CHECKING:
     from tracker.config import Settings
-    from tracker.sources.base import DeploymentSource, Observation
+    from tracker.monitor.sources.base import DeploymentSource, Observation
 
 Level = Literal["ok", "warn", "fail"]
 DOCTL_APPS = "`doctl apps list --format ID,Spec.Name` lists the apps a token can see"
@@ -80,7 +80,7 @@ def run_checks(db: Path | None, repo: Path | str = ".") -> list[Check]:
 
 
 def _shown(path: Path | str) -> str:
-    from tracker.hooks_install import shown
+    from tracker.push.install import shown
 
     return shown(path)
 
@@ -103,11 +103,11 @@ def _writable_fix(path: Path) -> str:
 
 
 def _check_log(path: Path) -> Check:
-    from tracker.store import Store
+    from tracker.log.sqlite import SQLiteLog
 
     detail: dict[str, Any] = {"path": str(path)}
     try:
-        with Store(path, lock_timeout=2.0) as store:
+        with SQLiteLog(path, lock_timeout=2.0) as store:
             result = store.integrity_check()
             count = store.last_seq()
     except LockTimeoutError as exc:
@@ -152,12 +152,12 @@ def _lock_held_fix(path: Path) -> str:
 
 
 def _check_lock(path: Path) -> Check:
-    from tracker.store import Store
+    from tracker.log.sqlite import SQLiteLog
 
     lock = path.with_name(path.name + ".lock")
     detail = {"path": str(lock)}
     try:
-        with Store(path, lock_timeout=2.0) as store, store.locked():
+        with SQLiteLog(path, lock_timeout=2.0) as store, store.locked():
             pass
     except LockTimeoutError as exc:
         message = f"{_shown(lock)} is held by another process (waited 2 s)"
@@ -177,7 +177,7 @@ def _check_lock(path: Path) -> Check:
 
 def _check_hook(repo: Path | str) -> Check:
     try:
-        from tracker import hooks_install
+        from tracker.push import install as hooks_install
 
         found = hooks_install.places(Path(repo))
     except (ImportError, TrackerError, OSError) as exc:
@@ -286,7 +286,7 @@ def _no_source(settings: Settings) -> Check:
 
 def _check_sources(settings: Settings) -> list[Check]:
     from tracker.clock import SYSTEM_CLOCK
-    from tracker.monitor import build_sources
+    from tracker.monitor.loop import build_sources
 
     checks = []
     for source in build_sources(settings, SYSTEM_CLOCK):
@@ -426,8 +426,8 @@ def render(checks: list[Check]) -> list[str]:
 def hooks_status_command(repo: Path, *, as_json: bool) -> int:
     """`tracker hooks status`: one line per place; 78 when a hook of ours is installed but
     broken, else 0."""
-    from tracker import hooks_install
     from tracker.output import say
+    from tracker.push import install as hooks_install
 
     info = hooks_install.status(repo)
     code = 78 if any(p["level"] == "fail" for p in info["places"]) else 0

@@ -38,6 +38,8 @@ from tracker.events import (
     MonitorTimedOut,
     SourcesDisagreed,
 )
+from tracker.log.sqlite import SQLiteLog
+from tracker.monitor.sources.base import TERMINAL_PHASES, DeploymentSource, Observation, outcome_of
 from tracker.output import say
 from tracker.policies import (
     InformedPolicy,
@@ -48,8 +50,6 @@ from tracker.policies import (
 )
 from tracker.projections import DeploymentRow
 from tracker.schedule import History, Seen, default_max_wait
-from tracker.sources.base import TERMINAL_PHASES, DeploymentSource, Observation, outcome_of
-from tracker.store import Store
 from tracker.words import seconds
 
 if TYPE_CHECKING:
@@ -265,7 +265,7 @@ class Monitor:
 
     def __init__(
         self,
-        store: Store,
+        store: SQLiteLog,
         sha: str,
         sources: Sequence[DeploymentSource],
         *,
@@ -291,7 +291,7 @@ class Monitor:
         """How long this commit is followed; reads the app's history from the log once (the
         `informed` schedule's beliefs, and the default of `TRACKER_MAX_WAIT`)."""
         if self._max_wait is None:
-            from tracker.stats import recent_history
+            from tracker.read.stats import recent_history
 
             history = recent_history(self.store, branch=self.settings.branch)
             if isinstance(self.policy, InformedPolicy):
@@ -511,11 +511,11 @@ def build_sources(settings: Settings, clock: Clock) -> list[DeploymentSource]:
     """The configured sources, the cheap database first."""
     sources: list[DeploymentSource] = []
     if settings.mysql is not None:
-        from tracker.sources.mysql import MySQLSource
+        from tracker.monitor.sources.mysql import MySQLSource
 
         sources.append(MySQLSource(settings.mysql, clock=clock))
     if settings.do is not None:
-        from tracker.sources.digitalocean import DigitalOceanSource
+        from tracker.monitor.sources.digitalocean import DigitalOceanSource
 
         sources.append(
             DigitalOceanSource(
@@ -653,7 +653,7 @@ class _Stopped(Exception):
 
 
 @contextmanager
-def _stop_on_signals(store: Store, sha: str) -> Iterator[None]:
+def _stop_on_signals(store: SQLiteLog, sha: str) -> Iterator[None]:
     """On SIGTERM/SIGHUP/SIGINT, record that this monitor stopped, then exit."""
 
     def stop(signum: int, _frame: FrameType | None) -> None:

@@ -18,17 +18,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tracker.cli.text import duration
 from tracker.clock import iso
 from tracker.errors import LogError, UsageError
 from tracker.policies import BASELINE, LIMIT_PER_HOUR, LIMIT_PER_MINUTE
 from tracker.projections import FINISHED_STATES
-from tracker.render import duration
 from tracker.schedule import HISTORY_SIZE, PIPELINE, History, Past
 from tracker.words import count as counted
 from tracker.words import seconds
 
 if TYPE_CHECKING:
-    from tracker.store import Store
+    from tracker.log.sqlite import SQLiteLog
 
 FIXED_INTERVAL_S = BASELINE.interval  # the original plan's poll: the counterfactual's
 HISTOGRAM_BUCKETS = 8
@@ -464,7 +464,7 @@ def _last_ratelimit(conn: sqlite3.Connection) -> tuple[int | None, str | None]:
 
 
 def compute_stats(
-    store: Store,
+    store: SQLiteLog,
     *,
     now: float,
     since: float | None = None,
@@ -536,7 +536,7 @@ ORDER BY r.pushed_at DESC, r.sha
 
 
 def recent_history(
-    store: Store, *, branch: str | None = None, limit: int = HISTORY_SIZE
+    store: SQLiteLog, *, branch: str | None = None, limit: int = HISTORY_SIZE
 ) -> History:
     """The app's last `limit` finished deployments (on `branch`), newest first, as the
     `informed` schedule reads them: each phase's seconds (`phase:NAME`), and from the push to the

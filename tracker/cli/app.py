@@ -63,7 +63,7 @@ def _emit(obj: Any) -> None:
 
 
 def _colour() -> bool:
-    from tracker.render import use_colour
+    from tracker.cli.text import use_colour
 
     return use_colour(sys.stdout)
 
@@ -95,7 +95,7 @@ def _print_status(st: DeploymentStatus, *, as_json: bool) -> int:
     if as_json:
         _emit(_status_json(st))
     else:
-        from tracker.render import status_text
+        from tracker.cli.text import status_text
 
         say(status_text(st, colour=_colour()))
     return st.exit_code
@@ -129,8 +129,8 @@ def wait(ref: str = "HEAD", /, *, timeout: str = "30", json: bool = False) -> in
     json
         Print the final status as one JSON object (no progress lines).
     """
+    from tracker.cli.live import wait_command
     from tracker.config import parse_duration
-    from tracker.watch import wait_command
 
     seconds = parse_duration(
         timeout, "--timeout", maximum=MAX_TIMEOUT_S, error=UsageError, example="30, 90s or 5m"
@@ -161,7 +161,7 @@ def events(
     limit
         Only the last N events.
     """
-    from tracker.watch import events_command
+    from tracker.cli.live import events_command
 
     _not_empty(ref, "a ref")
     if limit is not None and not 1 <= limit <= MAX_LIMIT:
@@ -187,7 +187,7 @@ def stats(*, json: bool = False, since: str | None = None, branch: str | None = 
         Only deployments of this branch.
     """
     from tracker.gitutil import check_branch
-    from tracker.stats import parse_since, stats_text
+    from tracker.read.stats import parse_since, stats_text
 
     if branch is not None:
         check_branch(branch)
@@ -259,7 +259,7 @@ def query(
     table
         Aligned columns.
     """
-    from tracker.query import output_format, query_lines
+    from tracker.cli.query import output_format, query_lines
 
     fmt = output_format(json=json, nl=nl, csv=csv, table=table, terminal=sys.stdout.isatty())
     with _tracker() as tracker:
@@ -308,7 +308,7 @@ def push(
         st = tracker.record_push(
             ref, branch=branch, remote=remote, monitor=not no_monitor, source="cli", again=again
         )
-    from tracker.render import already_recorded, verdict
+    from tracker.cli.text import already_recorded, verdict
 
     if st.already_recorded:
         say(already_recorded(st))
@@ -340,7 +340,7 @@ def monitor(ref: str, /, *, detach: bool = False) -> int:
     detach
         Run in the background, detached from this terminal.
     """
-    from tracker.monitor import monitor_command
+    from tracker.monitor.loop import monitor_command
 
     with _tracker() as tracker:
         return monitor_command(tracker, ref, detach=detach, colour=_colour())
@@ -380,7 +380,7 @@ def ingest(*, json: bool = False) -> int:
 
 
 def _say(st: DeploymentStatus) -> int:
-    from tracker.render import verdict
+    from tracker.cli.text import verdict
 
     say(verdict(st))
     return st.exit_code
@@ -399,7 +399,7 @@ def doctor(*, json: bool = False) -> int:
     json
         Print the checks as JSON.
     """
-    from tracker.doctor import doctor_command
+    from tracker.cli.doctor import doctor_command
 
     return doctor_command(_CTX.db, as_json=json)
 
@@ -415,7 +415,7 @@ def demo(*, keep: bool = False) -> int:
     keep
         Keep the temporary repository and log, and print where they are.
     """
-    from tracker.demo import run_demo
+    from tracker.cli.demo import run_demo
 
     return run_demo(keep=keep, colour=_colour())
 
@@ -437,7 +437,7 @@ def install(*, husky: bool = False, pre_commit: bool = False) -> int:
     pre_commit
         Show how to use the hook through the pre-commit framework.
     """
-    from tracker import hooks_install
+    from tracker.push import install as hooks_install
 
     for line in hooks_install.install(Path("."), husky=husky, pre_commit=pre_commit):
         say(line)
@@ -447,7 +447,7 @@ def install(*, husky: bool = False, pre_commit: bool = False) -> int:
 @hooks_app.command
 def uninstall() -> int:
     """Remove what `tracker hooks install` added, and only that."""
-    from tracker import hooks_install
+    from tracker.push import install as hooks_install
 
     for line in hooks_install.uninstall(Path(".")):
         say(line)
@@ -463,7 +463,7 @@ def hooks_status(*, json: bool = False) -> int:
     json
         Print as JSON.
     """
-    from tracker.doctor import hooks_status_command
+    from tracker.cli.doctor import hooks_status_command
 
     return hooks_status_command(Path("."), as_json=json)
 

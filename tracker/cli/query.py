@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from tracker.errors import LockTimeoutError, LogError, UsageError
-from tracker.store import open_read_only
+from tracker.log.sqlite import open_read_only
 
 if TYPE_CHECKING:
     from tracker.api import Tracker

@@ -9,8 +9,7 @@ from __future__ import annotations
 import sys
 
 from tracker.api import DeploymentStatus, Tracker
-from tracker.output import say
-from tracker.render import (
+from tracker.cli.text import (
     event_json,
     event_line,
     failure_lines,
@@ -18,6 +17,7 @@ from tracker.render import (
     unwatched_line,
     verdict,
 )
+from tracker.output import say
 
 FOLLOW_EVERY_S = 0.25
 

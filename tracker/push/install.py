@@ -59,7 +59,7 @@ PROBE = (
 
 def template() -> str:
     """The hook script shipped with the package (`tracker/hooks` in a wheel, `hooks/` here)."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the package
     for candidate in (here / "hooks" / "pre-push", here.parent / "hooks" / "pre-push"):
         if candidate.is_file():
             return candidate.read_text(encoding="utf-8")

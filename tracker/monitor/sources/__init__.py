@@ -3,6 +3,6 @@
 Only the adapters import httpx or pymysql, and only when they are used.
 """
 
-from tracker.sources.base import DeploymentSource, LogTail, Observation, outcome_of
+from tracker.monitor.sources.base import DeploymentSource, LogTail, Observation, outcome_of
 
 __all__ = ["DeploymentSource", "LogTail", "Observation", "outcome_of"]

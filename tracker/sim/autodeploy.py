@@ -21,7 +21,7 @@ from tracker.gitutil import git
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from tracker.sim import Outcome, SimulatedPlatform
+    from tracker.sim.server import Outcome, SimulatedPlatform
 
 # A commit message can ask for a failure: "[sim: build_error]", "[sim: deploy_error]", ...
 _ASKED = re.compile(r"\[sim:\s*(\w+)\s*\]")
@@ -98,7 +98,7 @@ class AutoDeploy:
         return done
 
     def _outcome(self, sha: str) -> Outcome:
-        from tracker.sim import Outcome
+        from tracker.sim.server import Outcome
 
         message = git(["log", "-1", "--format=%B", sha], cwd=self.repo) or ""
         asked = _ASKED.search(message)

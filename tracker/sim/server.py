@@ -906,7 +906,7 @@ def main(argv: list[str] | None = None) -> int:
                 sha, build_s=8, deploy_s=8, pending_build_s=1, pending_deploy_s=1, outcome=outcome
             )
     else:
-        from tracker.autodeploy import AutoDeploy, Timings
+        from tracker.sim.autodeploy import AutoDeploy, Timings
 
         try:
             follower = AutoDeploy(

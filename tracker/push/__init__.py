@@ -1,0 +1,1 @@
+"""Push capture: everything between git and the log (spool, confirmer, hook entry, installers)."""

@@ -1,0 +1,1 @@
+"""The simulated platform: the demo's, the tests' and the benches' DigitalOcean."""
