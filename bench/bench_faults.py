@@ -34,9 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from fault_writer import batch_of  # noqa: E402
-from gitrepo import Repo, base_env, git, make_repo, tracker_python, wait_until  # noqa: E402
-
+from tests.support.fault_writer import batch_of  # noqa: E402
+from tests.support.gitrepo import Repo, base_env, git, make_repo, tracker_python, wait_until  # noqa: E402
 from tracker.api import monitor_alive  # noqa: E402
 from tracker.clock import FakeClock  # noqa: E402
 from tracker.config import load_settings  # noqa: E402
@@ -49,7 +48,7 @@ from tracker.push.spool import confirmer_alive, read_record, record_paths  # noq
 from tracker.sim.server import SimulatedPlatform  # noqa: E402
 
 TOKEN = "bench-fault-token"
-HELPER = ROOT / "tests" / "fault_writer.py"
+HELPER = ROOT / "tests" / "support" / "fault_writer.py"
 OUTCOMES = {"DeploymentSucceeded", "DeploymentFailed", "DeploymentSuperseded", "MonitorTimedOut"}
 VERDICTS = {"PushConfirmed", "PushRejected"}
 HOST = os.uname().nodename

@@ -23,8 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gitrepo import Repo, git, make_repo, tracker_python, wait_until
-
+from tests.support.gitrepo import Repo, git, make_repo, tracker_python, wait_until
 from tracker.log.sqlite import SQLiteLog
 from tracker.push.install import install
 from tracker.push.spool import record_paths, take_in

@@ -32,7 +32,7 @@ from seed import END, OUT, cached, sha_of  # noqa: E402
 from tracker.events import DeploymentPolled, MonitorStopped, PushRecorded  # noqa: E402
 from tracker.log.sqlite import SQLiteLog, rebuild_parts  # noqa: E402
 
-WRITER = ROOT / "tests" / "store_writer.py"
+WRITER = ROOT / "tests" / "support" / "store_writer.py"
 
 
 def percentile(values: Sequence[float], q: float) -> float:

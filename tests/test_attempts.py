@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gitrepo import Repo, make_repo, tracker_python
 
+from tests.support.gitrepo import Repo, make_repo, tracker_python
 from tracker.api import Tracker
 from tracker.clock import iso, parse_iso
 from tracker.events import DeploymentPolled, DeploymentSucceeded, PushRecorded

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gitrepo import ROOT, Repo, make_repo, wait_until
 
+from tests.support.gitrepo import ROOT, Repo, make_repo, wait_until
 from tracker.sim.autodeploy import AutoDeploy, Timings
 from tracker.sim.server import SimulatedPlatform, main
 

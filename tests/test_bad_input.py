@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from gitrepo import Repo, make_repo
 
+from tests.support.gitrepo import Repo, make_repo
 from tracker.api import Tracker
 from tracker.errors import UsageError
 from tracker.events import PushRecorded
@@ -375,8 +375,7 @@ def test_wait_resumes_the_monitor_once_the_setting_is_fixed(tmp_path: Path) -> N
 def test_a_push_with_a_bad_monitor_setting_says_so_in_its_headline(tmp_path: Path) -> None:
     """Through the real hook: the confirmer starts the monitor although a setting is bad; the
     monitor refuses it and records why; `status` says so and exits 2; `wait` returns at once."""
-    from gitrepo import tracker_python, wait_until
-
+    from tests.support.gitrepo import tracker_python, wait_until
     from tracker.push.install import install
 
     made = make_repo(tmp_path, **DO, TRACKER_MAX_WAIT="abc")

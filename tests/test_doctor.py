@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitrepo import ROOT, Repo, make_repo, tracker_python, wait_until
 from jsonschema import Draft202012Validator
 
+from tests.support.gitrepo import ROOT, Repo, make_repo, tracker_python, wait_until
 from tracker.log.sqlite import SQLiteLog
 from tracker.push.install import PRE_COMMIT_ITEM, install
 from tracker.push.spool import read_record, record_paths

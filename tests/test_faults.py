@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitrepo import Repo, make_repo, tracker_python, wait_until
-from mariadb import admin_connection, plan_table
 
+from tests.support.gitrepo import Repo, make_repo, tracker_python, wait_until
+from tests.support.mariadb import admin_connection, plan_table
 from tracker.clock import FakeClock
 from tracker.config import Settings, load_settings
 from tracker.log.sqlite import SQLiteLog
@@ -35,7 +35,7 @@ from tracker.push.spool import confirmer_alive, read_record, record_paths
 from tracker.sim.server import SimulatedPlatform
 
 ROOT = Path(__file__).resolve().parent.parent
-HELPER = Path(__file__).resolve().parent / "fault_writer.py"
+HELPER = Path(__file__).resolve().parent / "support" / "fault_writer.py"
 TOKEN = "sim-fault-token-6f1c2b"
 PASSWORD = "pw-never-shown-93a7"
 
@@ -154,8 +154,7 @@ def wait_for_confirmers(repo: Repo) -> None:
 
 def test_sigkill_mid_append_keeps_every_acknowledged_batch_whole(tmp_path: Path) -> None:
     """A batch is in the log whole once `append_all` returned, and never in part."""
-    sys.path.insert(0, str(HELPER.parent))
-    from fault_writer import batch_of
+    from tests.support.fault_writer import batch_of
 
     db = tmp_path / "log" / "events.db"
     with SQLiteLog(db) as store:
@@ -367,7 +366,7 @@ def test_sigkill_of_the_confirmer_before_it_appends_loses_nothing(repo: Repo) ->
 
 def sim_env(sim: SimulatedPlatform, db: Path, **extra: str) -> dict[str, str]:
     """The environment of a tracker process watching `sim` with fast polling."""
-    from gitrepo import base_env
+    from tests.support.gitrepo import base_env
 
     return base_env(
         TRACKER_DB=str(db), DIGITALOCEAN_TOKEN=TOKEN, TRACKER_DO_APP_ID=sim.app_id,
@@ -657,8 +656,7 @@ def waiting_query(admin: Any, table: str) -> int | None:
 def test_wrong_database_credentials_stop_the_monitor_with_one_line_and_no_secret(
     tmp_path: Path, deployments_table: tuple[Any, str]
 ) -> None:
-    from gitrepo import base_env
-
+    from tests.support.gitrepo import base_env
     from tracker.events import PushRecorded
 
     _, table = deployments_table
@@ -914,7 +912,7 @@ def test_pushes_racing_from_two_clones_are_each_recorded_once_with_one_outcome(
 ) -> None:
     import threading
 
-    from gitrepo import git
+    from tests.support.gitrepo import git
 
     db = tmp_path / "shared-log" / "events.db"
     with SimulatedPlatform(token=TOKEN) as sim:
@@ -994,7 +992,7 @@ def test_a_list_scan_cut_short_by_a_fault_is_finished_by_the_next_poll(
 def test_superseded_by_a_push_from_another_clone_that_went_live_is_exit_0(
     tmp_path: Path,
 ) -> None:
-    from gitrepo import git
+    from tests.support.gitrepo import git
 
     db = tmp_path / "shared-log" / "events.db"
     with SimulatedPlatform(token=TOKEN, supersede_on="created") as sim:

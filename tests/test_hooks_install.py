@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from gitrepo import Repo, make_repo, set_hook, tracker_python, wait_until
 
+from tests.support.gitrepo import Repo, make_repo, set_hook, tracker_python, wait_until
 from tracker.errors import UsageError
 from tracker.log.sqlite import SQLiteLog
 from tracker.push.install import CHAINED, HUSKY_MARK, PRE_COMMIT_ITEM, install, status, uninstall
@@ -218,7 +218,7 @@ def test_pre_commit_without_a_to_ref_resolves_the_local_branch() -> None:
 
 @pytest.mark.slow
 def test_pre_commit_records_the_first_push_to_an_empty_remote(tmp_path: Path) -> None:
-    from gitrepo import base_env, git
+    from tests.support.gitrepo import base_env, git
 
     env = base_env()
     remote, work = tmp_path / "empty.git", tmp_path / "fresh"

@@ -28,7 +28,7 @@ from tracker.log.sqlite import Append
 
 A = "a" * 40
 B = "b" * 40
-WRITER = Path(__file__).resolve().parent / "store_writer.py"
+WRITER = Path(__file__).resolve().parent / "support" / "store_writer.py"
 
 Opener = Callable[[], EventLog]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hostile import Answer, deployment, dripping, hostile_api, nested
 
+from tests.support.hostile import Answer, deployment, dripping, hostile_api, nested
 from tracker.api import Tracker
 from tracker.clock import FakeClock
 from tracker.config import Settings, load_settings
@@ -364,7 +364,7 @@ def test_a_monitor_holds_off_while_the_machine_spent_the_api_budget(store, platf
     assert store.api_calls_by_window(clock.now())[0] < 200
 
 
-# -- a hostile App Platform (tests/hostile.py): no crash, no overrun, no faster than the policy --
+# -- a hostile App Platform (tests/support/hostile.py): no crash, no overrun, no faster than the policy --
 
 HOSTILE_429 = {"ratelimit-remaining": "0"}
 HOSTILE = {

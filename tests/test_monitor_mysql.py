@@ -13,8 +13,8 @@ from typing import Any
 
 import pymysql
 import pytest
-from mariadb import admin_connection, plan_table
 
+from tests.support.mariadb import admin_connection, plan_table
 from tracker.clock import FakeClock
 from tracker.config import Settings, load_settings
 from tracker.events import PushRecorded

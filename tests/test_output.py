@@ -1,6 +1,6 @@
 """No control character from outside reaches the terminal (SPEC §5), checked on a real pty.
 
-A hostile App Platform on loopback (tests/hostile.py) puts OSC 0, OSC 52, `ESC[2J`, a C1 CSI and
+A hostile App Platform on loopback (tests/support/hostile.py) puts OSC 0, OSC 52, `ESC[2J`, a C1 CSI and
 a DSR request in every string the tracker shows: error bodies, phases, step names, failure
 reasons, build log lines. An ingested notification does the same with its status, source and
 log tail. Every command that shows them runs in a pseudo-terminal (colour on, as for a person);
@@ -22,8 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gitrepo import base_env
-from hostile import (
+
+from tests.support.gitrepo import base_env
+from tests.support.hostile import (
     DEPLOYMENT_ID,
     ESCAPES,
     EVERY_ESCAPE,
@@ -33,7 +34,6 @@ from hostile import (
     deployment,
     hostile_api,
 )
-
 from tracker.api import Tracker
 from tracker.config import load_settings
 from tracker.events import DeploymentPolled

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gitrepo import Repo, git, make_repo, tracker_python, wait_until
 
+from tests.support.gitrepo import Repo, git, make_repo, tracker_python, wait_until
 from tracker.log.sqlite import SQLiteLog
 from tracker.push.install import install
 from tracker.push.spool import process_alive, read_record, record_paths, take_in

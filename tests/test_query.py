@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
-from gitrepo import make_repo
 
+from tests.support.gitrepo import make_repo
 from tracker.cli.query import bindings, output_format
 from tracker.errors import UsageError
 from tracker.events import (

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from gitrepo import Repo, make_repo, tracker_python, wait_until
 
+from tests.support.gitrepo import Repo, make_repo, tracker_python, wait_until
 from tracker import gitutil
 from tracker.api import Tracker
 from tracker.events import DeploymentPolled, MonitorStarted, PushRecorded
@@ -137,7 +137,7 @@ conn.execute("ROLLBACK")
 @contextmanager
 def busy(how: str, db: Path) -> Iterator[None]:
     if how == "lock held":
-        with holding(str(HERE / "fault_writer.py"), "hold-lock", str(db), ready="held"):
+        with holding(str(HERE / "support" / "fault_writer.py"), "hold-lock", str(db), ready="held"):
             yield
     elif how == "writer stopped mid-append":
         with holding("-c", STOPPED_WRITER, str(db), ready="stopped") as writer:
@@ -355,7 +355,7 @@ def test_a_bare_repository_takes_a_relative_tracker_db_from_its_git_dir(tmp_path
 
 
 def test_a_read_at_a_mistyped_log_creates_nothing_and_says_so(tmp_path: Path) -> None:
-    from gitrepo import base_env
+    from tests.support.gitrepo import base_env
 
     typo = tmp_path / "notarepo" / "x.db"
     env = base_env(TRACKER_DB=str(typo))
@@ -375,7 +375,7 @@ def test_a_read_at_a_mistyped_log_creates_nothing_and_says_so(tmp_path: Path) ->
 
 
 def test_outside_a_repository_with_no_ref_the_error_says_so(tmp_path: Path) -> None:
-    from gitrepo import base_env
+    from tests.support.gitrepo import base_env
 
     done = tracker(tmp_path, "status", env=base_env(TRACKER_DB=str(tmp_path / "events.db")))
     assert done.returncode == 64

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gitrepo import base_env, make_repo, set_hook, tracker_python, wait_until
-from hostile import Listener, listener
-from mariadb import admin_connection
 
+from tests.support.gitrepo import base_env, make_repo, set_hook, tracker_python, wait_until
+from tests.support.hostile import Listener, listener
+from tests.support.mariadb import admin_connection
 from tracker.api import Tracker
 from tracker.config import load_settings
 from tracker.log.sqlite import SQLiteLog

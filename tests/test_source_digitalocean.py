@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from hostile import (
+
+from tests.support.hostile import (
     DEPLOYMENT_ID,
     ESCAPES,
     EVERY_ESCAPE,
@@ -28,7 +29,6 @@ from hostile import (
     hostile_api,
     nested,
 )
-
 from tracker.clock import FakeClock
 from tracker.monitor.sources.base import LogTail, Observation, outcome_of
 from tracker.monitor.sources.digitalocean import DigitalOceanSource
@@ -425,7 +425,7 @@ def test_a_server_that_echoes_the_token_does_not_leak_it() -> None:
     assert TOKEN not in repr(obs) and tail.error and TOKEN not in tail.error
 
 
-# --- a hostile App Platform on loopback (tests/hostile.py) ----------------------------------
+# --- a hostile App Platform on loopback (tests/support/hostile.py) ----------------------------------
 
 SQLITE_INT = 2**63 - 1
 

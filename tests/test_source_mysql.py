@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pymysql
 import pytest
-from hostile import dripping
-from mariadb import admin_connection, plan_table
 
+from tests.support.hostile import dripping
+from tests.support.mariadb import admin_connection, plan_table
 from tracker.config import MySQLSettings, load_settings
 from tracker.errors import ConfigError
 from tracker.monitor.sources.base import LogTail, outcome_of

@@ -11,8 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from gitrepo import Repo, make_repo
 
+from tests.support.gitrepo import Repo, make_repo
 from tracker.log.sqlite import SQLiteLog
 from tracker.push.spool import (
     PushRecord,
@@ -56,7 +56,7 @@ def kinds(store: SQLiteLog, sha: str) -> list[str]:
 
 def decided(repo: Repo, sha: str) -> list[str]:
     """Wait until the confirmer a reader handed the record to has decided it; the kinds."""
-    from gitrepo import wait_until
+    from tests.support.gitrepo import wait_until
 
     def done() -> list[str] | None:
         with SQLiteLog(repo.db) as store:
@@ -242,7 +242,7 @@ def test_a_push_recorded_by_hand_names_the_same_pusher_as_the_hook(repo: Repo) -
 
 def other_clone(repo: Repo, tmp_path: Path) -> Repo:
     """A second clone of the same remote (its pushes are not in `repo`'s objects)."""
-    from gitrepo import git
+    from tests.support.gitrepo import git
 
     work = tmp_path / "other"
     git(tmp_path, "clone", "-q", str(repo.remote), str(work), env=repo.env)

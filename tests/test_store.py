@@ -28,12 +28,12 @@ from tracker.events import (
 from tracker.log.sqlite import SQLiteLog
 
 REPO = Path(__file__).resolve().parent.parent
-WRITER = Path(__file__).resolve().parent / "store_writer.py"
+WRITER = Path(__file__).resolve().parent / "support" / "store_writer.py"
 SHA = "a" * 40
 
 
 def writer(*args: str, stdin: int | None = None) -> subprocess.Popen[str]:
-    """Start `tests/store_writer.py` with the repository importable."""
+    """Start `tests/support/store_writer.py` with the repository importable."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
         [sys.executable, str(WRITER), *args], stdout=subprocess.PIPE, stdin=stdin, text=True,

@@ -7,8 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gitrepo import base_env
-
+from tests.support.gitrepo import base_env
 from tracker.events import PushRecorded
 from tracker.log.sqlite import SQLiteLog
 from tracker.sim.server import SimulatedPlatform

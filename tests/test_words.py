@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitrepo import base_env, make_repo
 
+from tests.support.gitrepo import base_env, make_repo
 from tracker.api import EventRecord, Tracker
 from tracker.cli.app import app
 from tracker.cli.text import event_line, status_text, verdict

@@ -1,0 +1,1 @@
+"""Test helpers, importable by the tests and the benches as `tests.support.*`."""
