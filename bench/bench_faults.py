@@ -36,15 +36,15 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.fault_writer import batch_of  # noqa: E402
 from tests.support.gitrepo import Repo, base_env, git, make_repo, tracker_python, wait_until  # noqa: E402
-from tracker.api import monitor_alive  # noqa: E402
 from tracker.clock import FakeClock  # noqa: E402
 from tracker.config import load_settings  # noqa: E402
 from tracker.events import PushRecorded  # noqa: E402
 from tracker.log.sqlite import SQLiteLog  # noqa: E402
 from tracker.monitor.loop import Monitor, build_sources  # noqa: E402
+from tracker.procs import confirmer_alive, monitor_alive  # noqa: E402
 from tracker.projections import exit_code_of  # noqa: E402
 from tracker.push.install import install  # noqa: E402
-from tracker.push.spool import confirmer_alive, read_record, record_paths  # noqa: E402
+from tracker.push.spool import read_record, record_paths  # noqa: E402
 from tracker.sim.server import SimulatedPlatform  # noqa: E402
 
 TOKEN = "bench-fault-token"

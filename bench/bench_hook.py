@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.gitrepo import Repo, git, make_repo, tracker_python, wait_until
 from tracker.log.sqlite import SQLiteLog
 from tracker.push.install import install
-from tracker.push.spool import record_paths, take_in
+from tracker.push.intake import take_in
+from tracker.push.spool import record_paths
 
 
 def timed_push(repo: Repo, *flags: str) -> float:

@@ -29,9 +29,10 @@ from tests.support.mariadb import admin_connection, plan_table
 from tracker.clock import FakeClock
 from tracker.config import Settings, load_settings
 from tracker.log.sqlite import SQLiteLog
+from tracker.procs import confirmer_alive
 from tracker.projections import exit_code_of
 from tracker.push.install import install
-from tracker.push.spool import confirmer_alive, read_record, record_paths
+from tracker.push.spool import read_record, record_paths
 from tracker.sim.server import SimulatedPlatform
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -394,8 +395,8 @@ OUTCOMES = {
 
 
 def test_sigkill_of_a_monitor_mid_poll_is_stale_then_wait_resumes_it(tmp_path: Path) -> None:
-    from tracker.api import monitor_alive
     from tracker.events import PushRecorded
+    from tracker.procs import monitor_alive
 
     sha = "c0ffee" + "0" * 34
     db = tmp_path / "log" / "events.db"
@@ -967,7 +968,7 @@ def test_pushes_racing_from_two_clones_are_each_recorded_once_with_one_outcome(
 
 
 def monitor_pids_alive(db: Path) -> list[int]:
-    from tracker.api import monitor_alive
+    from tracker.procs import monitor_alive
 
     with SQLiteLog(db) as store:
         pids = [int(e.data["pid"]) for e in store.events() if e.type == "MonitorStarted"]

@@ -18,9 +18,10 @@ from typing import Annotated, Any
 from cyclopts import App, CycloptsError, Parameter, UnknownCommandError, UnusedCliTokensError
 
 from tracker import __version__
-from tracker.api import DeploymentStatus, Tracker
+from tracker.api import Tracker
 from tracker.errors import TrackerError, UsageError
 from tracker.output import say
+from tracker.read.status import DeploymentStatus
 
 USAGE = 64
 INTERNAL = 70
@@ -362,7 +363,7 @@ def ingest(*, json: bool = False) -> int:
     json
         Print the resulting status as JSON.
     """
-    from tracker.api import status_for_notification
+    from tracker.monitor.ingest import status_for_notification
 
     raw = getattr(sys.stdin, "buffer", None)  # bytes, to say when they are not UTF-8
     try:

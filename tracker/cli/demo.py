@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tracker.api import Tracker, monitor_alive
+from tracker.api import Tracker
 from tracker.gitutil import clean_env
 from tracker.output import say
+from tracker.procs import monitor_alive
 
 if TYPE_CHECKING:
     from tracker.policies import PollPolicy

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from tracker.api import DeploymentStatus, Tracker
+from tracker.api import Tracker
 from tracker.cli.text import (
     event_json,
     event_line,
@@ -18,6 +18,7 @@ from tracker.cli.text import (
     verdict,
 )
 from tracker.output import say
+from tracker.read.status import DeploymentStatus
 
 FOLLOW_EVERY_S = 0.25
 

@@ -13,9 +13,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from tracker.api import DeploymentStatus, EventRecord
 from tracker.clock import iso, parse_iso
 from tracker.output import style
+from tracker.read.status import DeploymentStatus, EventRecord
 from tracker.words import clip, count, seconds, timed_out_reason
 
 _CODES = {"green": "32", "red": "31", "yellow": "33", "dim": "2", "bold": "1"}
