@@ -319,19 +319,3 @@ def test_the_reflog_is_read_back_only_to_the_push(repo: Repo) -> None:
 
     assert pushed_per_reflog(record_for(repo, sha, pushed_at=time.time()))
     assert not pushed_per_reflog(record)
-
-
-def test_a_confirmer_finds_a_push_a_reader_settled_in_the_log(repo: Repo) -> None:
-    """The confirmer that loses the race to a reader still knows the push was confirmed (and
-    so starts its monitor)."""
-    from tracker.clock import SYSTEM_CLOCK
-    from tracker.push.confirm import confirmed_in_log
-
-    sha = pushed(repo)
-    record = record_for(repo, sha)
-    write_record(repo.spool, record)
-    assert not confirmed_in_log(record, SYSTEM_CLOCK)
-    with SQLiteLog(repo.db) as store:
-        take_in(store, repo.log_dir)
-    assert confirmed_in_log(record, SYSTEM_CLOCK)
-    assert not confirmed_in_log(replace(record, push_id="another-push"), SYSTEM_CLOCK)
