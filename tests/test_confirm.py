@@ -17,6 +17,7 @@ from tracker.log.sqlite import SQLiteLog
 from tracker.push.confirm import confirmed_in_log
 from tracker.push.intake import take_in
 from tracker.push.spool import PushRecord, record_paths, write_record
+from tracker.sim.server import SimulatedPlatform
 
 HEAVY = ("httpx", "pymysql", "cyclopts", "sqlite_utils", "rich")
 
@@ -41,11 +42,13 @@ def record_for(repo: Repo, sha: str, **changes: object) -> PushRecord:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def confirm(path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def confirm(
+    path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the confirmer to its end, as the hook starts it (isolated mode, from `/`)."""
     return subprocess.run(
         [tracker_python(), "-I", *args, "-m", "tracker.confirm", str(path)],
-        env=base_env(), cwd="/", capture_output=True, text=True, timeout=timeout,
+        env=env or base_env(), cwd="/", capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
 
@@ -65,6 +68,28 @@ def test_a_push_that_reached_the_remote_is_recorded_confirmed_and_unspooled(repo
     with SQLiteLog(repo.db) as store:
         row = store.deployment(sha)
     assert row is not None and row.state == "pending"  # no source configured: no monitor
+
+
+def test_with_a_source_configured_the_confirmer_becomes_the_commits_monitor(repo: Repo) -> None:
+    """The same process goes on as `tracker monitor SHA` (here refused by the platform, which
+    the monitor records, so `status` can say why nothing watches the commit)."""
+    sha = repo.commit()
+    repo.git("push", "-q", "--no-verify", "origin", "HEAD:main")
+    path = write_record(repo.spool, record_for(repo, sha))
+    with SimulatedPlatform(token="the-right-token") as sim:
+        env = base_env(
+            DIGITALOCEAN_TOKEN="a-wrong-token", TRACKER_DO_APP_ID=sim.app_id,
+            TRACKER_DO_API_URL=sim.base_url, TRACKER_POLL_POLICY="stepped",
+            TRACKER_POLL_INITIAL="0.2",
+        )  # fmt: skip
+        done = confirm(path, env=env)
+    assert done.returncode == 69, done.stdout + done.stderr  # the monitor's exit status
+    found = kinds(repo, sha)
+    assert found[:2] == ["PushRecorded", "PushConfirmed"]
+    assert any(kind.startswith("Monitor") for kind in found[2:]), found
+    with SQLiteLog(repo.db) as store:
+        row = store.deployment(sha)
+    assert row is not None and row.not_watched and "DIGITALOCEAN_TOKEN" in row.not_watched
 
 
 def test_a_push_git_gave_up_on_is_rejected(repo: Repo) -> None:

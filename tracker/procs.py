@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tracker.gitutil import GIT_LOCAL_ENV
+from tracker.gitutil import GIT_LOCAL_ENV, clean_env
 
 _HAVE_PROC = os.path.isdir("/proc/self")
 
@@ -93,6 +93,20 @@ def spawn_confirmer(record_path: Path) -> int | None:
     except OSError:
         return None
     return child.pid
+
+
+def exec_monitor(db: str, sha: str, *, cwd: str) -> OSError:
+    """Replace this process by `python -I -m tracker monitor SHA` on the log `db`, run from
+    `cwd` (the pushed repository, for its settings); returns only why that failed."""
+    env = clean_env()
+    env["TRACKER_DB"] = db
+    with contextlib.suppress(OSError):
+        os.chdir(cwd)
+    argv = [sys.executable, "-I", "-m", "tracker", "monitor", sha]
+    try:
+        os.execve(sys.executable, argv, env)  # noqa: S606 (argv is ours, no shell)
+    except OSError as exc:
+        return exc
 
 
 def real_git_pid(start: int) -> int:

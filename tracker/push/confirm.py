@@ -9,15 +9,13 @@ configured, becomes the monitor. Standard library only; errors go to `<log dir>/
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from pathlib import Path
 
 from tracker.clock import SYSTEM_CLOCK, Clock
 from tracker.errors import LockTimeoutError, LogError, TrackerError
-from tracker.gitutil import clean_env
 from tracker.log.sqlite import Append, SQLiteLog
-from tracker.procs import detach, process_alive
+from tracker.procs import detach, exec_monitor, process_alive
 from tracker.push.intake import recorded, verdict_append, wants_monitor
 from tracker.push.settle import BUDGET_S, Verdict, settle
 from tracker.push.spool import PushRecord, held, note, read_record
@@ -102,16 +100,9 @@ class Confirmer:
 
 
 def become_monitor(record: PushRecord, log_dir: Path) -> None:
-    """Replace this process by `python -I -m tracker monitor SHA`; returns only on failure."""
-    env = clean_env()
-    env["TRACKER_DB"] = record.db
-    with contextlib.suppress(OSError):
-        os.chdir(record.toplevel or "/")
-    argv = [sys.executable, "-I", "-m", "tracker", "monitor", record.sha]
-    try:
-        os.execve(sys.executable, argv, env)  # noqa: S606 (argv is ours, no shell)
-    except OSError as exc:
-        note(log_dir, f"push {record.push_id}: cannot start the monitor: {exc.strerror}")
+    """Replace this process by the commit's monitor; returns only on failure (said in the log)."""
+    failed = exec_monitor(record.db, record.sha, cwd=record.toplevel or "/")
+    note(log_dir, f"push {record.push_id}: cannot start the monitor: {failed.strerror}")
 
 
 def confirm(path: Path, clock: Clock = SYSTEM_CLOCK) -> int:

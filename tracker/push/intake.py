@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from tracker.errors import LockTimeoutError, TrackerError
 from tracker.events import PushConfirmed, PushRecorded, PushRejected
 from tracker.gitutil import pusher
 from tracker.log.sqlite import Append, SQLiteLog
-from tracker.procs import confirmer_alive, process_alive, spawn_confirmer
+from tracker.procs import confirmer_alive, host, process_alive, spawn_confirmer
 from tracker.push.settle import Verdict, settle
 from tracker.push.spool import (
     PushRecord,
@@ -41,7 +40,7 @@ def recorded(record: PushRecord) -> Append:
     """The `PushRecorded` of a record; its key makes taking it in twice a no-op."""
     event = PushRecorded(
         sha=record.sha, branch=record.branch, remote=record.remote, remote_url=record.url,
-        pushed_by=pushed_by(record), host=socket.gethostname(), source=record.source,
+        pushed_by=pushed_by(record), host=host(), source=record.source,
         pushed_at=iso(record.pushed_at), push_id=record.push_id,
     )  # fmt: skip
     return Append(record.sha, event, key=push_key(record))
