@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 import tracker.read.stats as stats_module
+from tracker.cli.app import parse_since
+from tracker.cli.output import safe
+from tracker.cli.text import stats_text
 from tracker.clock import iso
 from tracker.errors import UsageError
 from tracker.events import (
@@ -24,7 +27,6 @@ from tracker.events import (
     PushRejected,
 )
 from tracker.log.sqlite import SQLiteLog
-from tracker.output import safe
 from tracker.policies import FixedPolicy, baseline_polls, polls_to_detect
 from tracker.projections import phase_spans
 from tracker.read.stats import (
@@ -32,9 +34,7 @@ from tracker.read.stats import (
     Summary,
     compute_stats,
     histogram,
-    parse_since,
     percentile,
-    stats_text,
     summarise,
 )
 
@@ -508,7 +508,7 @@ def test_a_commit_superseded_by_a_live_successor_counts_as_a_success(log: SQLite
 
 
 def test_the_comparison_says_which_way_it_goes() -> None:
-    from tracker.read.stats import Comparison, comparison_line
+    from tracker.cli.text import Comparison, comparison_line
 
     more = comparison_line(Comparison(10.0, 4, 8, 39, 1.1))
     assert more == (
