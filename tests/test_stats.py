@@ -13,7 +13,7 @@ import pytest
 import tracker.read.stats as stats_module
 from tracker.cli.app import parse_since
 from tracker.cli.output import safe
-from tracker.cli.text import stats_text
+from tracker.cli.text import duration, stats_text
 from tracker.clock import iso
 from tracker.errors import UsageError
 from tracker.events import (
@@ -528,7 +528,7 @@ def test_the_comparison_says_which_way_it_goes() -> None:
 def test_the_histogram_fits_small_counts_and_its_labels_never_repeat(values: list[float]) -> None:
     bars = histogram(sorted(values))
     assert len(bars) <= len(values) and sum(b.count for b in bars) == len(values)
-    labels = [f"{stats_module.duration(b.start_s)}-{stats_module.duration(b.end_s)}" for b in bars]
+    labels = [f"{duration(b.start_s)}-{duration(b.end_s)}" for b in bars]
     assert len(set(labels)) == len(labels), labels
     assert all(b.start_s != b.end_s for b in bars) or len(bars) == 1
 
@@ -539,7 +539,7 @@ def test_stats_columns_line_up_on_a_colour_terminal(log: SQLiteLog, tmp_path: Pa
     import os
     import re
 
-    from test_output import in_pty
+    from tests.test_output import in_pty
 
     seeded(log)
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
