@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +62,8 @@ def guarded(call: Callable[[], object], help_of: Callable[[], str]) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:  # a bug: say so, and where to look
+        import traceback
+
         where = traceback.extract_tb(exc.__traceback__)[-1]
         return fail(
             INTERNAL,
