@@ -364,7 +364,7 @@ def test_a_monitor_holds_off_while_the_machine_spent_the_api_budget(store, platf
     assert store.api_calls_by_window(clock.now())[0] < 200
 
 
-# -- a hostile App Platform (tests/support/hostile.py): no crash, no overrun, no faster than the policy --
+# -- a hostile App Platform (tests/support/hostile.py): no crash, no overrun, no faster than policy
 
 HOSTILE_429 = {"ratelimit-remaining": "0"}
 HOSTILE = {

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 import tracker.read.stats as stats_module
+from tracker.cli.app import parse_since
+from tracker.cli.output import safe
+from tracker.cli.text import duration, stats_text
 from tracker.clock import iso
 from tracker.errors import UsageError
 from tracker.events import (
@@ -24,7 +27,6 @@ from tracker.events import (
     PushRejected,
 )
 from tracker.log.sqlite import SQLiteLog
-from tracker.output import safe
 from tracker.policies import FixedPolicy, baseline_polls, polls_to_detect
 from tracker.projections import phase_spans
 from tracker.read.stats import (
@@ -32,9 +34,7 @@ from tracker.read.stats import (
     Summary,
     compute_stats,
     histogram,
-    parse_since,
     percentile,
-    stats_text,
     summarise,
 )
 
@@ -508,7 +508,7 @@ def test_a_commit_superseded_by_a_live_successor_counts_as_a_success(log: SQLite
 
 
 def test_the_comparison_says_which_way_it_goes() -> None:
-    from tracker.read.stats import Comparison, comparison_line
+    from tracker.cli.text import Comparison, comparison_line
 
     more = comparison_line(Comparison(10.0, 4, 8, 39, 1.1))
     assert more == (
@@ -528,7 +528,7 @@ def test_the_comparison_says_which_way_it_goes() -> None:
 def test_the_histogram_fits_small_counts_and_its_labels_never_repeat(values: list[float]) -> None:
     bars = histogram(sorted(values))
     assert len(bars) <= len(values) and sum(b.count for b in bars) == len(values)
-    labels = [f"{stats_module.duration(b.start_s)}-{stats_module.duration(b.end_s)}" for b in bars]
+    labels = [f"{duration(b.start_s)}-{duration(b.end_s)}" for b in bars]
     assert len(set(labels)) == len(labels), labels
     assert all(b.start_s != b.end_s for b in bars) or len(bars) == 1
 
@@ -539,7 +539,7 @@ def test_stats_columns_line_up_on_a_colour_terminal(log: SQLiteLog, tmp_path: Pa
     import os
     import re
 
-    from test_output import in_pty
+    from tests.test_output import in_pty
 
     seeded(log)
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}

@@ -400,7 +400,7 @@ def doctor_command(db: Path | None, *, as_json: bool) -> int:
         out = {"ok": not failures, "exit_code": code, "checks": [c.to_dict() for c in checks]}
         print(json.dumps(out, indent=2))
         return code
-    from tracker.output import say
+    from tracker.cli.output import say
 
     for line in render(checks):
         say(line)
@@ -426,7 +426,7 @@ def render(checks: list[Check]) -> list[str]:
 def hooks_status_command(repo: Path, *, as_json: bool) -> int:
     """`tracker hooks status`: one line per place; 78 when a hook of ours is installed but
     broken, else 0."""
-    from tracker.output import say
+    from tracker.cli.output import say
     from tracker.push import install as hooks_install
 
     info = hooks_install.status(repo)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from tracker.api import Tracker
+from tracker.cli.output import say
 from tracker.cli.text import (
     event_json,
     event_line,
@@ -17,7 +18,6 @@ from tracker.cli.text import (
     unwatched_line,
     verdict,
 )
-from tracker.output import say
 from tracker.read.status import DeploymentStatus
 
 FOLLOW_EVERY_S = 0.25
