@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.gitrepo import ROOT, Repo, make_repo, wait_until
-from tracker.sim.autodeploy import AutoDeploy, Timings
-from tracker.sim.server import SimulatedPlatform, main
+from tracker.sim import AutoDeploy, SimulatedPlatform, Timings, main
 
 FAST = Timings(pending_build_s=0.1, build_s=0.3, pending_deploy_s=0.1, deploy_s=0.3)
 

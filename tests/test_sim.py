@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tracker.clock import FakeClock
-from tracker.sim.server import (
+from tracker.sim import (
     BUILD_FAILURE_LINE,
     DEPLOY_FAILURE_LINE,
     ZERO_TIME,
@@ -340,6 +340,6 @@ def test_supersede_on_created_replaces_ours_whatever_becomes_of_the_newer(
 
 
 def test_the_command_line_exits_64_on_a_usage_error_never_2() -> None:
-    from tracker.sim.server import main
+    from tracker.sim import main
 
     assert main(["--bogus"]) == 64
