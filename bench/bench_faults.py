@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT
 from tests.support.fault_writer import batch_of
+from tests.support.faults import helper
 from tests.support.gitrepo import Repo, base_env, git, make_repo, tracker_python, wait_until
 from tracker.api import monitor_alive
 from tracker.clock import FakeClock
@@ -45,7 +45,6 @@ from tracker.push.spool import confirmer_alive, read_record, record_paths
 from tracker.sim import SimulatedPlatform
 
 TOKEN = "bench-fault-token"
-HELPER = ROOT / "tests" / "support" / "fault_writer.py"
 OUTCOMES = {"DeploymentSucceeded", "DeploymentFailed", "DeploymentSuperseded", "MonitorTimedOut"}
 VERDICTS = {"PushConfirmed", "PushRejected"}
 HOST = os.uname().nodename
@@ -72,14 +71,6 @@ def cli(*args: str, cwd: Path, env: dict[str, str], **kw: Any) -> subprocess.Com
     return subprocess.run(
         [sys.executable, "-m", "tracker", *args], cwd=cwd, env=env, capture_output=True,
         text=True, timeout=120, **kw,
-    )  # fmt: skip
-
-
-def helper(*args: str, stdin: int | None = None) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, str(HELPER), *args], stdout=subprocess.PIPE, stdin=stdin, text=True,
-        env=env, cwd=ROOT,
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.simulated import SIM_TOKEN as TOKEN
 from tracker.clock import FakeClock
 from tracker.sim import (
     BUILD_FAILURE_LINE,
@@ -17,7 +18,6 @@ from tracker.sim import (
     SimulatedPlatform,
 )
 
-TOKEN = "sim-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -41,17 +41,6 @@ class Api:
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()["deployment"]
         return body
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def sim(clock: FakeClock) -> Iterator[SimulatedPlatform]:
-    with SimulatedPlatform(clock=clock, token=TOKEN) as platform:
-        yield platform
 
 
 @pytest.fixture
