@@ -5,6 +5,10 @@ time for "unset", no `links` when a list fits on one page, 429 with and without 
 pre-signed log archives that refuse an `Authorization` header. Every deployment follows a
 scripted timeline read from a `Clock`, so a `FakeClock` shared with the monitor runs a whole
 deployment in simulated time. Standard library only: the demo imports it on a fresh machine.
+
+This module is the server: routes, the rate budget, the archives and `python -m tracker.sim`.
+The timelines are in `timeline.py`, the JSON they are shown as in `shapes.py`, and the
+misbehaviour a test can inject in `faults.py`.
 """
 
 from __future__ import annotations
