@@ -32,7 +32,7 @@ from tests.support.hostile import (
 from tracker.clock import FakeClock
 from tracker.monitor.sources.base import LogTail, Observation, outcome_of
 from tracker.monitor.sources.digitalocean import DigitalOceanSource
-from tracker.sim.server import (
+from tracker.sim import (
     BUILD_FAILURE_LINE,
     DEPLOY_FAILURE_LINE,
     SimulatedPlatform,
