@@ -36,11 +36,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("clock.py", "time.time"): "the clock itself",
     ("clock.py", "time.monotonic"): "the clock itself",
     ("clock.py", "time.sleep"): "the clock itself",
-    ("cli/demo.py", "time.monotonic"): "TODO(lead): owned by another wing (cli): take a Clock",
-    ("cli/demo.py", "time.sleep"): "TODO(lead): owned by another wing (cli): clock.sleep",
-    ("push/spool.py", "time.time"): "TODO(lead): owned by another wing (push): the fallback "
-    "when no clock is given; default the parameter to SYSTEM_CLOCK instead",
-    ("push/prepush.py", "time.time"): "TODO(lead): owned by another wing (push): take a Clock",
 }
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from tracker.clock import SYSTEM_CLOCK, Clock
 from tracker.gitutil import common_dir, log_path_from_env, strip_credentials
 from tracker.procs import is_dry_run, real_git_pid, spawn_confirmer
 from tracker.push.spool import PushRecord, spool_dir, write_record
@@ -68,7 +68,9 @@ def deployed_branch(root: Path | None) -> str:
         return os.environ.get("TRACKER_BRANCH") or "main"
 
 
-def record_pushes(argv: list[str], env: Mapping[str, str], lines: list[str]) -> int:
+def record_pushes(
+    argv: list[str], env: Mapping[str, str], lines: list[str], clock: Clock = SYSTEM_CLOCK
+) -> int:
     """Spool every push of the deployed branch and start its confirmer; how many."""
     remote = env.get("PRE_COMMIT_REMOTE_NAME") or (argv[0] if argv else "")
     url = env.get("PRE_COMMIT_REMOTE_URL") or (argv[1] if len(argv) > 1 else remote)
@@ -82,7 +84,7 @@ def record_pushes(argv: list[str], env: Mapping[str, str], lines: list[str]) -> 
         return 0
     chosen = env.get("TRACKER_DB")
     db = log_path_from_env(chosen) if chosen else common / "tracker" / "events.db"
-    now = time.time()
+    now = clock.now()
     for n, sha in enumerate(shas, 1):
         push_id = f"{now:.6f}-{os.getpid()}-{n}"
         path = spool_dir(db.parent) / f"{push_id}.push"

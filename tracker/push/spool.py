@@ -14,12 +14,11 @@ import contextlib
 import fcntl
 import os
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from tracker.clock import Clock, iso
+from tracker.clock import SYSTEM_CLOCK, Clock, iso
 
 SUFFIX = ".push"
 BUDGET_S = 900.0  # how long a push may stay undecided before we stop waiting for git
@@ -160,9 +159,9 @@ def held(path: Path) -> Iterator[bool]:
 # -- the confirmer's log ------------------------------------------------------------------
 
 
-def note(log_dir: Path, message: str, clock: Clock | None = None) -> None:
+def note(log_dir: Path, message: str, clock: Clock = SYSTEM_CLOCK) -> None:
     """Append one line to `<log dir>/confirm.log` (owner-only); never raises."""
-    now = time.time() if clock is None else clock.now()
+    now = clock.now()
     text = f"{iso(now)} pid {os.getpid()}: {' '.join(message.split())}\n"
     with contextlib.suppress(OSError):
         fd = os.open(log_dir / "confirm.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
