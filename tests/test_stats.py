@@ -3,13 +3,17 @@ checked against values computed by hand."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import tracker.log.sqlite_stats as sqlite_stats
 import tracker.read.stats as stats_module
 from tracker.clock import iso
 from tracker.errors import UsageError
@@ -26,11 +30,10 @@ from tracker.events import (
 from tracker.log.sqlite import SQLiteLog
 from tracker.output import safe
 from tracker.policies import FixedPolicy, baseline_polls, polls_to_detect
-from tracker.projections import phase_spans
+from tracker.projections import ROW_COLUMNS, DeploymentRow, phase_spans
 from tracker.read.stats import (
     Stats,
     Summary,
-    compute_stats,
     histogram,
     parse_since,
     percentile,
@@ -50,6 +53,21 @@ def sha(n: int) -> str:
 def log(tmp_path: Path) -> Iterator[SQLiteLog]:
     with SQLiteLog(tmp_path / "events.db", synchronous="NORMAL") as store:
         yield store
+
+
+def compute_stats(log: SQLiteLog, **window: Any) -> Stats:
+    """`read.stats.compute_stats` over the queries the log hands out, in one snapshot."""
+    with log.stats_queries() as queries:
+        return stats_module.compute_stats(queries, **window)
+
+
+def every_row(store: SQLiteLog) -> list[DeploymentRow]:
+    """The whole `deployments` projection, read by a plain SQLite client."""
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
+        found = conn.execute(
+            f"SELECT {', '.join(ROW_COLUMNS)} FROM deployments ORDER BY pushed_at, sha"
+        )
+        return [DeploymentRow(*r) for r in found]
 
 
 def push(store: SQLiteLog, n: int, at: float, branch: str = "main") -> None:
@@ -389,7 +407,7 @@ def random_log(store: SQLiteLog, rng: random.Random, n: int) -> None:
 
 def reference(store: SQLiteLog, since: float | None, branch: str | None) -> dict[str, object]:
     """Stats computed the plain way: every row in Python, sorted lists, bisection."""
-    every = store.deployments()
+    every = every_row(store)
     rows = [
         r for r in every
         if (since is None or (r.pushed_at or 0) >= since) and branch in (None, r.branch)
@@ -411,7 +429,7 @@ def reference(store: SQLiteLog, since: float | None, branch: str | None) -> dict
     push_to_live = sorted(ms(r.push_to_live_s) for r in rows if r.push_to_live_s is not None)
     phases = phase_durations([json.loads(r.phases) for r in rows if r.phases])
     on_branch = {r.sha for r in every if branch in (None, r.branch)}
-    with store.reading() as conn:
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
         calls = [
             c for c in conn.execute(
                 "SELECT sha, at, source, api_calls, db_queries, ok, error_kind, retry"
@@ -468,13 +486,13 @@ def observed(stats: Stats) -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize("small_window", [stats_module.SMALL_WINDOW, 0])
+@pytest.mark.parametrize("small_window", [sqlite_stats.SMALL_WINDOW, 0])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_indexed_stats_equal_a_plain_computation_over_every_row(
     log: SQLiteLog, seed: int, small_window: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both ways of reading a --since window: values read and sorted, and the index walked."""
-    monkeypatch.setattr(stats_module, "SMALL_WINDOW", small_window)
+    monkeypatch.setattr(sqlite_stats, "SMALL_WINDOW", small_window)
     rng = random.Random(seed)
     random_log(log, rng, 120)
     end = T0 + 600 * 120
@@ -539,7 +557,7 @@ def test_stats_columns_line_up_on_a_colour_terminal(log: SQLiteLog, tmp_path: Pa
     import os
     import re
 
-    from test_output import in_pty
+    from tests.test_output import in_pty
 
     seeded(log)
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
