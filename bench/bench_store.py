@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 from seed import END, OUT, cached, sha_of  # noqa: E402
 
 from tracker.events import DeploymentPolled, MonitorStopped, PushRecorded  # noqa: E402
-from tracker.log.sqlite import SQLiteLog, rebuild_parts  # noqa: E402
+from tracker.log.rebuild import rebuild_parts  # noqa: E402
+from tracker.log.sqlite import SQLiteLog  # noqa: E402
 
 WRITER = ROOT / "tests" / "support" / "store_writer.py"
 
