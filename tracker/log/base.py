@@ -14,10 +14,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from tracker.events import Event
-
 if TYPE_CHECKING:
     from tracker.errors import TrackerError
+    from tracker.events import Event
     from tracker.projections import DeploymentRow, StoredEvent
     from tracker.read.stats import StatsQueries
 
