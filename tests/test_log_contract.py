@@ -234,6 +234,39 @@ def test_a_check_finds_a_sound_log_and_a_lock_held_by_another_process(
         log.close()
 
 
+def test_a_rebuild_by_several_workers_agrees_with_one(log: EventLog) -> None:
+    for n in range(20):
+        sha = f"{n:040x}"
+        log.append(sha, PushRecorded(sha=sha, branch="main"))
+        log.append(sha, DeploymentPolled(source="digitalocean", ok=True, api_calls=1))
+    one, several = log.rebuild(workers=1), log.rebuild(workers=2)
+    assert one.clean and several.clean
+    assert (one.events, one.rows) == (several.events, several.rows) == (40, 20)
+
+
+def test_patience_gives_up_on_a_held_lock_sooner_and_then_ends(opener: Opener) -> None:
+    log = opener()
+    path = getattr(log, "path", None)
+    if path is None:
+        pytest.skip("the backend's lock is not a file another process can hold")  # pragma: no cover
+    log.append(A, PushRecorded(sha=A, branch="main"))
+    holder = subprocess.Popen(
+        [sys.executable, str(WRITER), "hold-lock", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with log.patience(0.05), pytest.raises(LockTimeoutError, match=r"\b0\.05 s"):
+            log.append(A, PushConfirmed(sha=A))
+        with pytest.raises(LockTimeoutError, match=r"\b0\.5 s"):  # the log's own timeout again
+            log.append(A, PushConfirmed(sha=A))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert log.append(A, PushConfirmed(sha=A)) is not None
+    log.close()
+
+
 def test_a_url_that_is_not_built_yet_is_a_clear_configuration_error() -> None:
     with pytest.raises(ConfigError, match="mysql://"):
         open_log("mysql://tracker@db.example:3306/deploys")
