@@ -36,6 +36,7 @@ from tracker.log.rows import (
     PROJECTION,
     UPSERT_ROW,
     Row,
+    replay_pending,
     write_measures,
 )
 from tracker.projections import (
@@ -132,12 +133,6 @@ def _settle(
     return RebuildReport(
         0, 0, tuple(sorted(diff.differing())), len(calls), len(measures), totals_differing
     )
-
-
-def replay_pending(conn: sqlite3.Connection) -> bool:
-    """Whether a migration asked for the log to be replayed into the projections."""
-    found = conn.execute("SELECT 1 FROM projection_checkpoints WHERE name = 'replay'")
-    return found.fetchone() is not None
 
 
 def rebuild_parts(workers: int | None, events: int) -> int:

@@ -85,6 +85,12 @@ def write_measures(
         )
 
 
+def replay_pending(conn: sqlite3.Connection) -> bool:
+    """Whether a migration asked for the log to be replayed into the projections."""
+    found = conn.execute("SELECT 1 FROM projection_checkpoints WHERE name = 'replay'")
+    return found.fetchone() is not None
+
+
 def dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, separators=(",", ":"), sort_keys=True, allow_nan=False)
 

@@ -81,11 +81,11 @@ class SQLiteLog:
         if self._conn is None or self._pid != os.getpid():
             self._conn = self._open()
             self._pid = os.getpid()
-            from tracker.log.rebuild import replay_if_pending, replay_pending
-
             with log_errors(self.path, "open"):
-                pending = replay_pending(self._conn)
-            if pending:
+                pending = rows.replay_pending(self._conn)
+            if pending:  # a migration asked for it: rare, so the rebuild is imported only then
+                from tracker.log.rebuild import replay_if_pending
+
                 replay_if_pending(self)
         return self._conn
 
