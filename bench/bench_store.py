@@ -27,7 +27,8 @@ from pathlib import Path
 from bench.common import ROOT, host
 from bench.seed import END, OUT, cached, sha_of
 from tracker.events import DeploymentPolled, MonitorStopped, PushRecorded
-from tracker.log.sqlite import SQLiteLog, rebuild_parts
+from tracker.log.rebuild import rebuild_parts
+from tracker.log.sqlite import SQLiteLog
 
 WRITER = ROOT / "tests" / "support" / "store_writer.py"
 

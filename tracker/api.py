@@ -341,7 +341,8 @@ class Tracker:
         from tracker.read.stats import compute_stats
 
         self.take_in_spool(wait=READ_WAIT_S)
-        return compute_stats(self.store, now=self.clock.now(), since=since, branch=branch)
+        with self.store.stats_queries() as queries:
+            return compute_stats(queries, now=self.clock.now(), since=since, branch=branch)
 
     def rebuild(self) -> RebuildReport:
         """Recompute every projection from the log alone; report rows that differed."""
