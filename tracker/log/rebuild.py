@@ -91,7 +91,7 @@ def replay_if_pending(log: SQLiteLog) -> None:
     """A migration's replay of the log into the projections, by the first process to open it
     (appends go on meanwhile, as for `rebuild`); another process already at it is not joined.
     """
-    from tracker.log.sqlite import log_errors
+    from tracker.log.errors import log_errors
 
     guard = log.path.with_name(log.path.name + ".replay")
     with log_errors(guard, "lock"):

@@ -10,7 +10,6 @@ rebuild (`tracker.log.rebuild`), the stats queries (`sqlite_stats`) and `tracker
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
@@ -25,6 +24,7 @@ from tracker.errors import LockTimeoutError, LogError, TrackerError, UsageError
 from tracker.events import Event
 from tracker.log import lock, rows
 from tracker.log.base import Append, LogCheck, QueryRows, RebuildReport
+from tracker.log.errors import log_errors
 from tracker.log.rows import PROJECTION
 from tracker.log.schema import migrations, statements
 from tracker.projections import DeploymentRow, StoredEvent, apply, measure_rows, source_call
@@ -383,30 +383,3 @@ def _begin_immediate(conn: sqlite3.Connection, path: Path) -> None:
         raise LockTimeoutError(
             f"another SQLite client holds a write transaction on {path}; try again"
         ) from exc
-
-
-@contextmanager
-def log_errors(path: Path, doing: str) -> Iterator[None]:
-    """Turn SQLite and file-system failures into `LogError` with one clear line."""
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        raise LogError(_explain(path, doing, exc)) from exc
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise LogError(f"cannot {doing} the log {path}: the disk is full") from exc
-        raise LogError(f"cannot {doing} the log {path}: {exc.strerror or exc}") from exc
-
-
-def _explain(path: Path, doing: str, exc: sqlite3.DatabaseError) -> str:
-    text = str(exc)
-    if "not a database" in text or "malformed" in text:
-        return (
-            f"the log {path} is corrupt ({text}); move it aside (mv {path} {path}.corrupt) to"
-            f" start a new one, and try `sqlite3 {path}.corrupt .recover` to save its events"
-        )
-    if "disk is full" in text or "disk I/O" in text:
-        return f"cannot {doing} the log {path}: {text} (is the disk full?)"
-    if "readonly" in text or "unable to open" in text:
-        return f"cannot {doing} the log {path}: {text} (check the permissions of its directory)"
-    return f"cannot {doing} the log {path}: {text}"

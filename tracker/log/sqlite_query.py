@@ -17,7 +17,7 @@ from typing import Any
 
 from tracker.errors import LockTimeoutError, LogError, UsageError
 from tracker.log.base import QueryRows
-from tracker.log.sqlite import log_errors
+from tracker.log.errors import log_errors
 
 # What a read-only connection may do: read tables and views, select, call functions, and ask
 # the pragmas that only describe the schema (SQLite's authorizer action codes; everything else,
