@@ -340,7 +340,7 @@ def monitor(ref: str, /, *, detach: bool = False) -> int:
     detach
         Run in the background, detached from this terminal.
     """
-    from tracker.monitor.loop import monitor_command
+    from tracker.cli.live import monitor_command
 
     with _tracker() as tracker:
         return monitor_command(tracker, ref, detach=detach, colour=_colour())
