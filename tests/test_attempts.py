@@ -19,7 +19,7 @@ from tracker.api import Tracker
 from tracker.clock import iso, parse_iso
 from tracker.events import DeploymentPolled, DeploymentSucceeded, PushRecorded
 from tracker.log.sqlite import SQLiteLog
-from tracker.monitor.loop import push_to_live
+from tracker.monitor.decide import push_to_live
 from tracker.push.install import install
 from tracker.sim.server import SimulatedPlatform
 

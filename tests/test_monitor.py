@@ -21,7 +21,8 @@ from tracker.clock import FakeClock
 from tracker.config import Settings, load_settings
 from tracker.events import DeploymentPolled, PushRecorded
 from tracker.log.sqlite import SQLiteLog
-from tracker.monitor.loop import Monitor, build_sources, judge, next_delay
+from tracker.monitor.decide import judge, next_delay
+from tracker.monitor.loop import Monitor, build_sources
 from tracker.monitor.sources.base import Observation
 from tracker.policies import FixedPolicy, SteppedPolicy
 from tracker.sim.server import SimulatedPlatform

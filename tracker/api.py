@@ -453,7 +453,7 @@ class Tracker:
 
     def start_monitor(self, sha: str) -> int:
         """Start a detached monitor process for `sha`; its pid."""
-        from tracker.monitor.loop import spawn_detached
+        from tracker.procs import spawn_detached
 
         return spawn_detached(self.db_path, sha, repo=self.repo)
 

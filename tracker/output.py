@@ -12,7 +12,6 @@ everything through it.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 _CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # every C0 but \n, DEL, every C1
 _SHORT = {"\t": "\\t", "\r": "\\r"}
@@ -21,12 +20,3 @@ _SHORT = {"\t": "\\t", "\r": "\\r"}
 def printable(text: str) -> str:
     """`text` with every control character but the line break shown as an escape."""
     return _CONTROL.sub(lambda m: _SHORT.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
-
-
-def say(text: str = "", **how: Any) -> None:
-    """Transitional, for `tracker/monitor/loop.py` only, which still prints until the monitor
-    wing's move of `monitor_command`/`run_foreground` into `tracker/cli/live.py` lands: delete
-    this function then. Everything else writes with `tracker.cli.output.say`."""
-    from tracker.cli.output import say as write
-
-    write(text, **how)

@@ -1,8 +1,8 @@
-"""Processes: the only code that inspects, detaches or spawns them (beside the monitor's own
-`spawn_detached`, still in `tracker.monitor.loop`).
+"""Processes: the only code that inspects, detaches or spawns them.
 
 Whether a pid still runs (and is what it claims to be), whether a push's confirmer or a
-deployment's monitor is alive, and how the confirmer is started and cut loose from git.
+deployment's monitor is alive, how the confirmer is started and cut loose from git, and how a
+monitor is started in the background.
 Standard library only: the push hook's confirmer imports this.
 """
 
@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tracker.gitutil import GIT_LOCAL_ENV, clean_env
+from tracker.gitutil import FULL_SHA, GIT_LOCAL_ENV, clean_env
 
 _HAVE_PROC = os.path.isdir("/proc/self")
 
@@ -139,3 +139,27 @@ def is_dry_run(git_pid: int) -> bool:
         if word == "--dry-run" or (word[:1] == "-" and word[:2] != "--" and "n" in word):
             return True
     return False
+
+
+def spawn_detached(db_path: Path, sha: str, *, repo: Path | None = None) -> int:
+    """Start `tracker monitor SHA` fully detached: its own session, no inherited descriptors."""
+    if not FULL_SHA.match(sha):
+        raise ValueError(f"not a full SHA: {sha!r}")
+    env = clean_env()
+    env["TRACKER_DB"] = str(db_path)
+    log = db_path.parent / "monitor.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tracker", "monitor", sha],
+            cwd=str(repo or db_path.parent),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            close_fds=True,
+            start_new_session=True,
+        )
+    finally:
+        os.close(fd)
+    return child.pid

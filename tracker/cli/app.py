@@ -336,7 +336,7 @@ def monitor(ref: str, /, *, detach: bool = False, log: Injected) -> int:
     detach
         Run in the background, detached from this terminal.
     """
-    from tracker.monitor.loop import monitor_command
+    from tracker.cli.live import monitor_command
 
     with log.open() as tracker:
         return monitor_command(tracker, ref, detach=detach, colour=colour())

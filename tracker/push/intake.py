@@ -175,7 +175,7 @@ def watch(record: PushRecord, store: SQLiteLog) -> int | None:
     """Make sure a monitor follows a confirmed push: start one detached unless no source is
     configured or the commit is decided already; its pid. Whoever settles a record as
     confirmed calls this. Starting one more is harmless: a monitor first takes the commit's
-    lock (`monitor.commit_lock`), and a second one for the same commit exits at once."""
+    lock (`monitor.lock.commit_lock`), and a second one for the same commit exits at once."""
     log_dir = store.path.parent
     try:
         if not wants_monitor(record, log_dir):
@@ -183,7 +183,7 @@ def watch(record: PushRecord, store: SQLiteLog) -> int | None:
         row = store.deployment(record.sha)
         if row is None or row.terminal:
             return None
-        from tracker.monitor.loop import spawn_detached
+        from tracker.procs import spawn_detached
 
         repo = Path(record.toplevel) if record.toplevel else None
         return spawn_detached(store.path, record.sha, repo=repo)
