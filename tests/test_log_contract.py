@@ -1,8 +1,9 @@
 """The contract every event-log backend keeps (`tracker.log.EventLog`), one suite for all.
 
 In the style of eventsourcing's recorder tests: each test takes a fresh log from the `log`
-fixture, parametrised over the backends. SQLite today; the fleet's MySQL backend joins the
-parameters when it exists (SPEC §10), and must pass the same tests unchanged.
+fixture, parametrised over the backends: SQLite, and the fleet's shared MySQL log (SPEC §10) in a
+fresh database per test on the session's private MariaDB (tests/support/mariadb_private.py),
+migrated first as `tracker migrate --shared` will. Both pass the same tests unchanged.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.mariadb_private import (  # noqa: F401 (fixture)
+    PrivateMariaDB,
+    create_database,
+    drop_database,
+    private_mariadb,
+)
 from tracker.clock import FakeClock
 from tracker.errors import ConfigError
 from tracker.events import (
@@ -24,6 +31,7 @@ from tracker.events import (
     PushRecorded,
 )
 from tracker.log import EventLog, open_log
+from tracker.log.mysql import migrate
 from tracker.log.sqlite import Append
 
 A = "a" * 40
@@ -33,16 +41,18 @@ WRITER = Path(__file__).resolve().parent / "support" / "store_writer.py"
 Opener = Callable[[], EventLog]
 
 
-def sqlite_backend(tmp_path: Path, clock: FakeClock) -> Opener:
-    return lambda: open_log(tmp_path / "events.db", clock=clock)
-
-
-BACKENDS = {"sqlite": sqlite_backend}
-
-
-@pytest.fixture(params=sorted(BACKENDS))
-def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
-    return BACKENDS[request.param](tmp_path, FakeClock(start=1_800_000_000.0))
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    clock = FakeClock(start=1_800_000_000.0)
+    if request.param == "sqlite":
+        yield lambda: open_log(tmp_path / "events.db", clock=clock)
+        return
+    server: PrivateMariaDB = request.getfixturevalue("private_mariadb")
+    database = create_database(server)
+    url = server.url(database)
+    migrate(url, env={})
+    yield lambda: open_log(url, clock=clock)
+    drop_database(server, database)
 
 
 @pytest.fixture
@@ -146,9 +156,8 @@ def test_writers_in_other_processes_lose_nothing_and_leave_no_gap(
     opener: Opener, tmp_path: Path
 ) -> None:
     log = opener()
-    path = getattr(log, "path", None)
-    if path is None:
-        pytest.skip("the backend has no file for the writer processes")  # pragma: no cover
+    path = getattr(log, "path", None) or getattr(log, "url", None)  # where the writers open it
+    assert path is not None
     log.close()
     barrier = tmp_path / "go"
     barrier.touch()  # start at once
@@ -178,6 +187,8 @@ def test_writers_in_other_processes_lose_nothing_and_leave_no_gap(
         log.close()
 
 
-def test_a_url_that_is_not_built_yet_is_a_clear_configuration_error() -> None:
+def test_a_url_of_an_unknown_kind_or_without_tls_far_away_is_a_clear_configuration_error() -> None:
     with pytest.raises(ConfigError, match="mysql://"):
-        open_log("mysql://tracker@db.example:3306/deploys")
+        open_log("postgres://tracker@db.example:5432/deploys")
+    with pytest.raises(ConfigError, match="TLS must be required"):
+        open_log("mysql://tracker@db.example:3306/deploys?ssl=disabled")

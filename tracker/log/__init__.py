@@ -17,12 +17,22 @@ __all__ = ["EventLog", "open_log"]
 def open_log(
     target: Path | str, *, clock: Clock | None = None, lock_timeout: float = 10.0, **options: Any
 ) -> EventLog:
-    """The log at `target`: a file path gives the SQLite backend (`tracker.log.sqlite.SQLiteLog`). A
-    `mysql://` URL names the fleet's shared log (SPEC §10), which is not built yet."""
+    """The log at `target`: a file path gives the SQLite backend (`tracker.log.sqlite.SQLiteLog`),
+    a `mysql://` URL the fleet's shared log (`tracker.log.mysql.MySQLLog`, SPEC §10; password
+    from `TRACKER_LOG_PASSWORD`)."""
     text = str(target)
     if "://" in text:
         scheme = text.split("://", 1)[0].lower()
-        raise ConfigError(f"a log at a {scheme}:// URL is not supported yet: give a file path")
+        if scheme in ("mysql", "mysql+pymysql"):
+            from tracker.clock import SYSTEM_CLOCK
+            from tracker.log.mysql import MySQLLog
+
+            return MySQLLog.from_url(
+                text, clock=clock or SYSTEM_CLOCK, lock_timeout=lock_timeout, **options
+            )
+        raise ConfigError(
+            f"a log at a {scheme}:// URL is not supported: give a file path or mysql://"
+        )
     from tracker.clock import SYSTEM_CLOCK
     from tracker.log.sqlite import SQLiteLog
 
