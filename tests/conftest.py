@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.mariadb_private import fresh_database, mariadb, private_mariadb  # noqa: F401
 from tracker.config import Settings, load_settings
 from tracker.log.sqlite import SQLiteLog
 

@@ -15,12 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.mariadb_private import (  # noqa: F401 (fixture)
-    PrivateMariaDB,
-    create_database,
-    drop_database,
-    private_mariadb,
-)
+from tests.support.mariadb_private import PrivateMariaDB, create_database, drop_database
 from tracker.clock import FakeClock
 from tracker.errors import ConfigError
 from tracker.events import (
@@ -47,7 +42,7 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     if request.param == "sqlite":
         yield lambda: open_log(tmp_path / "events.db", clock=clock)
         return
-    server: PrivateMariaDB = request.getfixturevalue("private_mariadb")
+    server: PrivateMariaDB = request.getfixturevalue("mariadb")  # the session's, running
     database = create_database(server)
     url = server.url(database)
     migrate(url, env={})

@@ -57,7 +57,8 @@ MAX_TRIES = 100  # sends of one batch that found the log moved on (each then rea
 _MIGRATION = re.compile(r"^-- migration: (\d+)\s*$", re.MULTILINE)
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _COLUMNS = "seq, stream, version, type, recorded_at, data, ikey"
-_LOST = {2006, 2013, 2055, 1927}  # server gone, lost mid-query, lost while reading, killed
+# No server, server gone, lost mid-query, lost while reading, killed, shutting down.
+_LOST = {2002, 2003, 2006, 2013, 2055, 1927, 1053}
 _RETRY = {1213}  # a deadlock (none expected: one lock), rolled back by the server: send again
 _LOCK_WAIT = 1205
 
@@ -204,6 +205,9 @@ class MySQLLog:
         self._conn: Connection | None = None
         self._pid = os.getpid()
         self._fold = _Fold.empty()
+        # What appends met (diagnostics, and what the tests and bench/ count): connections lost
+        # mid-append, batches found written after one, batches sent again, plans made again.
+        self.retries = {"lost": 0, "found_written": 0, "resent": 0, "replanned": 0}
 
     @classmethod
     def from_url(
@@ -227,9 +231,16 @@ class MySQLLog:
 
     @property
     def conn(self) -> Connection:
+        """The connection, opened (and the schema checked) when there is none; `_Lost` when the
+        server cannot be reached or the connection broke while opening."""
         if self._conn is None or self._pid != os.getpid():
             self._conn, self._pid = None, os.getpid()
-            conn = connect(self.settings, multi=True, timeout=self.settings.connect_timeout)
+            try:
+                conn = connect(self.settings, multi=True, timeout=self.settings.connect_timeout)
+            except LogError as exc:
+                if exc.__cause__ is not None and _lost(exc.__cause__):
+                    raise _Lost(str(exc)) from exc
+                raise
             try:
                 with conn.cursor() as cur:
                     cur.execute(
@@ -237,9 +248,14 @@ class MySQLLog:
                         (max(1, math.ceil(self.lock_timeout)),),
                     )
                     self._check_schema(cur)
-            except BaseException:
-                conn.close()
-                raise
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                if _lost(exc):
+                    raise _Lost(_explain(self.settings, "reach", exc)) from exc
+                if isinstance(exc, LogError):
+                    raise
+                raise LogError(_explain(self.settings, "open", exc)) from exc
             self._conn = conn
         return self._conn
 
@@ -325,6 +341,7 @@ class MySQLLog:
                 self._take_own(written)
                 return written
             # The log moved on: a key of ours is stored, or a stream we judged changed.
+            self.retries["replanned"] += 1
             keys = self.known_keys({a.key for a, _ in items if a.key is not None})
             self._catch_up(plan.expected)
         raise LockTimeoutError(
@@ -360,22 +377,30 @@ class MySQLLog:
         """Send the batch; the events written, or None when the log had moved on (nothing
         written). A lost connection is tried again until `retry_for` has passed: first asking
         whether the batch committed (its transaction id), so nothing is written twice."""
-        deadline = self.clock.monotonic() + self.retry_for
+        deadline = SYSTEM_CLOCK.monotonic() + self.retry_for  # an outage lasts real time
+        pause = 0.02
         txn = os.urandom(16)
         while True:
             try:
                 return self._round_trip(plan, txn)
             except _Lost as lost:
-                if self.clock.monotonic() > deadline:
+                self.retries["lost"] += 1
+                if SYSTEM_CLOCK.monotonic() > deadline:
                     raise LogError(
                         f"the shared log {self._where()} is unreachable: {lost}"
                     ) from lost
-                with contextlib.suppress(_Lost):
-                    found = self._query(
-                        f"SELECT {_COLUMNS} FROM events WHERE txn = %s ORDER BY seq", (txn,)
-                    )
-                    if found:
-                        return [_stored(r) for r in found]
+            try:
+                found = self._query(
+                    f"SELECT {_COLUMNS} FROM events WHERE txn = %s ORDER BY seq", (txn,)
+                )
+            except _Lost:
+                SYSTEM_CLOCK.sleep(pause)  # the server is away: try again, less often
+                pause = min(pause * 2, 1.0)
+                continue
+            if found:
+                self.retries["found_written"] += 1
+                return [_stored(r) for r in found]  # it was written before the break
+            self.retries["resent"] += 1
 
     def _round_trip(self, plan: _Plan, txn: bytes) -> list[StoredEvent] | None:
         """The one-round-trip batch: the events written, or None when its check failed."""
@@ -419,8 +444,10 @@ class MySQLLog:
     def _after_failure(self, exc: BaseException) -> None:
         """Roll back what the failed batch left open, or drop a lost connection; raise `_Lost`
         when the append may be sent again."""
+        if isinstance(exc, _Lost):
+            raise exc
         code = _code(exc)
-        if code in _LOST or isinstance(exc, OSError) or _interface(exc):
+        if _lost(exc):
             self._drop()
             raise _Lost(_explain(self.settings, "append to", exc)) from exc
         try:
@@ -443,11 +470,10 @@ class MySQLLog:
             with self.conn.cursor() as cur:
                 cur.execute(sql, args)
                 return list(cur.fetchall())
-        except LogError:
+        except (LogError, _Lost):
             raise
         except Exception as exc:
-            code = _code(exc)
-            if code in _LOST or isinstance(exc, OSError) or _interface(exc):
+            if _lost(exc):
                 self._drop()
                 raise _Lost(_explain(self.settings, "read", exc)) from exc
             raise LogError(_explain(self.settings, "read", exc)) from exc
@@ -684,6 +710,13 @@ def _code(exc: BaseException) -> int | None:
     if type(exc).__module__.startswith("pymysql") and exc.args and isinstance(exc.args[0], int):
         return int(exc.args[0])
     return None
+
+
+def _lost(exc: BaseException) -> bool:
+    """Whether `exc` is a connection that broke or could not be made (the server away, the
+    connection killed): what may be tried again."""
+    code = _code(exc)
+    return code in _LOST or isinstance(exc, OSError) or _interface(exc)
 
 
 def _interface(exc: BaseException) -> bool:

@@ -1,0 +1,365 @@
+"""The fleet's shared log on MySQL (tracker/log/mysql.py), on the session's private MariaDB.
+
+What the contract suite cannot show alone: 32 appender processes while three followers tail
+(every event exactly once and in order, positions contiguous); connections KILLed in the middle
+of appends, again and again (nothing lost, nothing doubled, with keys and without); the server
+stopped and started again; the schema run only by an explicit migrate; and the `tracker` user's
+privileges (README) are enough to append and read, and refuse changing or deleting an event.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from tests.support.gitrepo import wait_until
+from tests.support.mariadb_private import PrivateMariaDB
+from tracker.clock import FakeClock
+from tracker.errors import ConfigError, LogError
+from tracker.events import DeploymentPolled, DeploymentSucceeded, PushRecorded
+from tracker.log import open_log
+from tracker.log.mysql import MySQLLog, migrate, migrations
+from tracker.log.sqlite import Append
+
+pytestmark = pytest.mark.mysql
+
+A, B, C = "a" * 40, "b" * 40, "c" * 40
+SUPPORT = Path(__file__).resolve().parent / "support"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def url(mariadb: PrivateMariaDB, fresh_database: str) -> str:
+    found = mariadb.url(fresh_database)
+    migrate(found, env={})
+    return found
+
+
+@pytest.fixture
+def log(url: str) -> Iterator[MySQLLog]:
+    found = open_log(url, clock=FakeClock(start=1_800_000_000.0))
+    assert isinstance(found, MySQLLog)
+    yield found
+    found.close()
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def ready(process: subprocess.Popen[str]) -> None:
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+
+
+# -- the schema -------------------------------------------------------------------------------
+
+
+def test_the_schema_is_run_only_by_migrate_and_a_second_run_changes_nothing(
+    mariadb: PrivateMariaDB, fresh_database: str
+) -> None:
+    target = mariadb.url(fresh_database)
+    with pytest.raises(LogError, match="no schema yet: run `tracker migrate --shared`"):
+        open_log(target).last_seq()
+    assert migrate(target, env={}) == [n for n, _ in migrations()]
+    assert migrate(target, env={}) == []  # idempotent: nothing pending
+    with mariadb.admin(fresh_database) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT table_name FROM information_schema.tables t WHERE table_schema = %s AND NOT"
+            " EXISTS (SELECT 1 FROM information_schema.table_constraints c WHERE"
+            " c.table_schema = t.table_schema AND c.table_name = t.table_name"
+            " AND c.constraint_type = 'PRIMARY KEY')",
+            (fresh_database,),
+        )
+        assert cur.fetchall() == ()  # every table has a primary key (managed MySQL's rule)
+        cur.execute(
+            "SELECT (SELECT count(*) FROM information_schema.triggers WHERE trigger_schema = %s)"
+            " + (SELECT count(*) FROM information_schema.routines WHERE routine_schema = %s)",
+            (fresh_database, fresh_database),
+        )
+        assert cur.fetchone() == (0,)  # no SUPER on managed MySQL: no trigger, no routine
+
+
+def test_the_url_is_checked_as_the_mysql_sources_is_and_the_password_comes_from_the_env(
+    mariadb: PrivateMariaDB, fresh_database: str
+) -> None:
+    with pytest.raises(ConfigError, match="TLS must be required"):
+        MySQLLog.from_url("mysql://tracker@db.example:25060/tracker?ssl=preferred", env={})
+    with pytest.raises(ConfigError, match="TRACKER_LOG_URL: has no database name"):
+        MySQLLog.from_url("mysql://tracker@db.example:25060/", env={})
+    far = MySQLLog.from_url(
+        "mysql://tracker@db.example:25060/tracker", env={"TRACKER_LOG_PASSWORD": "s3cret-pw"}
+    )
+    assert far.settings.ssl == "required" and far.settings.password == "s3cret-pw"
+    assert "s3cret" not in repr(far) and "s3cret" not in far.url
+    with pytest.raises(LogError) as refused:
+        MySQLLog.from_url(mariadb.url(fresh_database), env={"TRACKER_LOG_PASSWORD": "wrong-pw"})\
+            .last_seq()  # fmt: skip
+    assert "wrong-pw" not in str(refused.value) and "refused user 'root'" in str(refused.value)
+
+
+# -- many writers, many followers -------------------------------------------------------------
+
+
+def test_32_appender_processes_while_3_followers_tail_every_event_once_and_in_order(
+    url: str, tmp_path: Path
+) -> None:
+    writers, per_writer = 32, 25
+    total = writers * per_writer
+    barrier = tmp_path / "go"
+    follower = [sys.executable, str(SUPPORT / "log_follower.py"), url, str(total)]
+    followers = [
+        subprocess.Popen(
+            [*follower, str(tmp_path / f"seen-{f}")],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+        )
+        for f in range(3)
+    ]
+    writer = [sys.executable, str(SUPPORT / "store_writer.py"), "concurrent", url]
+    procs = [
+        subprocess.Popen(
+            [*writer, str(w), str(per_writer), f"{A},{B},{C}", str(barrier)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+        )
+        for w in range(writers)
+    ]
+    for p in followers + procs:
+        ready(p)
+    barrier.touch()  # every writer at once, the followers already tailing
+    assert [p.wait(timeout=300) for p in procs] == [0] * writers
+    assert [p.wait(timeout=120) for p in followers] == [0] * 3
+
+    expected = {f"w{w}:{n}" for w in range(writers) for n in range(per_writer)}
+    for f in range(3):
+        seen = [line.split() for line in (tmp_path / f"seen-{f}").read_text().splitlines()]
+        assert [int(seq) for seq, _ in seen] == list(range(1, total + 1))  # in order, no gap
+        keys = [key for _, key in seen]
+        assert len(keys) == len(set(keys)) and set(keys) == expected  # each exactly once
+        for w in range(writers):  # each writer's appends in the order it made them
+            mine = [int(k.split(":")[1]) for k in keys if k.startswith(f"w{w}:")]
+            assert mine == sorted(mine)
+    log = open_log(url)
+    try:
+        found = log.events()
+        assert [e.seq for e in found] == list(range(1, total + 1))
+        for stream in (A, B, C):  # versions contiguous in every stream
+            versions = [e.version for e in found if e.stream == stream]
+            assert versions == list(range(1, len(versions) + 1))
+        assert log.integrity_check() == "ok" and log.rebuild().clean
+    finally:
+        log.close()
+
+
+# -- connections killed mid-append ------------------------------------------------------------
+
+
+def kill(admin: pymysql.connections.Connection, ids: set[int]) -> None:
+    with admin.cursor() as cur:
+        for thread in ids:
+            try:
+                cur.execute(f"KILL CONNECTION {int(thread)}")
+            except pymysql.err.OperationalError:  # gone meanwhile
+                pass
+
+
+def connections(
+    admin: pymysql.connections.Connection, database: str, waiting_on_head: bool = False
+) -> set[int]:
+    """The live connections to `database` but the admin's own (those waiting for the head)."""
+    sql = (
+        "SELECT id FROM information_schema.processlist"
+        " WHERE db = %s AND id <> CONNECTION_ID() AND command <> 'Killed'"
+    )
+    args: list[object] = [database]
+    if waiting_on_head:
+        sql += " AND info LIKE %s"
+        args.append("%FROM log_head WHERE id = 1 FOR UPDATE%")
+    with admin.cursor() as cur:
+        cur.execute(sql, args)
+        return {int(r[0]) for r in cur.fetchall()}
+
+
+def test_a_connection_killed_inside_the_append_transaction_again_and_again_writes_it_once(
+    mariadb: PrivateMariaDB, fresh_database: str, url: str, log: MySQLLog
+) -> None:
+    log.append(A, PushRecorded(sha=A, branch="main"), key="push:a")
+    holder = mariadb.admin(fresh_database)  # holds the head: the append waits inside its batch
+    admin = mariadb.admin()
+    results: list[object] = []
+    with holder.cursor() as cur:
+        cur.execute("START TRANSACTION")
+        cur.execute("SELECT last_seq FROM log_head WHERE id = 1 FOR UPDATE")
+    appender = threading.Thread(
+        target=lambda: results.append(
+            log.append_all(
+                [
+                    Append(A, DeploymentPolled(source="mysql", ok=True, latency_ms=1.5)),
+                    Append(A, DeploymentSucceeded("d1"), "verdict:a"),
+                ]
+            )
+        )
+    )
+    appender.start()
+    killed: set[int] = set()
+    for _ in range(5):  # killed five times while it waits for the head, inside its transaction
+        waiting = wait_until(
+            lambda: connections(admin, fresh_database, waiting_on_head=True) - killed,
+            timeout=60,
+        )
+        assert isinstance(waiting, set) and holder.thread_id() not in waiting
+        kill(admin, waiting)
+        killed |= waiting
+    holder.rollback()
+    holder.close()
+    appender.join(timeout=60)
+    assert not appender.is_alive()
+    (written,) = results
+    assert [e.type for e in written] == ["DeploymentPolled", "DeploymentSucceeded"]  # type: ignore[attr-defined]
+    found = log.events()
+    assert [(e.seq, e.type) for e in found] == [
+        (1, "PushRecorded"), (2, "DeploymentPolled"), (3, "DeploymentSucceeded"),
+    ]  # fmt: skip
+    row = log.deployment(A)
+    assert row is not None and row.state == "succeeded"
+    admin.close()
+
+
+def test_connections_killed_at_random_during_a_flood_of_appends_lose_and_double_nothing(
+    mariadb: PrivateMariaDB, fresh_database: str, url: str, log: MySQLLog
+) -> None:
+    rounds = 300
+    go: queue.Queue[int] = queue.Queue()  # how many appends the appender may make next
+    went: queue.Queue[BaseException | None] = queue.Queue()  # after each go: done, or why not
+
+    def flood() -> None:
+        n = 0
+        while n < rounds:
+            try:
+                for _ in range(go.get(timeout=120)):
+                    stream = (A, B)[n % 2]
+                    # keyed and keyless: a keyless one is known by its latency (n), once each
+                    key = f"k:{n}" if n % 3 else None
+                    event = DeploymentPolled(source="mysql", ok=True, latency_ms=n)
+                    log.append(stream, event, key=key)
+                    n += 1
+                went.put(None)
+            except BaseException as exc:  # pragma: no cover (reported below)
+                went.put(exc)
+                return
+
+    admin = mariadb.admin()
+    worker = threading.Thread(target=flood)
+    worker.start()
+    kills, given, rng = 0, 0, random.Random(15)
+    while given < rounds:
+        step = min(rng.randint(1, 3), rounds - given)
+        go.put(step)  # the appender starts on its next appends, and meanwhile ...
+        found = connections(admin, fresh_database)
+        kill(admin, found)  # ... its connection is killed: before, during or after a batch
+        kills += len(found)
+        given += step
+        assert went.get(timeout=120) is None
+    worker.join(timeout=120)
+    admin.close()
+    assert kills >= 50, f"only {kills} kills landed: the test proved little"
+    assert log.retries["lost"] >= 50 and log.retries["resent"] >= 1, log.retries
+    found_events = log.events()
+    assert [e.seq for e in found_events] == list(range(1, rounds + 1))  # none lost or doubled
+    assert sorted(e.data["latency_ms"] for e in found_events) == list(range(rounds))
+    assert log.known_keys({f"k:{n}" for n in range(rounds)}) == {
+        f"k:{n}" for n in range(rounds) if n % 3
+    }
+    assert log.integrity_check() == "ok" and log.rebuild().clean
+
+
+# -- the server stopped ------------------------------------------------------------------------
+
+
+def test_with_the_server_stopped_an_append_fails_clearly_and_after_a_restart_it_goes_on(
+    mariadb: PrivateMariaDB, url: str
+) -> None:
+    log = MySQLLog.from_url(url, env={}, retry_for=1.0)
+    log.append(A, PushRecorded(sha=A, branch="main"), key="push:a")
+    mariadb.kill()  # SIGKILL: what was committed must survive it
+    try:
+        with pytest.raises(LogError, match=r"unreachable|cannot"):
+            log.append(A, PushRecorded(sha=A, branch="main"), key="push:a2")
+    finally:
+        mariadb.start()
+    assert log.append(A, PushRecorded(sha=A, branch="main"), key="push:a2") is not None
+    assert [e.key for e in log.events()] == ["push:a", "push:a2"]
+    log.close()
+
+
+# -- the tracker user's privileges --------------------------------------------------------------
+
+
+def grants(database: str, user: str) -> list[str]:
+    """The README's GRANTs for the `tracker` user (append-only), for this database and user."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- fleet-grants -->", 2)[1]
+    lines = [ln.strip() for ln in block.splitlines() if ln.strip().upper().startswith("GRANT")]
+    assert lines, "the README's fleet section lists no GRANT"
+    return [
+        ln.rstrip(";").replace("tracker.", f"`{database}`.").replace("'tracker'@'%'", user)
+        for ln in lines
+    ]
+
+
+def test_the_readme_grants_suffice_to_append_and_read_and_refuse_changing_an_event(
+    mariadb: PrivateMariaDB, fresh_database: str, url: str
+) -> None:
+    name = f"tracker_{uuid.uuid4().hex[:8]}"
+    password = uuid.uuid4().hex
+    user = f"'{name}'@'127.0.0.1'"
+    with mariadb.admin() as admin, admin.cursor() as cur:
+        cur.execute(f"CREATE USER {user} IDENTIFIED BY %s", (password,))
+        for statement in grants(fresh_database, user):
+            cur.execute(statement)
+    try:
+        target = f"mysql://{name}@127.0.0.1:{mariadb.port}/{fresh_database}"
+        env = {"TRACKER_LOG_PASSWORD": password}
+        log = MySQLLog.from_url(target, env=env, clock=FakeClock(start=1_800_000_000.0))
+        log.append(A, PushRecorded(sha=A, branch="main", source="hook"), key="push:a")
+        log.append_all(
+            [Append(B, PushRecorded(sha=B, branch="main")), Append(A, DeploymentSucceeded("d1"))]
+        )
+        assert log.append(A, PushRecorded(sha=A, branch="main"), key="push:a") is None
+        assert [e.seq for e in log.events()] == [1, 2, 3]
+        row = log.deployment(A)
+        assert row is not None and row.state == "succeeded"
+        assert log.integrity_check() == "ok" and log.rebuild().clean
+        log.close()
+        with pymysql.connect(
+            host="127.0.0.1", port=mariadb.port, user=name, password=password,
+            database=fresh_database, autocommit=True,
+        ) as conn, conn.cursor() as cur:  # fmt: skip
+            for forbidden in (
+                "UPDATE events SET data = '{}' WHERE seq = 1",
+                "DELETE FROM events WHERE seq = 1",
+                "DROP TABLE events",
+                "DELETE FROM log_head",
+                "CREATE TABLE scratch (id INT PRIMARY KEY)",
+            ):
+                with pytest.raises(pymysql.err.OperationalError) as refused:
+                    cur.execute(forbidden)
+                assert refused.value.args[0] in (1142, 1044), forbidden  # command denied
+    finally:
+        with mariadb.admin() as admin, admin.cursor() as cur:
+            cur.execute(f"DROP USER IF EXISTS {user}")
