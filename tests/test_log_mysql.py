@@ -26,7 +26,7 @@ from tests.support.gitrepo import wait_until
 from tests.support.mariadb_private import PrivateMariaDB
 from tracker.clock import FakeClock
 from tracker.errors import ConfigError, LogError
-from tracker.events import DeploymentPolled, DeploymentSucceeded, PushRecorded
+from tracker.events import DeploymentFailed, DeploymentPolled, DeploymentSucceeded, PushRecorded
 from tracker.log import open_log
 from tracker.log.mysql import MySQLLog, migrate, migrations
 from tracker.log.sqlite import Append
@@ -108,6 +108,34 @@ def test_the_url_is_checked_as_the_mysql_sources_is_and_the_password_comes_from_
         MySQLLog.from_url(mariadb.url(fresh_database), env={"TRACKER_LOG_PASSWORD": "wrong-pw"})\
             .last_seq()  # fmt: skip
     assert "wrong-pw" not in str(refused.value) and "refused user 'root'" in str(refused.value)
+
+
+# -- two machines, one log -------------------------------------------------------------------
+
+
+def test_two_clients_share_keys_and_the_first_verdict_in_global_order_wins_for_both(
+    url: str,
+) -> None:
+    clock = FakeClock(start=1_800_000_000.0)
+    one, two = open_log(url, clock=clock), open_log(url, clock=clock)
+    try:
+        assert one.append(A, PushRecorded(sha=A, branch="main", source="hook"), key="p:a")
+        assert two.append(A, PushRecorded(sha=A, branch="main"), key="p:a") is None  # fleet-wide
+        row = two.deployment(A)
+        assert row is not None and row.state == "pending"  # two has folded A: not terminal
+        assert one.append(A, DeploymentSucceeded("d1")) is not None
+        # two judged A before one's verdict: its own is refused by the version check, judged
+        # again on the newer row, and dropped (a second verdict is not a new fact)
+        assert two.append(A, DeploymentFailed("d1")) is None
+        for log in (one, two):
+            row = log.deployment(A)
+            assert row is not None and row.state == "succeeded"
+        assert [e.type for e in one.events()] == ["PushRecorded", "DeploymentSucceeded"]
+        assert isinstance(two, MySQLLog) and two.retries["replanned"] >= 1
+        assert one.rebuild().clean and two.rebuild().clean
+    finally:
+        one.close()
+        two.close()
 
 
 # -- many writers, many followers -------------------------------------------------------------

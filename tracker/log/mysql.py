@@ -444,7 +444,7 @@ class MySQLLog:
     def _after_failure(self, exc: BaseException) -> None:
         """Roll back what the failed batch left open, or drop a lost connection; raise `_Lost`
         when the append may be sent again."""
-        if isinstance(exc, _Lost):
+        if isinstance(exc, _Lost | LogError):
             raise exc
         code = _code(exc)
         if _lost(exc):
@@ -533,8 +533,9 @@ class MySQLLog:
         return int(self._read("SELECT coalesce(max(seq), 0) FROM events")[0][0])
 
     def deployment(self, sha: str) -> DeploymentRow | None:
-        """The projection row of one commit, folded up to the newest event."""
-        self._catch_up()
+        """The projection row of one commit, folded up to its newest event (only its own events
+        are read: streams fold independently)."""
+        self._catch_up([sha])
         row = self._fold.rows.get(sha)
         return replace(row) if row is not None else None
 
@@ -584,33 +585,36 @@ class MySQLLog:
     # -- checking ---------------------------------------------------------------------------
 
     def rebuild(self, *, workers: int | None = None) -> RebuildReport:
-        """Fold the whole log again from scratch and compare with the projections kept as it
-        was read; the replay's rows replace them. `workers` is ignored (one fold)."""
-        self._catch_up()
-        kept = self._fold
+        """Fold the whole log again from scratch, up to the newest event now, and compare with
+        the projections kept as it was read (a commit appended to meanwhile is left out of the
+        comparison); the replay's rows replace them. `workers` is ignored (one fold)."""
+        snapshot = self.last_seq()
         again = _Fold.empty()
-        while True:
+        while again.pulled < snapshot:
             found = self.events(after_seq=again.pulled, limit=PAGE * 10)
             for stored in found:
+                if stored.seq > snapshot:
+                    break
                 again.take(stored)
                 again.pulled = stored.seq
             if len(found) < PAGE * 10:
                 break
-        for stored in self.events(after_seq=kept.pulled):  # appended meanwhile
-            kept.take(stored)
-            kept.pulled = stored.seq
-        differing = tuple(
-            sorted(s for s in kept.rows.keys() | again.rows.keys()
-                   if kept.rows.get(s) != again.rows.get(s))
-        )  # fmt: skip
-        calls = sum(
-            1 for q in kept.calls.keys() | again.calls.keys()
-            if kept.calls.get(q) != again.calls.get(q)
-        )  # fmt: skip
+        self._catch_up()
+        kept = self._fold
+        same = [
+            s for s in kept.versions.keys() | again.versions.keys()
+            if kept.versions.get(s) == again.versions.get(s)
+        ]  # fmt: skip
+        differing = tuple(sorted(s for s in same if kept.rows.get(s) != again.rows.get(s)))
+        compared = set(same)
+        mine = {q: c for q, c in kept.calls.items() if c.sha in compared}
+        theirs = {q: c for q, c in again.calls.items() if c.sha in compared}
+        calls = sum(1 for q in mine.keys() | theirs.keys() if mine.get(q) != theirs.get(q))
         measures = sum(
             measure_rows(kept.rows.get(s)) != measure_rows(again.rows.get(s)) for s in differing
         )
         self._fold = again
+        self._catch_up()
         return RebuildReport(again.count, len(again.rows), differing, calls, measures)
 
     def integrity_check(self) -> str:
