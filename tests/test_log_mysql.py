@@ -110,6 +110,40 @@ def test_the_url_is_checked_as_the_mysql_sources_is_and_the_password_comes_from_
     assert "wrong-pw" not in str(refused.value) and "refused user 'root'" in str(refused.value)
 
 
+# -- one round trip ---------------------------------------------------------------------------
+
+
+def test_an_append_or_a_batch_is_one_round_trip_even_a_verdict(log: MySQLLog) -> None:
+    """The regression guard of design/fleet.md §4: the head lock must never be held across
+    round trips. Counted, not timed: each request pymysql sends is one `query` call."""
+    log.append(C, PushRecorded(sha=C, branch="main"))  # connected, schema checked
+    conn = log.conn
+    sent: list[str] = []
+    original = conn.query
+
+    def counting(sql: str, unbuffered: bool = False) -> int:
+        sent.append(sql)
+        return original(sql, unbuffered)
+
+    conn.query = counting  # type: ignore[method-assign]
+    log.append(A, PushRecorded(sha=A, branch="main", source="hook"), key="push:a")
+    for n in range(5):
+        log.append(A, DeploymentPolled(source="digitalocean", ok=True, api_calls=1), key=f"p{n}")
+    log.append_all(
+        [
+            Append(B, PushRecorded(sha=B, branch="main")),
+            Append(B, DeploymentPolled(source="mysql", ok=True)),
+            Append(A, DeploymentPolled(source="mysql", ok=True)),
+        ]
+    )
+    log.append(A, DeploymentSucceeded("d1"), key="verdict:a")  # judged on the row it folded
+    assert len(sent) == 8, sent  # 8 appends, 8 requests: nothing sent before or after any
+    assert all(q.startswith("START TRANSACTION;") for q in sent)
+    assert log.retries == {"lost": 0, "found_written": 0, "resent": 0, "replanned": 0}
+    row = log.deployment(A)
+    assert row is not None and row.state == "succeeded"
+
+
 # -- two machines, one log -------------------------------------------------------------------
 
 
