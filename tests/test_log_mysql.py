@@ -172,6 +172,24 @@ def test_two_clients_share_keys_and_the_first_verdict_in_global_order_wins_for_b
         two.close()
 
 
+def test_a_verdict_judged_on_a_stale_row_is_judged_again_not_dropped(url: str) -> None:
+    clock = FakeClock(start=1_800_000_000.0)
+    one, two = open_log(url, clock=clock), open_log(url, clock=clock)
+    try:
+        one.append(A, PushRecorded(sha=A, branch="main", source="hook"))
+        one.append(A, DeploymentSucceeded("d1"))
+        row = two.deployment(A)
+        assert row is not None and row.terminal  # two folds A as judged ...
+        one.append(A, PushRecorded(sha=A, branch="main", source="hook"))  # ... pushed again
+        assert two.append(A, DeploymentFailed("d2", attempt=2)) is not None  # a new attempt's
+        for log in (one, two):
+            row = log.deployment(A)
+            assert row is not None and (row.attempt, row.state) == (2, "failed")
+    finally:
+        one.close()
+        two.close()
+
+
 # -- many writers, many followers -------------------------------------------------------------
 
 

@@ -158,7 +158,7 @@ def _applied(cur: Any) -> set[int]:
 
 @dataclass
 class _Fold:
-    """What this client has folded: each stream's version and row, the call rows, the keys."""
+    """What this client has folded: each stream's version and row, and the call rows."""
 
     versions: dict[str, int]
     rows: dict[str, DeploymentRow]
@@ -332,9 +332,14 @@ class MySQLLog:
             return []
         items = [(a, iso(self.clock.now() if a.at is None else a.at)) for a in batch]
         keys: set[str] = set()  # keys found stored (asked only after a send found one)
+        fresh = False  # whether the judged streams were just read
         for _ in range(MAX_TRIES):
             plan = self._plan(items, keys)
             if not plan.events:
+                if plan.expected and not fresh:  # a verdict dropped on what we had folded:
+                    self._catch_up(plan.expected)  # read its stream, in case it moved on
+                    fresh = True
+                    continue
                 return []
             written = self._send(plan)
             if written is not None:
@@ -344,6 +349,7 @@ class MySQLLog:
             self.retries["replanned"] += 1
             keys = self.known_keys({a.key for a, _ in items if a.key is not None})
             self._catch_up(plan.expected)
+            fresh = True
         raise LockTimeoutError(
             f"the shared log {self._where()} kept changing under {MAX_TRIES} tries of one append"
         )
@@ -635,8 +641,9 @@ class MySQLLog:
         return f"{s.user}@{s.host}:{s.port}/{s.database}"
 
 
-class _Lost(Exception):
-    """The connection broke: whether the statement ran is not known."""
+class _Lost(LogError):
+    """The connection broke: whether the statement ran is not known (retried inside this
+    module; one that escapes is a `LogError`)."""
 
 
 @dataclass
@@ -652,7 +659,8 @@ def _batch(plan: _Plan, txn: bytes, origin: str | None) -> tuple[str, list[Any],
     """The multi-statement append (design/fleet.md §2.1, `locked1`): values bound by the driver,
     names constant. Its last statement selects whether it was written, the head before it and
     each stream's version before it (the streams, in that order, are returned too)."""
-    streams = list(dict.fromkeys(s.stream for s in plan.events))
+    # Every stream written, and every judged one (a verdict dropped there is checked too).
+    streams = list(dict.fromkeys([*(s.stream for s in plan.events), *plan.expected]))
     sql = [
         "START TRANSACTION",
         "SELECT last_seq INTO @tracker_head FROM log_head WHERE id = 1 FOR UPDATE",
