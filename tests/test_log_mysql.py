@@ -90,6 +90,8 @@ def test_the_schema_is_run_only_by_migrate_and_a_second_run_changes_nothing(
             (fresh_database, fresh_database),
         )
         assert cur.fetchone() == (0,)  # no SUPER on managed MySQL: no trigger, no routine
+        with pytest.raises(pymysql.err.MySQLError):  # the server refuses a table without one,
+            cur.execute("CREATE TABLE scratch (x INT)")  # as DigitalOcean's does: so migrate
 
 
 def test_the_url_is_checked_as_the_mysql_sources_is_and_the_password_comes_from_the_env(

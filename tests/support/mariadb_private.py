@@ -86,6 +86,9 @@ class PrivateMariaDB:
                 f"--pid-file={self.pid_file}", f"--log-error={self.error_log}",
                 "--skip-name-resolve", "--skip-log-bin", "--max-connections=400",
                 "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=2",
+                # DigitalOcean's managed MySQL refuses a table without a primary key
+                # (sql_require_primary_key); MariaDB's own switch for the same rule:
+                "--innodb-force-primary-key=ON",
                 *user,
             ],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
