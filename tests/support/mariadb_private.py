@@ -92,7 +92,6 @@ class PrivateMariaDB:
                 *user,
             ],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
         )  # fmt: skip
         wait_until(self.answers, timeout=timeout)
 
