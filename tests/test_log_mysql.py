@@ -389,6 +389,24 @@ def test_with_the_server_stopped_an_append_fails_clearly_and_after_a_restart_it_
     log.close()
 
 
+def test_with_the_server_frozen_an_append_gives_up_in_time_and_after_a_thaw_is_stored_once(
+    mariadb: PrivateMariaDB, url: str
+) -> None:
+    """A partition seen from the client: the socket stays open and nothing answers."""
+    log = MySQLLog.from_url(url, env={}, retry_for=1.0, io_timeout=2.0, lock_timeout=1.0)
+    log.append(A, PushRecorded(sha=A, branch="main"), key="push:a")
+    mariadb.freeze()
+    try:
+        with pytest.raises(LogError, match="unreachable"):
+            log.append(A, PushRecorded(sha=A, branch="main"), key="push:a2")
+    finally:
+        mariadb.thaw()
+    log.append(A, PushRecorded(sha=A, branch="main"), key="push:a2")  # sent again: once
+    assert [e.key for e in log.events()] == ["push:a", "push:a2"]
+    assert log.integrity_check() == "ok"
+    log.close()
+
+
 # -- the tracker user's privileges --------------------------------------------------------------
 
 

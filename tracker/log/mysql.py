@@ -10,7 +10,10 @@ missed, decides again (a repeated key is skipped, a late verdict is dropped) and
 
 A connection lost mid-append leaves its outcome unknown: the client reconnects and looks for its
 first event at the position it was given; found, the batch committed; else it is sent again.
-So retries neither lose nor double an event, with or without an idempotency key.
+So retries neither lose nor double an event, with or without an idempotency key. Past
+`retry_for` (or a server silent for `io_timeout`: a partition) the append raises `LogError` and
+its outcome is unknown: a batch still queued on a frozen server may yet commit. Only a keyed
+append is safe to send again then (the outbox to come gives every event a key).
 
 The projections are the same pure folds (`tracker.projections`), kept in memory by each client
 and brought up to date by reading the events after the last one it folded; MySQL holds events
@@ -84,8 +87,9 @@ def _statements(sql: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().rstrip(";")]
 
 
-def connect(settings: MySQLSettings, *, multi: bool = False, timeout: float = 10.0) -> Connection:
-    """A pymysql connection (autocommit, READ COMMITTED, TLS as the settings say)."""
+def connect(settings: MySQLSettings, *, multi: bool = False, timeout: float = 60.0) -> Connection:
+    """A pymysql connection (autocommit, READ COMMITTED, TLS as the settings say) that gives up
+    on a server silent for `timeout` seconds (a partition, a frozen server)."""
     import pymysql
     from pymysql.constants import CLIENT
 
@@ -99,8 +103,8 @@ def connect(settings: MySQLSettings, *, multi: bool = False, timeout: float = 10
             password=settings.password,
             database=settings.database,
             connect_timeout=min(timeout, settings.connect_timeout),
-            read_timeout=max(timeout, 60.0),
-            write_timeout=max(timeout, 60.0),
+            read_timeout=timeout,
+            write_timeout=timeout,
             autocommit=True,
             charset="utf8mb4",
             client_flag=CLIENT.MULTI_STATEMENTS if multi else 0,
@@ -115,7 +119,7 @@ def migrate(url: str, env: Mapping[str, str] | None = None) -> list[int]:
     """Run the shared schema's pending migrations (under the named lock `tracker:migrate`);
     the numbers run. For `tracker migrate --shared`: never run by a hook or an append."""
     settings = log_settings(url, os.environ if env is None else env)
-    conn = connect(settings, timeout=settings.connect_timeout)
+    conn = connect(settings, timeout=600.0)  # DDL on a big table may take minutes
     done: list[int] = []
     try:
         with conn.cursor() as cur:
@@ -196,12 +200,14 @@ class MySQLLog:
         lock_timeout: float = 10.0,
         origin: str | None = None,
         retry_for: float = 30.0,
+        io_timeout: float = 30.0,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.lock_timeout = lock_timeout
         self.origin = origin  # the machine that appends (TRACKER_MACHINE_ID), kept per event
         self.retry_for = retry_for  # how long a lost connection is tried again
+        self.io_timeout = io_timeout  # a server silent this long is a lost connection
         self._conn: Connection | None = None
         self._pid = os.getpid()
         self._fold = _Fold.empty()
@@ -236,7 +242,9 @@ class MySQLLog:
         if self._conn is None or self._pid != os.getpid():
             self._conn, self._pid = None, os.getpid()
             try:
-                conn = connect(self.settings, multi=True, timeout=self.settings.connect_timeout)
+                # The head lock may be waited for lock_timeout: the server is not silent then.
+                silent = max(self.io_timeout, self.lock_timeout + 5.0)
+                conn = connect(self.settings, multi=True, timeout=silent)
             except LogError as exc:
                 if exc.__cause__ is not None and _lost(exc.__cause__):
                     raise _Lost(str(exc)) from exc
