@@ -5,7 +5,7 @@ Each row injects one fault a number of times and counts the facts the log must h
 many are present, lost, or recorded more than once. Platform rows also compare the API calls in
 the log with the requests the simulated server received. Run:
 
-    .venv/bin/python bench/bench_faults.py [--pushes 200] [--clones 8] [--rounds 10]
+    .venv/bin/python -m bench.bench_faults [--pushes 200] [--clones 8] [--rounds 10]
 
 MariaDB rows need 127.0.0.1:3306 (root, no password, database `test`); without it they say so.
 """
@@ -30,25 +30,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
-
-from tests.support.fault_writer import batch_of  # noqa: E402
-from tests.support.gitrepo import Repo, base_env, git, make_repo, tracker_python, wait_until  # noqa: E402
-from tracker.api import monitor_alive  # noqa: E402
-from tracker.clock import FakeClock  # noqa: E402
-from tracker.config import load_settings  # noqa: E402
-from tracker.events import PushRecorded  # noqa: E402
-from tracker.log.sqlite import SQLiteLog  # noqa: E402
-from tracker.monitor.loop import Monitor, build_sources  # noqa: E402
-from tracker.projections import exit_code_of  # noqa: E402
-from tracker.push.install import install  # noqa: E402
-from tracker.push.spool import confirmer_alive, read_record, record_paths  # noqa: E402
-from tracker.sim.server import SimulatedPlatform  # noqa: E402
+from tests.support.fault_writer import batch_of
+from tests.support.faults import helper
+from tests.support.gitrepo import Repo, base_env, git, make_repo, tracker_python, wait_until
+from tracker.clock import FakeClock
+from tracker.config import load_settings
+from tracker.events import PushRecorded
+from tracker.log.sqlite import SQLiteLog
+from tracker.monitor.loop import Monitor, build_sources
+from tracker.procs import confirmer_alive, monitor_alive
+from tracker.projections import exit_code_of
+from tracker.push.install import install
+from tracker.push.spool import read_record, record_paths
+from tracker.sim import SimulatedPlatform
 
 TOKEN = "bench-fault-token"
-HELPER = ROOT / "tests" / "support" / "fault_writer.py"
 OUTCOMES = {"DeploymentSucceeded", "DeploymentFailed", "DeploymentSuperseded", "MonitorTimedOut"}
 VERDICTS = {"PushConfirmed", "PushRejected"}
 HOST = os.uname().nodename
@@ -75,14 +71,6 @@ def cli(*args: str, cwd: Path, env: dict[str, str], **kw: Any) -> subprocess.Com
     return subprocess.run(
         [sys.executable, "-m", "tracker", *args], cwd=cwd, env=env, capture_output=True,
         text=True, timeout=120, **kw,
-    )  # fmt: skip
-
-
-def helper(*args: str, stdin: int | None = None) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, str(HELPER), *args], stdout=subprocess.PIPE, stdin=stdin, text=True,
-        env=env, cwd=ROOT,
     )  # fmt: skip
 
 

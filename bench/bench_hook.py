@@ -5,7 +5,7 @@ and without it (`--no-verify`), the caller reading git's output through pipes
 (`capture_output=True`); the same through husky 9's stub when npm works; then 16 clones pushing
 at once, checking that every push is in the log, confirmed. Run:
 
-    .venv/bin/python bench/bench_hook.py [--pairs 30] [--clones 16]
+    .venv/bin/python -m bench.bench_hook [--pairs 30] [--clones 16]
 """
 
 from __future__ import annotations
@@ -14,19 +14,16 @@ import argparse
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from tests.support.gitrepo import Repo, git, make_repo, tracker_python, wait_until
 from tracker.log.sqlite import SQLiteLog
 from tracker.push.install import install
-from tracker.push.spool import record_paths, take_in
+from tracker.push.intake import take_in
+from tracker.push.spool import record_paths
 
 
 def timed_push(repo: Repo, *flags: str) -> float:

@@ -1,6 +1,6 @@
 """Polling economy: API calls and detection lag per deployment, informed against fixed and stepped.
 
-    .venv/bin/python bench/bench_polling.py [--count 200] [--workloads W0,W1,W2,W3] [--history 30]
+    .venv/bin/python -m bench.bench_polling [--count 200] [--workloads W0,W1,W2,W3] [--history 30]
         [--cold] [--scale 1] [--poison] [--seed 1] [--workers 2] [--json PATH]
 
 Replays `--count` simulated deployments of each workload of design/polling.md §1 (W0 this bench's
@@ -31,7 +31,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -43,16 +42,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tracker.clock import FakeClock, iso  # noqa: E402
-from tracker.config import Settings, load_settings  # noqa: E402
-from tracker.events import PushRecorded  # noqa: E402
-from tracker.log.sqlite import SQLiteLog  # noqa: E402
-from tracker.monitor.loop import Monitor, build_sources  # noqa: E402
-from tracker.monitor.sources.base import DeploymentSource  # noqa: E402
-from tracker.sim.server import SimulatedPlatform  # noqa: E402
+from bench.common import host
+from tracker.clock import FakeClock, iso
+from tracker.config import Settings, load_settings
+from tracker.events import PushRecorded
+from tracker.log.sqlite import SQLiteLog
+from tracker.monitor.loop import Monitor, build_sources
+from tracker.monitor.sources.base import DeploymentSource
+from tracker.sim import SimulatedPlatform
 
 TOKEN = "bench-token"  # the simulated platform's credential, not a secret
 START = 1_800_000_000.0  # a whole second, so platform times and ours line up
@@ -346,16 +343,8 @@ def row(workload: str, mode: str, name: str, f: dict[str, float]) -> str:
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"{platform.system()} {platform.release()}, {os.cpu_count()} × {model}, "
-        f"Python {platform.python_version()}, load average at the start {load}"
-    )
+    return f"{host()}, load average at the start {load}"
 
 
 def main(argv: list[str] | None = None) -> int:

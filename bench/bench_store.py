@@ -1,6 +1,6 @@
 """Measure the event log: append latency and throughput, and reads over a 1,000,000-event log.
 
-    .venv/bin/python bench/bench_store.py [--writers 32] [--per-writer 200] [--skip-rebuild]
+    .venv/bin/python -m bench.bench_store [--writers 32] [--per-writer 200] [--skip-rebuild]
 
 Prints measured numbers next to the goals of the issue; never asserts (tests never time
 anything, and a slow machine is a fact to report, not a failure). Scratch files go under
@@ -10,9 +10,9 @@ anything, and a slow machine is a fact to report, not a failure). Scratch files 
 from __future__ import annotations
 
 import argparse
+import compileall
 import functools
 import os
-import platform
 import random
 import shutil
 import sqlite3
@@ -24,13 +24,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from seed import END, OUT, cached, sha_of  # noqa: E402
-
-from tracker.events import DeploymentPolled, MonitorStopped, PushRecorded  # noqa: E402
-from tracker.log.sqlite import SQLiteLog, rebuild_parts  # noqa: E402
+from bench.common import ROOT, host
+from bench.seed import END, OUT, cached, sha_of
+from tracker.events import DeploymentPolled, MonitorStopped, PushRecorded
+from tracker.log.rebuild import rebuild_parts
+from tracker.log.sqlite import SQLiteLog
 
 WRITER = ROOT / "tests" / "support" / "store_writer.py"
 
@@ -51,17 +49,11 @@ def row(name: str, value: str, goal: str = "") -> None:
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
     disk = subprocess.run(
         ["df", "-T", str(OUT)], capture_output=True, text=True
     ).stdout.splitlines()[-1].split()  # fmt: skip
     return (
-        f"{platform.system()} {platform.release()}, {os.cpu_count()} × {model}, "
-        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+        f"{host()}, SQLite {sqlite3.sqlite_version}, "
         f"log on {disk[1]} ({disk[0]}), load average {os.getloadavg()[0]:.2f} at the start"
     )
 
@@ -255,7 +247,11 @@ def bench_api(db: Path, recent: str, old: str, runs: int) -> None:
 
 
 def cli_times(db: Path, args: list[str], runs: int) -> list[float]:
-    """Wall times of the whole command `python -m tracker --db DB ARGS`, interpreter included."""
+    """Wall times of the whole command `python -m tracker --db DB ARGS`, interpreter included.
+
+    The package is byte-compiled first, as an installed one is: under `PYTHONDONTWRITEBYTECODE`
+    every run would otherwise compile it again, and time the compiler (about 80 ms)."""
+    compileall.compile_dir(ROOT / "tracker", quiet=1)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
     command = [sys.executable, "-m", "tracker", "--db", str(db), *args]
     out = []

@@ -5,7 +5,7 @@ about 10 % fail with a log tail). Events are written with `executemany` in big t
 the real schema, and the projection rows are computed with the real fold
 (`tracker.projections.evolve`), so `SQLiteLog.rebuild()` finds no difference (a test checks it).
 
-    .venv/bin/python bench/seed.py --deployments 100000 [--out PATH]
+    .venv/bin/python -m bench.seed --deployments 100000 [--out PATH]
 
 `cached(n)` returns a seeded file under `bench/out/`, building it only when the code that shapes
 it (schema, events, projections, this file) has changed.
@@ -19,17 +19,12 @@ import json
 import multiprocessing
 import random
 import sqlite3
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tracker.clock import iso  # noqa: E402
-from tracker.events import (  # noqa: E402
+from tracker.clock import iso
+from tracker.events import (
     DeploymentFailed,
     DeploymentPolled,
     DeploymentSucceeded,
@@ -38,8 +33,8 @@ from tracker.events import (  # noqa: E402
     PushConfirmed,
     PushRecorded,
 )
-from tracker.log.sqlite import PROJECTION, SQLiteLog  # noqa: E402
-from tracker.projections import (  # noqa: E402
+from tracker.log.sqlite import PROJECTION, SQLiteLog
+from tracker.projections import (
     CALL_COLUMNS,
     ROW_COLUMNS,
     StoredEvent,
@@ -49,6 +44,7 @@ from tracker.projections import (  # noqa: E402
     source_call,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "out"
 END = 1_767_225_600.0  # 2026-01-01T00:00:00Z: the seeded history ends here (deterministic)
 SPACING_S = 60.0  # one push a minute

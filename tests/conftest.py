@@ -2,6 +2,9 @@
 
 Tests marked `mysql` or `npm` skip with a clear reason where the service is missing; under
 `CI=true` (set by `.ci/run`) such a skip is turned into a failure, so CI always runs them.
+
+A module that needs another `repo`, `clock` or `sim` than the ones here defines its own fixture
+of that name, which pytest prefers.
 """
 
 from __future__ import annotations
@@ -12,9 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.mariadb_private import fresh_database, mariadb, private_mariadb  # noqa: F401
-from tracker.config import Settings, load_settings
-from tracker.log.sqlite import SQLiteLog
+pytest.register_assert_rewrite("tests.support")  # the helpers' asserts explain themselves too
+
+from tests.support.gitrepo import Repo, make_repo, tracker_python  # noqa: E402
+from tests.support.mariadb_private import fresh_database, mariadb, private_mariadb  # noqa: E402, F401
+from tests.support.simulated import SIM_TOKEN  # noqa: E402
+from tracker.clock import FakeClock  # noqa: E402
+from tracker.config import Settings, load_settings  # noqa: E402
+from tracker.log.sqlite import SQLiteLog  # noqa: E402
+from tracker.push.install import install  # noqa: E402
+from tracker.sim import SimulatedPlatform  # noqa: E402
 
 MUST_RUN = ("mysql", "npm")
 
@@ -51,3 +61,23 @@ def store(db_path: Path) -> Iterator[SQLiteLog]:
 @pytest.fixture
 def no_sources() -> Settings:
     return load_settings(None, env={})
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    """A repository with a bare remote and the tracker's hook installed."""
+    made = make_repo(tmp_path)
+    install(made.work, python=tracker_python())
+    return made
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sim(clock: FakeClock) -> Iterator[SimulatedPlatform]:
+    """The simulated platform on the test's `clock`, accepting `SIM_TOKEN`."""
+    with SimulatedPlatform(clock=clock, token=SIM_TOKEN) as platform:
+        yield platform

@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.gitrepo import ROOT, Repo, make_repo, wait_until
-from tracker.sim.autodeploy import AutoDeploy, Timings
-from tracker.sim.server import SimulatedPlatform, main
+from tracker.sim import AutoDeploy, SimulatedPlatform, Timings, main
 
 FAST = Timings(pending_build_s=0.1, build_s=0.3, pending_deploy_s=0.1, deploy_s=0.3)
 
@@ -109,9 +108,11 @@ def readme_blocks(after: str, count: int) -> list[str]:
 class Simulator:
     """`python -m tracker.sim ...` as a real process; its stdout read line by line."""
 
-    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, argv: list[str], cwd: Path, env: dict[str, str], stdin: int = subprocess.DEVNULL
+    ) -> None:
         self.proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+            argv, cwd=cwd, env=env, stdin=stdin, stdout=subprocess.PIPE, text=True
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
@@ -169,3 +170,37 @@ def test_the_readmes_try_it_on_your_own_repository_steps(repo: Repo) -> None:
         assert status.returncode == 0 and '"state": "succeeded"' in status.stdout
     finally:
         assert sim.interrupt() == 0
+
+
+# Ctrl-C reaches a process, and the kernel hands it to any of its threads that does not block
+# it: here the HTTP server's, the follower's, or a request's. Python runs its handler on the main
+# thread only, at its next bytecode; a main thread waiting without a timeout never gets there.
+SIGINT_ON_ANOTHER_THREAD = """
+import signal, sys, threading
+from tracker.sim import main
+
+def kick():
+    sys.stdin.readline()
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # to this thread, not the main one
+
+threading.Thread(target=kick, daemon=True).start()
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("follow", [False, True], ids=["demo", "repo"])
+def test_ctrl_c_stops_the_simulator_when_another_thread_receives_it(
+    repo: Repo, follow: bool
+) -> None:
+    argv = [sys.executable, "-c", SIGINT_ON_ANOTHER_THREAD, *(["--repo", "."] if follow else [])]
+    sim = Simulator(argv, repo.work, repo.env, stdin=subprocess.PIPE)
+    try:
+        sim.until("# Ctrl-C to stop")
+        assert sim.proc.stdin is not None
+        sim.proc.stdin.write("go\n")
+        sim.proc.stdin.flush()
+        assert sim.proc.wait(timeout=60) == 0
+    finally:
+        if sim.proc.poll() is None:
+            sim.proc.kill()
+            sim.proc.wait(timeout=30)

@@ -15,8 +15,10 @@ import pytest
 
 from tests.support.gitrepo import Repo, git, make_repo, set_hook, tracker_python, wait_until
 from tracker.log.sqlite import SQLiteLog
+from tracker.procs import confirmer_alive
 from tracker.push.install import install
-from tracker.push.spool import confirmer_alive, read_record, record_paths, take_in
+from tracker.push.intake import take_in
+from tracker.push.spool import read_record, record_paths
 
 VERDICTS = {"PushConfirmed", "PushRejected"}
 

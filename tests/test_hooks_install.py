@@ -242,3 +242,22 @@ def test_pre_commit_records_the_first_push_to_an_empty_remote(tmp_path: Path) ->
     assert done.returncode == 0, done.stdout + done.stderr
     assert repo.remote_head() == sha
     wait_until(lambda: confirmed(repo, sha))
+
+
+def test_a_hook_installed_by_the_command_calls_the_confirmer_door_and_records_a_push(
+    repo: Repo,
+) -> None:
+    """The kept door: `tracker hooks install` writes a hook that runs `python -I -m
+    tracker.confirm` (as hooks installed by earlier releases do), and a push through it is
+    recorded and confirmed by that confirmer (nothing here takes the spool in)."""
+    done = subprocess.run(
+        [tracker_python(), "-I", "-m", "tracker", "hooks", "install"],
+        cwd=repo.work, env=repo.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    hook = repo.common / "hooks" / "pre-push"
+    assert done.stdout.strip() == f"installed {hook}"
+    assert "-I -m tracker.confirm" in hook.read_text()
+    sha = repo.commit()
+    assert repo.push("origin", "main").returncode == 0
+    wait_until(lambda: confirmed(repo, sha))

@@ -21,7 +21,8 @@ from tracker.clock import FakeClock
 from tracker.config import Settings, load_settings
 from tracker.events import DeploymentPolled, PushRecorded
 from tracker.log.sqlite import SQLiteLog
-from tracker.monitor.loop import Monitor, build_sources, judge, next_delay
+from tracker.monitor.decide import judge, next_delay
+from tracker.monitor.loop import Monitor, build_sources
 from tracker.monitor.sources.base import Observation
 from tracker.policies import FixedPolicy, SteppedPolicy
 from tracker.sim.server import SimulatedPlatform
@@ -364,7 +365,7 @@ def test_a_monitor_holds_off_while_the_machine_spent_the_api_budget(store, platf
     assert store.api_calls_by_window(clock.now())[0] < 200
 
 
-# -- a hostile App Platform (tests/support/hostile.py): no crash, no overrun, no faster than the policy --
+# -- a hostile App Platform (tests/support/hostile.py): no crash, no overrun, no faster than policy
 
 HOSTILE_429 = {"ratelimit-remaining": "0"}
 HOSTILE = {

@@ -1,7 +1,7 @@
 """No control character from outside reaches the terminal (SPEC §5), checked on a real pty.
 
-A hostile App Platform on loopback (tests/support/hostile.py) puts OSC 0, OSC 52, `ESC[2J`, a C1 CSI and
-a DSR request in every string the tracker shows: error bodies, phases, step names, failure
+A hostile App Platform on loopback (tests/support/hostile.py) puts OSC 0, OSC 52, `ESC[2J`, a C1
+CSI and a DSR request in every string the tracker shows: error bodies, phases, step names, failure
 reasons, build log lines. An ingested notification does the same with its status, source and
 log tail. Every command that shows them runs in a pseudo-terminal (colour on, as for a person);
 what it wrote may hold our own colour codes and line breaks, and nothing else.
@@ -35,9 +35,10 @@ from tests.support.hostile import (
     hostile_api,
 )
 from tracker.api import Tracker
+from tracker.cli.output import safe, say, style
 from tracker.config import load_settings
 from tracker.events import DeploymentPolled
-from tracker.output import printable, safe, say, style
+from tracker.output import printable
 
 OURS = re.compile(rb"\x1b\[[0-9;]*m")  # the only escape sequences we write: colours
 TOKEN = "hostile-test-token"

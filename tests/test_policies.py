@@ -8,16 +8,14 @@ import pytest
 
 import tracker.policies as policies
 from tracker.config import Settings
+from tracker.monitor.decide import backoff, budget_wait, retry_delay
 from tracker.monitor.sources.base import Observation
 from tracker.policies import (
     FixedPolicy,
     InformedPolicy,
     SteppedPolicy,
-    backoff,
-    budget_wait,
     policy_from_settings,
     polls_to_detect,
-    retry_delay,
 )
 
 # Stepped over 480 s: 0, 5, ..., 120 is 120/5 + 1 = 25 polls; then 135, 150, ..., 480 is

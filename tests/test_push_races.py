@@ -17,8 +17,10 @@ import pytest
 
 from tests.support.gitrepo import Repo, git, make_repo, tracker_python, wait_until
 from tracker.log.sqlite import SQLiteLog
+from tracker.procs import process_alive
 from tracker.push.install import install
-from tracker.push.spool import process_alive, read_record, record_paths, take_in
+from tracker.push.intake import take_in
+from tracker.push.spool import read_record, record_paths
 from tracker.sim.server import SimulatedPlatform
 
 pytestmark = pytest.mark.slow

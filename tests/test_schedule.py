@@ -302,10 +302,13 @@ def test_the_history_is_read_from_the_logs_measures_newest_first(store: SQLiteLo
 
 
 def test_the_history_query_walks_indexes(store: SQLiteLog) -> None:
-    from tracker.read.stats import _HISTORY_SQL
+    import contextlib
+    import sqlite3
+
+    from tracker.log.sqlite_stats import HISTORY_SQL as _HISTORY_SQL
 
     record(store, "a" * 40, T0, {"BUILDING": 10.0}, fails=False)
-    with store.reading() as conn:
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
         plan = conn.execute(
             "EXPLAIN QUERY PLAN " + _HISTORY_SQL.format(branch=""),
             ["state:succeeded", "state:failed", "state:canceled", "state:timed_out", 100],

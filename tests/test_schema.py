@@ -31,7 +31,8 @@ from tracker.events import (
     PushRecorded,
     PushRejected,
 )
-from tracker.log.sqlite import SQLiteLog, migrations
+from tracker.log.schema import migrations
+from tracker.log.sqlite import SQLiteLog
 from tracker.projections import DeploymentRow, SourceCallRow, exit_code_of
 
 REPO = Path(__file__).resolve().parent.parent
@@ -290,7 +291,7 @@ def test_the_wheel_carries_schema_sql_and_finds_it_when_installed(
         [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
         check=True, timeout=300,
     )  # fmt: skip
-    probe = "from tracker.log.sqlite import migrations, schema_text; print(len(migrations()))"
+    probe = "from tracker.log.schema import migrations, schema_text; print(len(migrations()))"
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     result = subprocess.run(
         [python, "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path, env=env

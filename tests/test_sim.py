@@ -9,15 +9,15 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.simulated import SIM_TOKEN as TOKEN
 from tracker.clock import FakeClock
-from tracker.sim.server import (
+from tracker.sim import (
     BUILD_FAILURE_LINE,
     DEPLOY_FAILURE_LINE,
     ZERO_TIME,
     SimulatedPlatform,
 )
 
-TOKEN = "sim-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -41,17 +41,6 @@ class Api:
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()["deployment"]
         return body
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def sim(clock: FakeClock) -> Iterator[SimulatedPlatform]:
-    with SimulatedPlatform(clock=clock, token=TOKEN) as platform:
-        yield platform
 
 
 @pytest.fixture
@@ -340,6 +329,6 @@ def test_supersede_on_created_replaces_ours_whatever_becomes_of_the_newer(
 
 
 def test_the_command_line_exits_64_on_a_usage_error_never_2() -> None:
-    from tracker.sim.server import main
+    from tracker.sim import main
 
     assert main(["--bogus"]) == 64

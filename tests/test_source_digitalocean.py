@@ -32,7 +32,7 @@ from tests.support.hostile import (
 from tracker.clock import FakeClock
 from tracker.monitor.sources.base import LogTail, Observation, outcome_of
 from tracker.monitor.sources.digitalocean import DigitalOceanSource
-from tracker.sim.server import (
+from tracker.sim import (
     BUILD_FAILURE_LINE,
     DEPLOY_FAILURE_LINE,
     SimulatedPlatform,
@@ -425,7 +425,7 @@ def test_a_server_that_echoes_the_token_does_not_leak_it() -> None:
     assert TOKEN not in repr(obs) and tail.error and TOKEN not in tail.error
 
 
-# --- a hostile App Platform on loopback (tests/support/hostile.py) ----------------------------------
+# --- a hostile App Platform on loopback (tests/support/hostile.py) ---------------------------
 
 SQLITE_INT = 2**63 - 1
 

@@ -14,13 +14,8 @@ import pytest
 
 from tests.support.gitrepo import Repo, make_repo
 from tracker.log.sqlite import SQLiteLog
-from tracker.push.spool import (
-    PushRecord,
-    record_paths,
-    spool_dir,
-    take_in,
-    write_record,
-)
+from tracker.push.intake import take_in
+from tracker.push.spool import PushRecord, record_paths, spool_dir, write_record
 
 
 def dead_pid() -> int:
@@ -193,7 +188,8 @@ def test_take_in_sets_aside_garbage_and_skips_records_of_another_log(repo: Repo)
 def test_an_unreachable_url_push_stays_pending_with_a_confirmer_on_it(
     repo: Repo, tmp_path: Path
 ) -> None:
-    from tracker.push.spool import confirmer_alive, read_record
+    from tracker.procs import confirmer_alive
+    from tracker.push.spool import read_record
 
     sha = pushed(repo)
     gone = str(tmp_path / "no-such-remote.git")
@@ -319,23 +315,7 @@ def test_the_reflog_is_read_back_only_to_the_push(repo: Repo) -> None:
     sha = pushed(repo)
     later = time.time() + 3600
     record = record_for(repo, sha, pushed_at=later)
-    from tracker.push.spool import pushed_per_reflog
+    from tracker.push.settle import pushed_per_reflog
 
     assert pushed_per_reflog(record_for(repo, sha, pushed_at=time.time()))
     assert not pushed_per_reflog(record)
-
-
-def test_a_confirmer_finds_a_push_a_reader_settled_in_the_log(repo: Repo) -> None:
-    """The confirmer that loses the race to a reader still knows the push was confirmed (and
-    so starts its monitor)."""
-    from tracker.clock import SYSTEM_CLOCK
-    from tracker.push.confirm import confirmed_in_log
-
-    sha = pushed(repo)
-    record = record_for(repo, sha)
-    write_record(repo.spool, record)
-    assert not confirmed_in_log(record, SYSTEM_CLOCK)
-    with SQLiteLog(repo.db) as store:
-        take_in(store, repo.log_dir)
-    assert confirmed_in_log(record, SYSTEM_CLOCK)
-    assert not confirmed_in_log(replace(record, push_id="another-push"), SYSTEM_CLOCK)

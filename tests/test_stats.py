@@ -3,14 +3,21 @@ checked against values computed by hand."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import tracker.log.sqlite_stats as sqlite_stats
 import tracker.read.stats as stats_module
+from tracker.cli.app import parse_since
+from tracker.cli.output import safe
+from tracker.cli.text import duration, stats_text
 from tracker.clock import iso
 from tracker.errors import UsageError
 from tracker.events import (
@@ -24,17 +31,15 @@ from tracker.events import (
     PushRejected,
 )
 from tracker.log.sqlite import SQLiteLog
-from tracker.output import safe
 from tracker.policies import FixedPolicy, baseline_polls, polls_to_detect
-from tracker.projections import phase_spans
+from tracker.projections import ROW_COLUMNS, DeploymentRow, phase_spans
 from tracker.read.stats import (
+    CallTally,
+    HistoryRow,
     Stats,
     Summary,
-    compute_stats,
     histogram,
-    parse_since,
     percentile,
-    stats_text,
     summarise,
 )
 
@@ -50,6 +55,21 @@ def sha(n: int) -> str:
 def log(tmp_path: Path) -> Iterator[SQLiteLog]:
     with SQLiteLog(tmp_path / "events.db", synchronous="NORMAL") as store:
         yield store
+
+
+def compute_stats(log: SQLiteLog, **window: Any) -> Stats:
+    """`read.stats.compute_stats` over the queries the log hands out, in one snapshot."""
+    with log.stats_queries() as queries:
+        return stats_module.compute_stats(queries, **window)
+
+
+def every_row(store: SQLiteLog) -> list[DeploymentRow]:
+    """The whole `deployments` projection, read by a plain SQLite client."""
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
+        found = conn.execute(
+            f"SELECT {', '.join(ROW_COLUMNS)} FROM deployments ORDER BY pushed_at, sha"
+        )
+        return [DeploymentRow(*r) for r in found]
 
 
 def push(store: SQLiteLog, n: int, at: float, branch: str = "main") -> None:
@@ -389,7 +409,7 @@ def random_log(store: SQLiteLog, rng: random.Random, n: int) -> None:
 
 def reference(store: SQLiteLog, since: float | None, branch: str | None) -> dict[str, object]:
     """Stats computed the plain way: every row in Python, sorted lists, bisection."""
-    every = store.deployments()
+    every = every_row(store)
     rows = [
         r for r in every
         if (since is None or (r.pushed_at or 0) >= since) and branch in (None, r.branch)
@@ -411,7 +431,7 @@ def reference(store: SQLiteLog, since: float | None, branch: str | None) -> dict
     push_to_live = sorted(ms(r.push_to_live_s) for r in rows if r.push_to_live_s is not None)
     phases = phase_durations([json.loads(r.phases) for r in rows if r.phases])
     on_branch = {r.sha for r in every if branch in (None, r.branch)}
-    with store.reading() as conn:
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
         calls = [
             c for c in conn.execute(
                 "SELECT sha, at, source, api_calls, db_queries, ok, error_kind, retry"
@@ -468,13 +488,13 @@ def observed(stats: Stats) -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize("small_window", [stats_module.SMALL_WINDOW, 0])
+@pytest.mark.parametrize("small_window", [sqlite_stats.SMALL_WINDOW, 0])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_indexed_stats_equal_a_plain_computation_over_every_row(
     log: SQLiteLog, seed: int, small_window: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both ways of reading a --since window: values read and sorted, and the index walked."""
-    monkeypatch.setattr(stats_module, "SMALL_WINDOW", small_window)
+    monkeypatch.setattr(sqlite_stats, "SMALL_WINDOW", small_window)
     rng = random.Random(seed)
     random_log(log, rng, 120)
     end = T0 + 600 * 120
@@ -508,7 +528,7 @@ def test_a_commit_superseded_by_a_live_successor_counts_as_a_success(log: SQLite
 
 
 def test_the_comparison_says_which_way_it_goes() -> None:
-    from tracker.read.stats import Comparison, comparison_line
+    from tracker.cli.text import Comparison, comparison_line
 
     more = comparison_line(Comparison(10.0, 4, 8, 39, 1.1))
     assert more == (
@@ -528,7 +548,7 @@ def test_the_comparison_says_which_way_it_goes() -> None:
 def test_the_histogram_fits_small_counts_and_its_labels_never_repeat(values: list[float]) -> None:
     bars = histogram(sorted(values))
     assert len(bars) <= len(values) and sum(b.count for b in bars) == len(values)
-    labels = [f"{stats_module.duration(b.start_s)}-{stats_module.duration(b.end_s)}" for b in bars]
+    labels = [f"{duration(b.start_s)}-{duration(b.end_s)}" for b in bars]
     assert len(set(labels)) == len(labels), labels
     assert all(b.start_s != b.end_s for b in bars) or len(bars) == 1
 
@@ -539,7 +559,7 @@ def test_stats_columns_line_up_on_a_colour_terminal(log: SQLiteLog, tmp_path: Pa
     import os
     import re
 
-    from test_output import in_pty
+    from tests.test_output import in_pty
 
     seeded(log)
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
@@ -562,3 +582,93 @@ def test_stats_columns_line_up_on_a_colour_terminal(log: SQLiteLog, tmp_path: Pa
     header = next(ln for ln in lines if ln.startswith("durations"))
     row = next(ln for ln in lines if ln.startswith("push to live "))
     assert len(header) == len(row), (header, row)  # the right-aligned columns end together
+
+
+# -- the read side is backend-neutral ---------------------------------------------------------
+
+
+class ListQueries:
+    """`StatsQueries` over plain lists, answered the obvious way: what any log backend (MySQL's
+    too) must answer, and proof that `compute_stats` needs nothing of SQLite."""
+
+    def __init__(self, path: Path) -> None:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            self.measures = conn.execute(
+                "SELECT sha, measure, value, pushed_at, branch FROM deployment_measures"
+            ).fetchall()
+            self.calls = conn.execute(
+                "SELECT seq, at, source, api_calls, db_queries, ok, error_kind, retry,"
+                " ratelimit_remaining, branch FROM source_calls"
+            ).fetchall()
+
+    def _window(self, since: float | None, branch: str | None) -> list[tuple[Any, ...]]:
+        return [
+            m for m in self.measures
+            if (since is None or (m[3] is not None and m[3] >= since)) and branch in (None, m[4])
+        ]  # fmt: skip
+
+    def measure_totals(self, since: float | None, branch: str | None) -> dict[str, tuple[int, int]]:
+        found: dict[str, tuple[int, int]] = {}
+        for _, name, value, _, _ in self._window(since, branch):
+            n, total = found.get(name, (0, 0))
+            found[name] = (n + 1, total + value)
+        return found
+
+    def sorted_values(self, since: float | None, branch: str | None, pushed: int) -> None:
+        return None  # always by rank: the path a large window takes
+
+    def value_at_rank(
+        self, name: str, rank: int, count: int, since: float | None, branch: str | None
+    ) -> int | None:
+        values = sorted(m[2] for m in self._window(since, branch) if m[1] == name)
+        return values[rank - 1] if 0 < rank <= len(values) else None
+
+    def count_in(
+        self, name: str, low: float, high: float, *, closed: bool, since: float | None,
+        branch: str | None,
+    ) -> int:  # fmt: skip
+        return sum(
+            1 for m in self._window(since, branch)
+            if m[1] == name and low <= m[2] and (m[2] <= high if closed else m[2] < high)
+        )  # fmt: skip
+
+    def call_tally(self, since: float | None, branch: str | None) -> CallTally:
+        tally = CallTally()
+        for _, at, source, api, db, ok, kind, retry, _, on in self.calls:
+            if (since is not None and at < since) or branch not in (None, on):
+                continue
+            tally.api[source] = tally.api.get(source, 0) + api
+            tally.db[source] = tally.db.get(source, 0) + db
+            if not ok:
+                tally.errors[kind or "unknown"] = tally.errors.get(kind or "unknown", 0) + 1
+            tally.retries += bool(retry)
+        tally.api = {k: v for k, v in tally.api.items() if v}
+        tally.db = {k: v for k, v in tally.db.items() if v}
+        return tally
+
+    def last_ratelimit(self) -> tuple[int | None, float | None]:
+        seen = [c for c in self.calls if c[8] is not None]
+        newest = max(seen, default=None, key=lambda c: c[0])
+        return (None, None) if newest is None else (newest[8], newest[1])
+
+    def api_calls_by_window(self, now: float) -> tuple[int, int]:
+        def within(seconds: float) -> int:
+            return sum(c[3] for c in self.calls if now - seconds < c[1] <= now)
+
+        return within(60.0), within(3600.0)
+
+    def recent_finished(self, branch: str | None, limit: int) -> list[HistoryRow]:
+        raise NotImplementedError  # not asked by compute_stats
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_compute_stats_answers_the_same_from_any_backends_queries(
+    log: SQLiteLog, seed: int
+) -> None:
+    rng = random.Random(seed)
+    random_log(log, rng, 60)
+    end = T0 + 600 * 60
+    plain = ListQueries(log.path)
+    for since, branch in [(None, None), (None, "dev"), (T0 + 600 * 20.5, None), (T0 + 7, "main")]:
+        ours = compute_stats(log, now=end, since=since, branch=branch)
+        assert stats_module.compute_stats(plain, now=end, since=since, branch=branch) == ours

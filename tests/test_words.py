@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support.gitrepo import base_env, make_repo
-from tracker.api import EventRecord, Tracker
+from tracker.api import Tracker
 from tracker.cli.app import app
 from tracker.cli.text import event_line, status_text, verdict
 from tracker.clock import FakeClock
@@ -27,6 +27,7 @@ from tracker.events import (
 from tracker.log.sqlite import SQLiteLog
 from tracker.monitor.loop import Monitor
 from tracker.monitor.sources.base import LogTail, Observation
+from tracker.read.status import EventRecord
 from tracker.words import seconds
 
 SHA = "1016e31" + "0" * 33

@@ -14,9 +14,9 @@ __version__ = "0.1.0"
 # name -> the module that defines it
 _EXPORTS = {
     "Tracker": "tracker.api",
-    "DeploymentStatus": "tracker.api",
-    "EventRecord": "tracker.api",
-    "AttemptRecord": "tracker.api",
+    "DeploymentStatus": "tracker.read.status",
+    "EventRecord": "tracker.read.status",
+    "AttemptRecord": "tracker.read.status",
     "Stats": "tracker.read.stats",
     "RebuildReport": "tracker.log.sqlite",
     "TrackerError": "tracker.errors",
@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from tracker.api import AttemptRecord, DeploymentStatus, EventRecord, Tracker
+    from tracker.api import Tracker
     from tracker.errors import (
         ConfigError,
         LockTimeoutError,
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     )
     from tracker.log.sqlite import RebuildReport
     from tracker.read.stats import Stats
+    from tracker.read.status import AttemptRecord, DeploymentStatus, EventRecord
 
 
 def __getattr__(name: str) -> Any:

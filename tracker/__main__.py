@@ -1,6 +1,6 @@
 """`python -m tracker`."""
 
-from tracker.cli.app import main
+from tracker.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -6,11 +6,8 @@ Every method returns frozen dataclasses with the same fields as the CLI's JSON o
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +16,16 @@ from tracker.clock import SYSTEM_CLOCK, Clock, iso
 from tracker.errors import TrackerError, UsageError
 from tracker.events import PushRecorded
 from tracker.log.sqlite import SQLiteLog
-from tracker.projections import (
-    OPEN_STATES,
-    TERMINAL_STATES,
-    DeploymentRow,
-    exit_code_of,
-    starts_attempt,
+from tracker.procs import host, monitor_alive
+from tracker.projections import TERMINAL_STATES, DeploymentRow, exit_code_of, starts_attempt
+from tracker.read.status import (
+    NO_SOURCE,
+    NOT_FOUND,
+    DeploymentStatus,
+    EventRecord,
+    may_be_unreachable,
+    may_be_unwatched,
+    status_of,
 )
 from tracker.words import count, seconds
 
@@ -33,9 +34,6 @@ if TYPE_CHECKING:
     from tracker.log.sqlite import RebuildReport
     from tracker.read.stats import Stats
 
-STALE_AFTER_S = 300.0  # an open deployment whose monitor said nothing for this long is stale
-NOT_FOUND = 3
-NO_SOURCE = "no deployment source is configured; run `tracker doctor`"
 # Error kinds that mean a source was never reached, as a noun and its plural.
 UNREACHABLE_KINDS = {
     "connection": ("connection error", "connection errors"),
@@ -43,82 +41,6 @@ UNREACHABLE_KINDS = {
 }
 READ_WAIT_S = 0.5  # a reader waits this long for the lock to take in the spool, then reads
 RESUME_GRACE_S = 10.0  # `wait` gives a monitor it started this long to say it runs (or why not)
-
-
-@dataclass(frozen=True)
-class MonitorInfo:
-    pid: int | None
-    host: str | None
-    alive: bool
-
-
-@dataclass(frozen=True)
-class EventRecord:
-    """One event of the log, as `tracker events --json` prints it."""
-
-    seq: int
-    stream: str
-    version: int
-    type: str
-    recorded_at: str
-    data: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class AttemptRecord:
-    """An earlier push of the same commit, and how it ended (SPEC §3)."""
-
-    attempt: int
-    state: str
-    exit_code: int
-    deployment_id: str | None
-    pushed_at: str | None
-    finished_at: str | None
-
-
-@dataclass(frozen=True)
-class DeploymentStatus:
-    """The status of one commit (SPEC §5: the fields of `tracker status --json`)."""
-
-    sha: str
-    short_sha: str
-    branch: str | None
-    state: str  # pending ... stale, or not_found
-    exit_code: int
-    phase: str | None = None
-    deployment_id: str | None = None
-    pushed_at: str | None = None
-    finished_at: str | None = None
-    push_to_live_s: float | None = None
-    polls: int = 0
-    api_calls: int = 0
-    errors: int = 0
-    reason: dict[str, str | None] | None = None
-    failed_step: str | None = None
-    log_tail: list[str] = field(default_factory=list)
-    superseded_by: str | None = None
-    monitor: MonitorInfo = MonitorInfo(None, None, False)
-    last_event_at: str | None = None
-    steps_done: int | None = None
-    steps_total: int | None = None
-    db_queries: int = 0
-    watched: bool = True  # False: nothing is watching it (no monitor, no source configured)
-    spooled: bool = False  # True: answered from the hook's spool record, the log being busy
-    recent_events: list[EventRecord] = field(default_factory=list)
-    attempt: int = 0  # which push of the commit: 1, 2, 3 ... (0: not found, or from the spool)
-    previous_attempts: list[AttemptRecord] = field(default_factory=list)  # oldest first
-    already_recorded: bool = False  # record_push: this push was in the log already
-    not_watched: str | None = None  # why nothing watches it, and the fix (when `watched` is False)
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL_STATES
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class Tracker:
@@ -202,12 +124,12 @@ class Tracker:
     def take_in_spool(self, *, wait: float | None = None) -> int:
         """Append the pushes the hook has spooled but nobody has recorded yet. With `wait`,
         give up after that many seconds when the log is busy (the records stay spooled)."""
-        from tracker.push import spool
+        from tracker.push.intake import take_in
 
         if wait is None:
-            return spool.take_in(self.store, self.db_path.parent)
+            return take_in(self.store, self.db_path.parent)
         with self.store.patience(wait):
-            return spool.take_in(self.store, self.db_path.parent)
+            return take_in(self.store, self.db_path.parent)
 
     def _no_log(self) -> bool:
         """Whether there is no log yet and nothing spooled for one (a read then creates none)."""
@@ -276,10 +198,10 @@ class Tracker:
 
     def _unread_push(self, sha: str) -> DeploymentStatus | None:
         """`pending` from the newest spooled push of `sha` the log does not hold yet."""
-        from tracker.push import spool
+        from tracker.push.intake import unread
 
         with self.store.patience(READ_WAIT_S):  # a log that must be created first waits no more
-            records = spool.unread(self.store, self.db_path.parent, sha)
+            records = unread(self.store, self.db_path.parent, sha)
         if not records:
             return None
         record = records[-1]
@@ -296,54 +218,16 @@ class Tracker:
         )
 
     def _status_of(self, row: DeploymentRow, recent: list[EventRecord]) -> DeploymentStatus:
+        now = self.clock.now()
         alive = monitor_alive(row.monitor_pid, row.monitor_host)
-        state = row.state
-        if state in OPEN_STATES and row.monitor_pid is not None:
-            silent = self.clock.now() - row.last_event_at > STALE_AFTER_S
-            if row.monitor_stopped or not alive or silent:
-                state = "stale"
-        watched = not (state in ("pending", "stale") and not alive and not self._sources())
-        not_watched = row.not_watched if state in {"pending", "stale"} else None
-        if not_watched:
-            watched = False
-        elif not watched:
-            not_watched = NO_SOURCE
-        reason = None
-        if row.reason_code or row.reason_message:
-            reason = {"code": row.reason_code, "message": row.reason_message}
-        if state in {"timed_out", "stale"} and row.errors:
+        watched = not may_be_unwatched(row, now, alive) or bool(self._sources())
+        found = status_of(row, now, alive, watched, recent)
+        if may_be_unreachable(found):
             unreachable = self._unreachable(row)
             if unreachable is not None:
-                reason = {"code": "unreachable", "message": unreachable}
-        return DeploymentStatus(
-            sha=row.sha,
-            short_sha=row.sha[:7],
-            branch=row.branch,
-            state=state,
-            exit_code=exit_code_of(state, row.superseded_went_live),
-            phase=row.phase,
-            deployment_id=row.deployment_id,
-            pushed_at=_iso(row.pushed_at),
-            finished_at=_iso(row.finished_at),
-            push_to_live_s=row.push_to_live_s,
-            polls=row.polls,
-            api_calls=row.api_calls,
-            errors=row.errors,
-            reason=reason,
-            failed_step=row.failed_step,
-            log_tail=json.loads(row.log_tail) if row.log_tail else [],
-            superseded_by=row.superseded_by,
-            monitor=MonitorInfo(row.monitor_pid, row.monitor_host, alive),
-            last_event_at=_iso(row.last_event_at),
-            steps_done=row.steps_done,
-            steps_total=row.steps_total,
-            db_queries=row.db_queries,
-            watched=watched,
-            recent_events=recent,
-            attempt=row.attempt,
-            previous_attempts=[_attempt_record(p) for p in row.earlier()],
-            not_watched=not_watched,
-        )
+                reason: dict[str, str | None] = {"code": "unreachable", "message": unreachable}
+                return dataclasses.replace(found, reason=reason)
+        return found
 
     def _sources(self) -> list[str]:
         """The configured sources, by which settings are set: a bad value does not hide one
@@ -457,7 +341,8 @@ class Tracker:
         from tracker.read.stats import compute_stats
 
         self.take_in_spool(wait=READ_WAIT_S)
-        return compute_stats(self.store, now=self.clock.now(), since=since, branch=branch)
+        with self.store.stats_queries() as queries:
+            return compute_stats(queries, now=self.clock.now(), since=since, branch=branch)
 
     def rebuild(self) -> RebuildReport:
         """Recompute every projection from the log alone; report rows that differed."""
@@ -541,7 +426,7 @@ class Tracker:
             remote=remote,
             remote_url=gitutil.strip_credentials(remote_url),
             pushed_by=gitutil.pusher(self.repo),
-            host=_host(),
+            host=host(),
             source=source,
             pushed_at=iso(now),
             again=again,
@@ -568,7 +453,7 @@ class Tracker:
 
     def start_monitor(self, sha: str) -> int:
         """Start a detached monitor process for `sha`; its pid."""
-        from tracker.monitor.loop import spawn_detached
+        from tracker.procs import spawn_detached
 
         return spawn_detached(self.db_path, sha, repo=self.repo)
 
@@ -593,24 +478,6 @@ def locate_db(repo: Path | str = ".", db: Path | str | None = None) -> Path:
     return found
 
 
-def monitor_alive(pid: int | None, host: str | None) -> bool:
-    """Whether the monitor process `pid` on `host` still runs (a zombie does not count)."""
-    from tracker.push.spool import process_alive
-
-    return host == _host() and process_alive(pid)
-
-
-def _attempt_record(prior: dict[str, Any]) -> AttemptRecord:
-    return AttemptRecord(
-        attempt=int(prior["attempt"]),
-        state=str(prior["state"]),
-        exit_code=int(prior["exit_code"]),
-        deployment_id=prior.get("deployment_id"),
-        pushed_at=_iso(prior.get("pushed_at")),
-        finished_at=_iso(prior.get("finished_at")),
-    )
-
-
 def _changed(a: DeploymentStatus, b: DeploymentStatus) -> bool:
     return (a.state, a.phase, a.steps_done, a.deployment_id) != (
         b.state,
@@ -618,24 +485,3 @@ def _changed(a: DeploymentStatus, b: DeploymentStatus) -> bool:
         b.steps_done,
         b.deployment_id,
     )
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else iso(ts)
-
-
-def _host() -> str:
-    return socket.gethostname()
-
-
-def status_for_notification(payload: str) -> dict[str, Any]:
-    """Parse a notification's JSON text into a dict; `UsageError` when it is not an object."""
-    try:
-        value = json.loads(payload)
-    except ValueError as exc:
-        raise UsageError(f"the notification is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise UsageError("the notification nests too deeply (it is one flat JSON object)") from None
-    if not isinstance(value, dict):
-        raise UsageError("the notification must be a JSON object")
-    return value

@@ -1,4 +1,4 @@
-"""Polling schedules and retry delays: pure arithmetic, no clock, no I/O.
+"""Polling schedules: pure arithmetic, no clock, no I/O (retry delays: `tracker.monitor.decide`).
 
 Three policies (SPEC §6): `informed` (the default) schedules each poll from the app's history and
 what the polls so far have seen (`tracker.schedule`); `fixed` polls every `poll_interval`;
@@ -25,7 +25,6 @@ calls, so the API call count follows the same table.
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -35,10 +34,8 @@ from tracker.schedule import History, Knobs, Model, Seen
 
 if TYPE_CHECKING:
     from tracker.config import Settings
-    from tracker.monitor.sources.base import Observation
 
 _EPS = 1e-9  # so that 0.1 + 0.2 counts as having reached 0.3
-MAX_BACKOFF_EXPONENT = 60  # 2**60 base already exceeds every cap; avoids float overflow
 
 
 class PollPolicy(Protocol):
@@ -159,71 +156,7 @@ def baseline_polls(live_after_s: float) -> int:
     return min(found + 1, len(_BASELINE_OFFSETS))
 
 
-def backoff(attempt: int, base: float, cap: float, rand: float) -> float:
-    """Exponential backoff with "equal jitter": between half and all of min(cap, base * 2**n).
-
-    Half is kept so a retry is never immediate; `rand` in [0, 1) is injected for determinism.
-    """
-    rand = min(max(rand, 0.0), 1.0)
-    ceiling = min(cap, base * 2.0 ** min(max(attempt, 0), MAX_BACKOFF_EXPONENT))
-    return max(0.0, ceiling / 2 + ceiling / 2 * rand)
-
-
-_TRANSIENT = frozenset({"timeout", "connection", "server_error"})
-RATE_LIMIT_FALLBACK_CAP_S = 60.0  # a 429 that says nothing about when to come back
-MAX_HINT_S = 86400.0  # a retry-after or reset further away than a day is not believed
-
-
-def retry_delay(
-    observation: Observation, now: float, attempt: int, interval: float, rand: float
-) -> float:
-    """Seconds to wait before asking again after `observation` (attempt 0 is the first retry).
-
-    429: `retry-after`, else `ratelimit-reset - now`, else a jittered backoff; never sooner than
-    `interval`, so that no answer (`retry-after: 0`, a reset in the past) makes us poll faster.
-    Timeouts, connection errors and 5xx: jittered backoff from interval/8, capped by `interval`.
-    A healthy answer with no calls left waits for the reset. Anything else: the normal interval.
-    """
-    if observation.error_kind == "rate_limited" or observation.http_status == 429:
-        return _rate_limited_delay(observation, now, attempt, interval, rand)
-    if observation.error_kind in _TRANSIENT:
-        return backoff(attempt, interval / 8, interval, rand)
-    if observation.ok and observation.ratelimit_remaining == 0 and observation.ratelimit_reset:
-        until = observation.ratelimit_reset - now
-        return max(interval, until) if _usable_wait(until) else interval
-    return interval
-
-
-def _rate_limited_delay(
-    observation: Observation, now: float, attempt: int, interval: float, rand: float
-) -> float:
-    hint = observation.retry_after_s
-    if not _usable_wait(hint) and observation.ratelimit_reset is not None:
-        hint = observation.ratelimit_reset - now
-    if hint is not None and _usable_wait(hint):
-        return max(interval, hint)
-    # Nothing usable said when to come back: between one and two intervals, doubling per retry.
-    cap = max(interval, RATE_LIMIT_FALLBACK_CAP_S)
-    return max(interval, backoff(attempt + 1, interval, cap, rand))
-
-
-def _usable_wait(seconds: float | None) -> bool:
-    return seconds is not None and math.isfinite(seconds) and 0 < seconds <= MAX_HINT_S
-
-
 # DigitalOcean's API limits, per token (reference/digitalocean-apps-api.md). Every monitor on the
 # machine shares them, so a monitor looks at what the whole machine spent before it asks.
 LIMIT_PER_MINUTE = 250
 LIMIT_PER_HOUR = 5000
-BUDGET_SHARE = 0.8  # leave a fifth for everything else that uses the token
-
-
-def budget_wait(used_last_minute: int, used_last_hour: int, rand: float) -> float:
-    """Seconds to hold off before an API poll, given the machine's calls in the last minute and
-    hour: 0 under budget, else a jittered 1 to 5 s so that waiting monitors do not wake together."""
-    if (
-        used_last_minute < LIMIT_PER_MINUTE * BUDGET_SHARE
-        and used_last_hour < LIMIT_PER_HOUR * BUDGET_SHARE
-    ):
-        return 0.0
-    return 1.0 + 4.0 * min(max(rand, 0.0), 1.0)

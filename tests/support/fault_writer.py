@@ -1,4 +1,4 @@
-"""A writer process for the fault-injection tests and bench, run as `python tests/support/fault_writer.py`.
+"""A writer process for the fault-injection tests and bench: `python tests/support/fault_writer.py`.
 
 Modes:
   acked DB WRITER

@@ -1,4 +1,4 @@
-"""A writer process for the store's tests and benchmarks, run as `python tests/support/store_writer.py`.
+"""A writer process for the store's tests and benches: `python tests/support/store_writer.py`.
 
 Modes:
   concurrent DB WRITER COUNT STREAMS BARRIER [LATENCIES [PACE]]

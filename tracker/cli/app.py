@@ -1,40 +1,50 @@
 """The `tracker` command: parse, call into the package, print, exit.
 
-Each command builds the library object, calls one method, prints, and returns its exit code.
-Only this module decides exit codes (SPEC §4) and prints. Usage errors exit 64, never 2 (2 means
+Each command is handed its log by the meta app (`_launcher`): a parameter annotated
+`Annotated[Log, Parameter(parse=False)]` is not read from the command line, and the launcher
+gives it a `core.Log` of `--db`, which the command opens when it is ready. A command that does
+not declare one (`hooks ...`, `demo`) has nothing built for it; `doctor` is given the path and
+checks the log itself. Each command calls one method, prints, and returns its exit code: this
+wing alone decides exit codes (SPEC §4) and prints. Usage errors exit 64, never 2 (2 means
 "in progress" here, whatever cyclopts would do by default).
 """
 
 from __future__ import annotations
 
-import json
 import sys
-import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import App, CycloptsError, Parameter, UnknownCommandError, UnusedCliTokensError
 
 from tracker import __version__
-from tracker.api import DeploymentStatus, Tracker
-from tracker.errors import TrackerError, UsageError
-from tracker.output import say
+from tracker.cli.core import (
+    USAGE,
+    Log,
+    colour,
+    decodable,
+    emit,
+    fail,
+    guarded,
+    one_line,
+    print_status,
+    status_command,
+    status_json,
+)
+from tracker.cli.output import say
+from tracker.errors import UsageError
 
-USAGE = 64
-INTERNAL = 70
+if TYPE_CHECKING:
+    from tracker.read.status import DeploymentStatus
+
 MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a longer wait is a typo (milliseconds for seconds)
 MAX_LIMIT = 2**63 - 1  # SQLite's largest integer
 MAX_NOTIFICATION = 1_000_000  # bytes of JSON on `tracker ingest`'s standard input
+MAX_SINCE_S = 100 * 365 * 86400.0  # further back than any log: a typo
 
-
-@dataclass
-class _Context:
-    db: Path | None = None
-
-
-_CTX = _Context()
+# The log a command works on, injected by `_launcher` (never read from the command line).
+Injected = Annotated[Log, Parameter(parse=False)]
 
 app = App(
     name="tracker",
@@ -51,28 +61,22 @@ hooks_app = App(
 app.command(hooks_app)
 
 
-def _tracker() -> Tracker:
-    tracker = Tracker.open(".", db=_CTX.db)
-    for problem in tracker.warnings:  # a broken settings file: said once, and reads go on
-        say(f"tracker: warning: {problem}", stream=sys.stderr)
-    return tracker
+def parse_since(text: str, now: float) -> float:
+    """`--since 90s|30m|12h|7d|2w|300` (fractions welcome): the epoch time that far before now.
+    The one duration parser of every option and setting (`config.parse_duration`)."""
+    from tracker.config import parse_duration
 
-
-def _emit(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
-
-
-def _colour() -> bool:
-    from tracker.cli.text import use_colour
-
-    return use_colour(sys.stdout)
+    seconds = parse_duration(
+        text, "--since", maximum=MAX_SINCE_S, error=UsageError, example="90s, 30m, 12h or 7d"
+    )
+    return now - seconds
 
 
 # -- read commands ------------------------------------------------------------------------------
 
 
 @app.command(usage="Usage: tracker status [REF] [OPTIONS]")
-def status(ref: str = "HEAD", /, *, json: bool = False) -> int:
+def status(ref: str = "HEAD", /, *, json: bool = False, log: Injected) -> int:
     """Show whether the deployment of a commit is live.
 
     Exit codes: 0 live (or superseded by a live successor that contains it), 1
@@ -86,29 +90,11 @@ def status(ref: str = "HEAD", /, *, json: bool = False) -> int:
     json
         Print the status as one JSON object.
     """
-    with _tracker() as tracker:
-        st = tracker.status(ref)
-    return _print_status(st, as_json=json)
-
-
-def _print_status(st: DeploymentStatus, *, as_json: bool) -> int:
-    if as_json:
-        _emit(_status_json(st))
-    else:
-        from tracker.cli.text import status_text
-
-        say(status_text(st, colour=_colour()))
-    return st.exit_code
-
-
-def _status_json(st: DeploymentStatus) -> dict[str, Any]:
-    data = st.to_dict()
-    data["recent_events"] = [e.to_dict() for e in st.recent_events]
-    return data
+    return status_command(ref, as_json=json, log=log)
 
 
 @app.command(usage="Usage: tracker wait [REF] [OPTIONS]")
-def wait(ref: str = "HEAD", /, *, timeout: str = "30", json: bool = False) -> int:
+def wait(ref: str = "HEAD", /, *, timeout: str = "30", json: bool = False, log: Injected) -> int:
     """Wait a bounded time for the deployment of a commit to finish.
 
     Prints one line per change (a live view on a terminal); a failure ends with
@@ -135,16 +121,22 @@ def wait(ref: str = "HEAD", /, *, timeout: str = "30", json: bool = False) -> in
     seconds = parse_duration(
         timeout, "--timeout", maximum=MAX_TIMEOUT_S, error=UsageError, example="30, 90s or 5m"
     )
-    with _tracker() as tracker:
-        st = wait_command(tracker, ref, seconds, as_json=json, colour=_colour())
+    with log.open() as tracker:
+        st = wait_command(tracker, ref, seconds, as_json=json, colour=colour())
     if json:
-        _emit(_status_json(st))
+        emit(status_json(st))
     return st.exit_code
 
 
 @app.command(usage="Usage: tracker events [REF] [OPTIONS]")
 def events(
-    ref: str | None = None, /, *, follow: bool = False, json: bool = False, limit: int | None = None
+    ref: str | None = None,
+    /,
+    *,
+    follow: bool = False,
+    json: bool = False,
+    limit: int | None = None,
+    log: Injected,
 ) -> int:
     """Print the event log, one line per event, newest last.
 
@@ -166,13 +158,15 @@ def events(
     _not_empty(ref, "a ref")
     if limit is not None and not 1 <= limit <= MAX_LIMIT:
         raise UsageError(f"--limit must be a whole number from 1 to {MAX_LIMIT}, not {limit}")
-    with _tracker() as tracker:
+    with log.open() as tracker:
         events_command(tracker, ref, follow=follow, as_json=json, limit=limit)
     return 0
 
 
 @app.command
-def stats(*, json: bool = False, since: str | None = None, branch: str | None = None) -> int:
+def stats(
+    *, json: bool = False, since: str | None = None, branch: str | None = None, log: Injected
+) -> int:
     """Deployments by outcome, durations, API calls, rate limits, errors, detection lag.
 
     Exit codes: 0, 64 usage error, 74 log unreadable.
@@ -186,29 +180,29 @@ def stats(*, json: bool = False, since: str | None = None, branch: str | None = 
     branch
         Only deployments of this branch.
     """
+    from tracker.cli.text import stats_text
     from tracker.gitutil import check_branch
-    from tracker.read.stats import parse_since, stats_text
 
     if branch is not None:
         check_branch(branch)
-    with _tracker() as tracker:
+    with log.open() as tracker:
         window = None if since is None else parse_since(since, now=tracker.clock.now())
         result = tracker.stats(since=window, branch=branch)
     if json:
-        _emit(result.to_dict())
+        emit(result.to_dict())
     else:
-        say(stats_text(result, colour=_colour()))
+        say(stats_text(result, colour=colour()))
     return 0
 
 
 @app.command
-def rebuild() -> int:
+def rebuild(*, log: Injected) -> int:
     """Recompute the projections from the log alone and report any difference.
 
     Exit codes: 0 (also when it fixed a difference), 74 log unreadable, 75 log
     busy.
     """
-    with _tracker() as tracker:
+    with log.open() as tracker:
         report = tracker.rebuild()
     say(f"replayed {report.events} events into {report.rows} deployments")
     if not report.clean:
@@ -237,6 +231,7 @@ def query(
     nl: bool = False,
     csv: bool = False,
     table: bool = False,
+    log: Injected,
 ) -> int:
     """Run read-only SQL over the log and its projections (`deployment_status`, `events`).
 
@@ -262,7 +257,7 @@ def query(
     from tracker.cli.query import output_format, query_lines
 
     fmt = output_format(json=json, nl=nl, csv=csv, table=table, terminal=sys.stdout.isatty())
-    with _tracker() as tracker:
+    with log.open() as tracker:
         for line in query_lines(tracker, sql, param or (), fmt):
             print(line)
     return 0
@@ -280,6 +275,7 @@ def push(
     remote: Annotated[str, Parameter(show_default=False)] = "",
     no_monitor: bool = False,
     again: bool = False,
+    log: Injected,
 ) -> int:
     """Record a push made by other means, and start its monitor.
 
@@ -304,7 +300,7 @@ def push(
         The commit was pushed once more: a new attempt, judged by a new deployment.
     """
     _not_empty(branch, "--branch")
-    with _tracker() as tracker:
+    with log.open() as tracker:
         st = tracker.record_push(
             ref, branch=branch, remote=remote, monitor=not no_monitor, source="cli", again=again
         )
@@ -322,7 +318,7 @@ def push(
 
 
 @app.command(usage="Usage: tracker monitor REF [OPTIONS]")
-def monitor(ref: str, /, *, detach: bool = False) -> int:
+def monitor(ref: str, /, *, detach: bool = False, log: Injected) -> int:
     """Poll the platform for a commit until its deployment is live or has failed.
 
     At most one monitor per commit runs on a machine: a second one says who
@@ -340,14 +336,14 @@ def monitor(ref: str, /, *, detach: bool = False) -> int:
     detach
         Run in the background, detached from this terminal.
     """
-    from tracker.monitor.loop import monitor_command
+    from tracker.cli.live import monitor_command
 
-    with _tracker() as tracker:
-        return monitor_command(tracker, ref, detach=detach, colour=_colour())
+    with log.open() as tracker:
+        return monitor_command(tracker, ref, detach=detach, colour=colour())
 
 
 @app.command
-def ingest(*, json: bool = False) -> int:
+def ingest(*, json: bool = False, log: Injected) -> int:
     """Append a deployment notification read as a JSON object from standard input.
 
     It needs `sha` and `status` or `phase`; `deployment_id`, `source` and
@@ -362,7 +358,7 @@ def ingest(*, json: bool = False) -> int:
     json
         Print the resulting status as JSON.
     """
-    from tracker.api import status_for_notification
+    from tracker.monitor.ingest import status_for_notification
 
     raw = getattr(sys.stdin, "buffer", None)  # bytes, to say when they are not UTF-8
     try:
@@ -374,9 +370,9 @@ def ingest(*, json: bool = False) -> int:
     if len(text) > MAX_NOTIFICATION:
         raise UsageError(f"the notification is larger than {MAX_NOTIFICATION} bytes")
     note = status_for_notification(text)
-    with _tracker() as tracker:
+    with log.open() as tracker:
         st = tracker.ingest(note)
-    return _print_status(st, as_json=json) if json else _say(st)
+    return print_status(st, as_json=json) if json else _say(st)
 
 
 def _say(st: DeploymentStatus) -> int:
@@ -387,7 +383,7 @@ def _say(st: DeploymentStatus) -> int:
 
 
 @app.command
-def doctor(*, json: bool = False) -> int:
+def doctor(*, json: bool = False, log: Injected) -> int:
     """Check the log, the lock, the hook and each deployment source; say what to fix.
 
     Exit codes: 0 all well (warnings allowed), 69 a source unreachable or
@@ -401,7 +397,7 @@ def doctor(*, json: bool = False) -> int:
     """
     from tracker.cli.doctor import doctor_command
 
-    return doctor_command(_CTX.db, as_json=json)
+    return doctor_command(log.db, as_json=json)  # the path only: doctor opens and checks it
 
 
 @app.command
@@ -417,7 +413,7 @@ def demo(*, keep: bool = False) -> int:
     """
     from tracker.cli.demo import run_demo
 
-    return run_demo(keep=keep, colour=_colour())
+    return run_demo(keep=keep, colour=colour())
 
 
 # -- hooks --------------------------------------------------------------------------------------
@@ -476,8 +472,10 @@ def _launcher(
     *tokens: Annotated[str, Parameter(show=False, allow_leading_hyphen=True)],
     db: Annotated[Path | None, Parameter(name="--db", help="The event log to use.")] = None,
 ) -> Any:
-    _CTX.db = db
-    command, bound, _ = app.parse_args(tokens, exit_on_error=False, print_error=False)
+    command, bound, ignored = app.parse_args(tokens, exit_on_error=False, print_error=False)
+    for name, hint in ignored.items():  # what the command declared `Parameter(parse=False)`
+        if hint is Log:
+            bound.arguments[name] = Log(db)
     return command(*bound.args, **bound.kwargs)
 
 
@@ -486,53 +484,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokens = list(sys.argv[1:] if argv is None else argv)
     paths = {i + 1 for i, t in enumerate(tokens) if t == "--db"}  # a file name may be any bytes
     undecodable = next(
-        (t for i, t in enumerate(tokens) if i not in paths and not _decodable(t)), None
+        (t for i, t in enumerate(tokens) if i not in paths and not decodable(t)), None
     )
     if undecodable is not None:  # bytes that are not UTF-8 (surrogate escapes): no ref or name
-        return _fail(USAGE, f"an argument is not valid UTF-8: {undecodable!r}")
-    try:
-        result = app.meta(
-            tokens, exit_on_error=False, print_error=False, result_action="return_value"
-        )
-    except CycloptsError as exc:
-        return _fail(USAGE, _usage_message(exc, tokens))
-    except UsageError as exc:  # bad input to a command: point to that command's help
-        return _fail(USAGE, f"{exc} (run '{_help_of(tokens)}')")
-    except TrackerError as exc:
-        return _fail(exc.exit_code, str(exc))
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
-    except Exception as exc:  # a bug: say so, and where to look
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        return _fail(
-            INTERNAL,
-            f"internal error: {type(exc).__name__}: {exc} (at {Path(where.filename).name}:"
-            f"{where.lineno}; this is a bug in tracker {__version__}, please report it)",
-        )
-    if isinstance(result, bool) or not isinstance(result, int):
-        return 0
-    return result
+        return fail(USAGE, f"an argument is not valid UTF-8: {undecodable!r}")
+
+    def call() -> object:
+        try:
+            return app.meta(
+                tokens, exit_on_error=False, print_error=False, result_action="return_value"
+            )
+        except CycloptsError as exc:
+            return fail(USAGE, _usage_message(exc, tokens))
+
+    return guarded(call, lambda: _help_of(tokens))
 
 
 def _not_empty(value: str | None, what: str) -> None:
     """An empty string given for an option is a mistake, not "the default"."""
     if value is not None and not value.strip():
         raise UsageError(f"{what} must not be empty")
-
-
-def _decodable(token: str) -> bool:
-    try:
-        token.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _fail(code: int, message: str) -> int:
-    say(f"tracker: error: {_one_line(message, limit=500)}", stream=sys.stderr)
-    return code
 
 
 def _usage_message(exc: CycloptsError, tokens: list[str]) -> str:
@@ -542,7 +513,7 @@ def _usage_message(exc: CycloptsError, tokens: list[str]) -> str:
     """
     words = [t for i, t in enumerate(tokens) if i == 0 or tokens[i - 1] != "--db"]
     chain = _command_of([t for t in words if not t.startswith("-")])
-    text = _one_line(str(exc)).rstrip(".")
+    text = one_line(str(exc)).rstrip(".")
     if isinstance(exc, UnknownCommandError) and not chain:
         first = next((t for t in words if t != "--db"), "")
         if first.startswith("-"):
@@ -573,8 +544,3 @@ def _command_of(words: list[str]) -> list[str]:
             break
         found.append(word)
     return found
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    line = " ".join(part.strip("│╭╮╰╯─ ") for part in text.splitlines() if part.strip("│╭╮╰╯─ "))
-    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -13,20 +13,22 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tracker.api import Tracker, monitor_alive
+from tracker.api import Tracker
+from tracker.cli.output import say
+from tracker.clock import SYSTEM_CLOCK, Clock
 from tracker.gitutil import clean_env
-from tracker.output import say
+from tracker.procs import monitor_alive
 
 if TYPE_CHECKING:
+    from tracker.cli.text import Comparison
     from tracker.policies import PollPolicy
-    from tracker.read.stats import Comparison, Stats
+    from tracker.read.stats import Stats
 
 DEMO_TOKEN = "demo-token-not-a-secret"  # noqa: S105 (the simulated platform's own credential)
 # The demo's schedule: the default one (5 s, then 15 s after two minutes) compressed so that four
@@ -52,19 +54,20 @@ SCENARIOS = (
 )
 
 
-def run_demo(*, keep: bool = False, colour: bool = False) -> int:
-    """Run the demo; 0 when every commit ended as scripted."""
+def run_demo(*, keep: bool = False, colour: bool = False, clock: Clock = SYSTEM_CLOCK) -> int:
+    """Run the demo; 0 when every commit ended as scripted. `clock` times and paces it (the
+    monitors it starts are other processes, on the system's clock)."""
     from tracker.sim.server import SimulatedPlatform
 
-    started = time.monotonic()
+    started = clock.monotonic()
     with _workspace(keep) as root, SimulatedPlatform(token=DEMO_TOKEN) as platform:
         say(f"demo: simulated App Platform API on {platform.base_url}")
         repo, env = _setup(root, platform.base_url, platform.app_id)
         with _settings_of(env):  # this process reads the log, and may start monitors, too
-            shas = _push_all(repo, env, platform)
-            ok = _report(repo, shas, colour)
+            shas = _push_all(repo, env, platform, clock)
+            ok = _report(repo, shas, colour, clock)
         verdict = "all as expected" if ok else "UNEXPECTED RESULTS"
-        say(f"demo: finished in {time.monotonic() - started:.1f} s; {verdict}")
+        say(f"demo: finished in {clock.monotonic() - started:.1f} s; {verdict}")
         if keep:
             say(f"demo: kept {root} (log: {repo}/.git/tracker/events.db)")
     return 0 if ok else 1
@@ -133,7 +136,9 @@ def _setup(root: Path, api_url: str, app_id: str) -> tuple[Path, dict[str, str]]
     return repo, env
 
 
-def _push_all(repo: Path, env: dict[str, str], platform: object) -> list[tuple[Scenario, str]]:
+def _push_all(
+    repo: Path, env: dict[str, str], platform: object, clock: Clock
+) -> list[tuple[Scenario, str]]:
     from tracker.sim.server import SimulatedPlatform
 
     assert isinstance(platform, SimulatedPlatform)
@@ -143,9 +148,9 @@ def _push_all(repo: Path, env: dict[str, str], platform: object) -> list[tuple[S
         _git(repo, env, "add", "page.txt")
         _git(repo, env, "commit", "-q", "-m", scenario.message)
         sha = _git(repo, env, "rev-parse", "HEAD")
-        began = time.monotonic()
+        began = clock.monotonic()
         _git(repo, env, "push", "-q", "origin", "main")
-        took = (time.monotonic() - began) * 1000
+        took = (clock.monotonic() - began) * 1000
         say(f"demo: pushed {sha[:7]} {scenario.message!r} (git push returned in {took:.0f} ms)")
         platform.add_deployment(
             sha,
@@ -158,13 +163,12 @@ def _push_all(repo: Path, env: dict[str, str], platform: object) -> list[tuple[S
         )
         done.append((scenario, sha))
         if number < 2:
-            time.sleep(1.0)
+            clock.sleep(1.0)
     return done
 
 
-def _report(repo: Path, shas: list[tuple[Scenario, str]], colour: bool) -> bool:
-    from tracker.cli.text import status_text
-    from tracker.read.stats import stats_text
+def _report(repo: Path, shas: list[tuple[Scenario, str]], colour: bool, clock: Clock) -> bool:
+    from tracker.cli.text import stats_text, status_text
 
     ok = True
     with Tracker.open(repo) as tracker:
@@ -179,7 +183,7 @@ def _report(repo: Path, shas: list[tuple[Scenario, str]], colour: bool) -> bool:
             if st.state != scenario.expect:
                 ok = False
                 say(f"demo: expected {scenario.expect}, got {st.state}")
-        _wait_for_monitors(tracker, [sha for _, sha in shas])
+        _wait_for_monitors(tracker, [sha for _, sha in shas], clock)
         say()
         say("$ tracker stats")
         found = tracker.stats()
@@ -201,9 +205,9 @@ def demo_comparison(tracker: Tracker, shas: list[str], found: Stats) -> Comparis
     Detection lag: ours as measured; the baseline's is what ours would have been on its
     schedule (our measured lag, plus how much later its first poll after the platform's end
     came than ours), so that both carry the same latency and timestamp rounding."""
+    from tracker.cli.text import Comparison
     from tracker.policies import BASELINE, FixedPolicy, SteppedPolicy, polls_to_detect
     from tracker.projections import compared_span
-    from tracker.read.stats import Comparison
 
     ours_policy = SteppedPolicy(POLL_INITIAL_S, POLL_SWITCH_AFTER_S, POLL_LONG_S)
     baseline = FixedPolicy(BASELINE.interval * POLL_INITIAL_S / DEFAULT_POLL_INITIAL_S)
@@ -235,16 +239,18 @@ def _seen_at(policy: PollPolicy, span: float) -> float:
     return next((o for o in offsets if o >= span - 1e-9), offsets[-1])
 
 
-def _wait_for_monitors(tracker: Tracker, shas: list[str], timeout: float = 10.0) -> None:
+def _wait_for_monitors(
+    tracker: Tracker, shas: list[str], clock: Clock, timeout: float = 10.0
+) -> None:
     """Let every monitor finish, so that nothing outlives the demo's temporary directory."""
-    deadline = time.monotonic() + timeout
+    deadline = clock.monotonic() + timeout
     for sha in shas:
         row = tracker.store.deployment(sha)
         while row and monitor_alive(row.monitor_pid, row.monitor_host):
-            if time.monotonic() > deadline and row.monitor_pid:
+            if clock.monotonic() > deadline and row.monitor_pid:
                 os.kill(row.monitor_pid, 15)
                 break
-            time.sleep(0.1)
+            clock.sleep(0.1)
 
 
 def _git(cwd: Path, env: dict[str, str], *args: str) -> str:

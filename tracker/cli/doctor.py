@@ -24,6 +24,7 @@ from tracker.errors import LockTimeoutError, TrackerError
 
 if TYPE_CHECKING:
     from tracker.config import Settings
+    from tracker.log.base import LogCheck
     from tracker.monitor.sources.base import DeploymentSource, Observation
 
 Level = Literal["ok", "warn", "fail"]
@@ -69,8 +70,9 @@ def run_checks(db: Path | None, repo: Path | str = ".") -> list[Check]:
     except TrackerError as exc:
         fix = "run inside a git repository or set TRACKER_DB"
         return [Check("log", "fail", str(exc), fix, exc.exit_code)]
-    checks.append(_check_log(path))
-    checks.append(_check_lock(path))
+    report = _check_storage(path)
+    checks.append(_check_log(path, report))
+    checks.append(_check_lock(path, report))
     checks.append(_check_hook(repo))
     settings_checks, settings = _check_settings(repo)
     checks.extend(settings_checks)
@@ -102,23 +104,34 @@ def _writable_fix(path: Path) -> str:
     )
 
 
-def _check_log(path: Path) -> Check:
-    from tracker.log.sqlite import SQLiteLog
+def _check_storage(path: Path) -> LogCheck:
+    """The log's own check (`EventLog.check`): its storage, and its lock within 2 s."""
+    from tracker.log import open_log
+    from tracker.log.base import LogCheck
 
-    detail: dict[str, Any] = {"path": str(path)}
     try:
-        with SQLiteLog(path, lock_timeout=2.0) as store:
-            result = store.integrity_check()
-            count = store.last_seq()
-    except LockTimeoutError as exc:
-        return Check("log", "fail", str(exc), _lock_held_fix(path), exc.exit_code, detail)
+        log = open_log(path, lock_timeout=2.0)
     except TrackerError as exc:
+        return LogCheck(str(path), f"{path}.lock", None, None, exc, exc)
+    try:
+        return log.check()
+    finally:
+        log.close()
+
+
+def _check_log(path: Path, report: LogCheck) -> Check:
+    detail: dict[str, Any] = {"path": str(path)}
+    exc = report.storage_error
+    if isinstance(exc, LockTimeoutError):
+        return Check("log", "fail", str(exc), _lock_held_fix(path), exc.exit_code, detail)
+    if exc is not None:
         if _permission(exc):
             return Check("log", "fail", str(exc), _writable_fix(path), exc.exit_code, detail)
         fix = "see the cause named in the line above; `tracker doctor` again once it is fixed"
         if "corrupt" in str(exc):
             fix = f"mv {path} {path}.corrupt (a new log starts); sqlite3 {path}.corrupt .recover"
         return Check("log", "fail", str(exc), fix, exc.exit_code, detail)
+    result, count = report.integrity, report.events
     if result != "ok":
         fix = f"move {path} aside and start a new log; `sqlite3 FILE .recover` may save events"
         message = f"{_shown(path)}: integrity check says {result}"
@@ -151,18 +164,14 @@ def _lock_held_fix(path: Path) -> str:
     return f"wait for it and try again; `fuser -v {lock}` shows which process holds it"
 
 
-def _check_lock(path: Path) -> Check:
-    from tracker.log.sqlite import SQLiteLog
-
-    lock = path.with_name(path.name + ".lock")
+def _check_lock(path: Path, report: LogCheck) -> Check:
+    lock = Path(report.lock_location)
     detail = {"path": str(lock)}
-    try:
-        with SQLiteLog(path, lock_timeout=2.0) as store, store.locked():
-            pass
-    except LockTimeoutError as exc:
+    exc = report.lock_error
+    if isinstance(exc, LockTimeoutError):
         message = f"{_shown(lock)} is held by another process (waited 2 s)"
         return Check("lock", "fail", message, _lock_held_fix(path), exc.exit_code, detail)
-    except TrackerError as exc:
+    if exc is not None:
         if _permission(exc):
             cause = exc.__cause__
             why = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
@@ -400,7 +409,7 @@ def doctor_command(db: Path | None, *, as_json: bool) -> int:
         out = {"ok": not failures, "exit_code": code, "checks": [c.to_dict() for c in checks]}
         print(json.dumps(out, indent=2))
         return code
-    from tracker.output import say
+    from tracker.cli.output import say
 
     for line in render(checks):
         say(line)
@@ -426,7 +435,7 @@ def render(checks: list[Check]) -> list[str]:
 def hooks_status_command(repo: Path, *, as_json: bool) -> int:
     """`tracker hooks status`: one line per place; 78 when a hook of ours is installed but
     broken, else 0."""
-    from tracker.output import say
+    from tracker.cli.output import say
     from tracker.push import install as hooks_install
 
     info = hooks_install.status(repo)

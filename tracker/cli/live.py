@@ -1,4 +1,4 @@
-"""`tracker wait` and `tracker events --follow`: watching the log change.
+"""`tracker wait`, `tracker events --follow` and `tracker monitor`: watching the log change.
 
 On a terminal the wait view repaints one line in place; to a pipe it prints one plain line per
 change and a final line, with no escape codes.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from tracker.api import DeploymentStatus, Tracker
+from tracker.api import Tracker
+from tracker.cli.output import say
 from tracker.cli.text import (
     event_json,
     event_line,
@@ -17,7 +18,9 @@ from tracker.cli.text import (
     unwatched_line,
     verdict,
 )
-from tracker.output import say
+from tracker.errors import ConfigError, TrackerError
+from tracker.projections import exit_code_of
+from tracker.read.status import DeploymentStatus
 
 FOLLOW_EVERY_S = 0.25
 
@@ -84,3 +87,92 @@ def events_command(
                 after = event.seq
     except KeyboardInterrupt:
         return
+
+
+def monitor_command(tracker: Tracker, ref: str, *, detach: bool, colour: bool) -> int:
+    """`tracker monitor REF [--detach]`."""
+    sha = tracker.resolve(ref)
+    try:
+        settings = tracker.settings
+    except ConfigError as exc:
+        record_not_started(tracker, sha, exc)
+        raise
+    if not settings.sources():
+        raise ConfigError(
+            "no deployment source is configured: set DIGITALOCEAN_TOKEN and TRACKER_DO_APP_ID,"
+            " or TRACKER_MYSQL_URL (see `tracker doctor`)"
+        )
+    if tracker.store.deployment(sha) is None:
+        tracker.take_in_spool()
+        if tracker.store.deployment(sha) is None:
+            say(f"no push of {sha[:7]} in the log; record one with `tracker push {sha[:7]}`")
+            return 3
+    if detach:
+        from tracker.procs import spawn_detached
+
+        pid = spawn_detached(tracker.db_path, sha, repo=tracker.repo)
+        say(f"monitor for {sha[:7]} started in the background (pid {pid})")
+        return 0
+    return run_foreground(tracker, sha)
+
+
+def record_not_started(tracker: Tracker, sha: str, exc: ConfigError) -> None:
+    """Say in the commit's stream why no monitor runs (a setting it refuses), so that `status`
+    and `wait` say it in their headline; nothing when the log has no push of the commit."""
+    from tracker.events import MonitorNotStarted
+
+    try:
+        row = tracker.store.deployment(sha)
+        if row is None:
+            tracker.take_in_spool()
+            row = tracker.store.deployment(sha)
+        if row is not None and not row.terminal:
+            tracker.store.append(sha, MonitorNotStarted(reason=str(exc), fix=exc.fix))
+    except TrackerError as failed:  # the refusal is what we exit with; say this one too
+        say(f"tracker: could not record why no monitor runs: {failed}", stream=sys.stderr)
+
+
+def run_foreground(tracker: Tracker, sha: str) -> int:
+    """Run the monitor in this process, printing progress; the exit code of the verdict."""
+    from tracker.log import open_log
+    from tracker.monitor.lock import commit_lock
+    from tracker.monitor.loop import Monitor, build_sources, max_wait_of, stop_on_signals
+
+    with commit_lock(tracker.db_path.parent, sha) as holder:
+        if holder is not None:
+            say(
+                f"a monitor for {sha[:7]} is already running: pid {holder.pid} on {holder.host}"
+                f" since {holder.started_at}"
+            )
+            return 0
+        row = tracker.store.deployment(sha)
+        if row is not None and row.terminal:
+            # Decided while this monitor started (more than one may be started for a push:
+            # its confirmer and a reader that settled its record): nothing left to follow.
+            print(f"{sha[:7]} is decided already: {row.state}")
+            return exit_code_of(row.state, row.superseded_went_live)
+        # Nobody waits on a monitor: it waits for the lock as long as a deployment may take,
+        # rather than die and leave its commit stale (TRACKER_LOCK_TIMEOUT is for the commands
+        # people wait on). Its own log, opened with that patience: the reader's is not touched.
+        settings = tracker.settings
+        patience = max(tracker.read_settings.lock_timeout, max_wait_of(tracker.store, settings))
+        log = open_log(tracker.db_path, clock=tracker.clock, lock_timeout=patience)
+        sources = build_sources(settings, tracker.clock)
+        monitor = Monitor(
+            log,
+            sha,
+            sources,
+            settings=settings,
+            clock=tracker.clock,
+            repo=tracker.repo,
+            progress=lambda line: say(f"{sha[:7]} {line}", flush=True),
+        )
+        try:
+            with stop_on_signals(log, sha):
+                state = monitor.run()
+        finally:
+            for source in sources:
+                source.close()
+            log.close()
+    row = tracker.store.deployment(sha)
+    return exit_code_of(state, row.superseded_went_live if row else None)

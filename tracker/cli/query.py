@@ -1,10 +1,9 @@
 """`tracker query`: read-only SQL over the log and its projections, for agents and people.
 
-The spool is taken in first, so the answer is as current as `tracker status`. The statement runs
-through sqlite-utils on a connection that can only read (`store.open_read_only`: a read-only
-file and an authorizer), so a statement that would write is refused before it runs; `-p` values
-are bound, never interpolated. Only this command imports sqlite-utils: the store, which the push
-hook's confirmer imports, stays on the standard library.
+The spool is taken in first, so the answer is as current as `tracker status`. The log runs the
+statement (`EventLog.query`: for SQLite, sqlite-utils on a connection that can only read), so a
+statement that would write is refused before it runs; `-p` values are bound, never interpolated.
+This module only formats the rows.
 """
 
 from __future__ import annotations
@@ -16,13 +15,10 @@ import itertools
 import json
 import math
 import re
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from tracker.errors import LockTimeoutError, LogError, UsageError
-from tracker.log.sqlite import open_read_only
+from tracker.errors import UsageError
 
 if TYPE_CHECKING:
     from tracker.api import Tracker
@@ -31,8 +27,6 @@ FORMATS = ("json", "nl", "csv", "table")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_IN_CSV = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # CSV quotes \t \n \r
 _NAME = re.compile(r"^[:@$]?([A-Za-z_][A-Za-z0-9_]*)$")
-# SQLite's codes for a statement that is wrong, as opposed to a log that cannot be read.
-_BAD_STATEMENT = ("SQLITE_ERROR", "SQLITE_RANGE", "SQLITE_MISMATCH", "SQLITE_TOOBIG")
 
 
 def output_format(*, json: bool, nl: bool, csv: bool, table: bool, terminal: bool) -> str:
@@ -60,48 +54,10 @@ def query_lines(
     tracker: Tracker, sql: str, params: Iterable[tuple[str, str]], fmt: str
 ) -> Iterator[str]:
     """Run one read-only statement over the log of `tracker`; its rows as lines of `fmt`."""
-    import sqlite_utils
-
     bound = bindings(params)
     tracker.take_in_spool()
-    with tracker.store.reading():
-        pass  # a new log is created and migrated here, so that there is something to read
-    conn = open_read_only(tracker.db_path)
-    try:
-        db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
-        with _refusals(tracker.db_path):
-            cursor = db.execute(sql, bound)
-            if cursor.description is None:
-                raise UsageError("the statement returns no rows: tracker query runs SELECT only")
-            columns = [str(d[0]) for d in cursor.description]
-            yield from _FORMATTERS[fmt](columns, cursor)
-    finally:
-        conn.close()
-
-
-@contextmanager
-def _refusals(path: object) -> Iterator[None]:
-    """SQLite's errors as ours: a refused or wrong statement is bad input (64)."""
-    try:
-        yield
-    except (sqlite3.Warning, sqlite3.ProgrammingError) as exc:  # 3.11 raises Warning for `;`
-        if "one statement at a time" in str(exc):
-            raise UsageError(
-                "refused: tracker query runs one statement at a time (nothing was run)"
-            ) from exc
-        raise UsageError(f"the query cannot run: {exc}") from exc
-    except sqlite3.DatabaseError as exc:
-        code = getattr(exc, "sqlite_errorname", "")
-        if code in ("SQLITE_AUTH", "SQLITE_READONLY") or "not authorized" in str(exc):
-            raise UsageError(
-                "refused: tracker query only reads (SELECT over tables and views);"
-                f" this statement would write or change the connection ({exc})"
-            ) from exc
-        if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-            raise LockTimeoutError(f"the log {path} is busy ({exc}); try again") from exc
-        if code in _BAD_STATEMENT or isinstance(exc, sqlite3.DataError | sqlite3.IntegrityError):
-            raise UsageError(f"the query failed: {exc}") from exc
-        raise LogError(f"cannot read the log {path}: {exc}") from exc
+    with tracker.store.query(sql, bound) as found:
+        yield from _FORMATTERS[fmt](found.columns, found.rows)
 
 
 # -- formats ------------------------------------------------------------------------------------

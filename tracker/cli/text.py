@@ -1,7 +1,8 @@
-"""Text for people: verdict lines, details, event lines. Pure functions of the API's dataclasses.
+"""Text for people: verdict lines, details, event lines, the stats table. Pure functions of the
+API's dataclasses.
 
 Colour only when asked (a terminal, and `NO_COLOR` unset); output to a pipe is plain text. The
-text holds values from outside as they came: `tracker.output.say`, which writes it, escapes
+text holds values from outside as they came: `tracker.cli.output.say`, which writes it, escapes
 their control characters (and turns `paint`'s marks into colour).
 """
 
@@ -10,13 +11,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
-from typing import Any, TextIO
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
 
-from tracker.api import DeploymentStatus, EventRecord
+from tracker.cli.output import style
 from tracker.clock import iso, parse_iso
-from tracker.output import style
+from tracker.read.status import DeploymentStatus, EventRecord
 from tracker.words import clip, count, seconds, timed_out_reason
+
+if TYPE_CHECKING:
+    from tracker.read.stats import ApiCalls, Bucket, Deployments, Stats
 
 _CODES = {"green": "32", "red": "31", "yellow": "33", "dim": "2", "bold": "1"}
 _STATE_COLOUR = {
@@ -349,3 +354,161 @@ _EVENT_WORDS: dict[str, Callable[[dict[str, Any]], str]] = {
 
 def event_json(e: EventRecord) -> str:
     return json.dumps(e.to_dict(), separators=(",", ":"), sort_keys=True)
+
+
+# -- tracker stats -----------------------------------------------------------------------------
+
+_BAR_WIDTH = 30
+_EIGHTHS = " ▏▎▍▌▋▊▉█"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Our calls against a fixed poll's on the same deployments, for the text: the stats' own
+    (`fixed_10s`), or the demo's, whose compressed schedule is compared with the same baseline
+    compressed alike."""
+
+    interval_s: float
+    deployments: int
+    fixed_calls: int
+    our_calls: int
+    our_lag_s: float | None  # our mean detection lag, when the platform's times were known
+    note: str = ""  # how the baseline was chosen, when it is not the plain 10 s
+    fixed_lag_s: float | None = None  # the baseline's on the same deployments (else interval/2)
+
+
+def comparison_of(stats: Stats) -> Comparison:
+    f = stats.fixed_10s
+    return Comparison(
+        f.interval_s, f.deployments, f.api_calls, f.our_api_calls, stats.detection_lag_s.mean
+    )
+
+
+def comparison_line(c: Comparison) -> str:
+    """`a fixed 10 s poll would have made 8 calls; this made 39, 4.9× more, for a mean
+    detection lag of 1.1 s against about 5 s` (which way it goes, in words)."""
+    every = f"a fixed {seconds(c.interval_s)} poll{c.note}"
+    if c.fixed_calls == 0:
+        return f"{every}: no finished deployment with API calls to compare"
+    text = f"{every} would have made {count(c.fixed_calls, 'call')}; this made {c.our_calls:,}"
+    if c.our_calls > c.fixed_calls:
+        text += f", {c.our_calls / c.fixed_calls:.1f}× more"
+    elif c.our_calls < c.fixed_calls and c.our_calls:
+        text += f", {c.fixed_calls / c.our_calls:.1f}× fewer"
+    elif c.our_calls == c.fixed_calls:
+        text += ", as many"
+    if c.our_lag_s is not None:
+        text += f", for a mean detection lag of {seconds(c.our_lag_s)}" + (
+            f" against about {seconds(c.interval_s / 2)}"
+            if c.fixed_lag_s is None
+            else f" against {seconds(c.fixed_lag_s)}"
+        )
+    return text
+
+
+_WIDTH = 14  # the label column of the outcome and call lines
+
+
+def stats_text(stats: Stats, colour: bool = False, comparison: Comparison | None = None) -> str:
+    """An aligned table and a histogram of push-to-live times; ANSI only when `colour`.
+
+    Labels are padded before they are styled, so colour never counts toward a width.
+    `comparison` replaces the fixed 10 s line (the demo's compressed schedule)."""
+
+    def head(text: str, width: int = 0) -> str:
+        pad = " " * max(width - len(text), 0)
+        return (style(text, "1") if colour else text) + pad
+
+    lines = [head(_title(stats)), ""]
+    lines += _outcome_lines(stats.deployments, head)
+    lines += ["", *_duration_lines(stats, head), ""]
+    lines += _call_lines(stats, head, comparison or comparison_of(stats))
+    bars = _histogram_lines(stats.durations.push_to_live_histogram)
+    if bars:
+        lines += ["", head(f"push to live ({stats.durations.push_to_live.count} deployments)")]
+        lines += bars
+    return "\n".join(lines)
+
+
+def _title(stats: Stats) -> str:
+    scope = [f"since {stats.since}" if stats.since else "all time"]
+    if stats.branch:
+        scope.append(f"branch {stats.branch}")
+    return f"Deployment stats ({', '.join(scope)})"
+
+
+def _outcome_lines(d: Deployments, head: Any) -> list[str]:
+    if d.total == 0:
+        return [f"{head('deployments', _WIDTH)} none"]
+    counts = [
+        ("succeeded", d.succeeded), ("failed", d.failed), ("canceled", d.canceled),
+        ("superseded", d.superseded), ("timed out", d.timed_out), ("rejected", d.rejected),
+        ("pending or in progress", d.in_progress),
+    ]  # fmt: skip
+    shown = ", ".join(f"{n:,} {name}" for name, n in counts if n)
+    rate = "-" if d.success_rate is None else f"{d.success_rate * 100:.1f} %"
+    live = d.succeeded + d.superseded_live
+    why = f"; {d.superseded_live:,} superseded by a live successor" if d.superseded_live else ""
+    return [
+        f"{head('deployments', _WIDTH)} {d.total:,} ({shown})",
+        f"{'success rate':<{_WIDTH}} {rate} ({live:,} of {d.finished:,} finished went live{why})",
+    ]
+
+
+def _duration_lines(stats: Stats, head: Any) -> list[str]:
+    cols = ("count", "mean", "p50", "p90", "p95", "max")
+    rows = [("push to live", stats.durations.push_to_live)]
+    rows += [(f"  {name}", s) for name, s in stats.durations.phases.items()]
+    rows.append(("detection lag", stats.detection_lag_s))
+    width = max(16, *(len(label) + 2 for label, _ in rows))
+    out = [head("durations", width) + head("".join(f"{c:>9}" for c in cols))]
+    for label, s in rows:
+        cells = [f"{s.count:,}"] + [duration(getattr(s, c)) for c in cols[1:]]
+        out.append(f"{label:<{width}}" + "".join(f"{c:>9}" for c in cells))
+    return out
+
+
+def _call_lines(stats: Stats, head: Any, comparison: Comparison) -> list[str]:
+    a, q, e = stats.api_calls, stats.db_queries, stats.errors
+    per = a.per_deployment
+    w = _WIDTH
+    return [
+        f"{head('api calls', w)} {a.total:,}{_by(a.by_source)}",
+        f"{'  per deploy':<{w}} mean {_num(per.mean)}, p50 {_num(per.p50)}, max {_num(per.max)}",
+        f"{'  last minute':<{w}} {a.last_minute:,} of {a.limit_per_minute:,}",
+        f"{'  last hour':<{w}} {a.last_hour:,} of {a.limit_per_hour:,}",
+        f"{'  remaining':<{w}} {_remaining(a)}",
+        f"{head('db queries', w)} {q.total:,}{_by(q.by_source)}",
+        f"{head('errors', w)} {e.total:,}{_by(e.by_kind)}, {e.retries:,} retries",
+        f"{head('compared', w)} {comparison_line(comparison)}",
+    ]
+
+
+def _histogram_lines(buckets: Sequence[Bucket]) -> list[str]:
+    if not buckets:
+        return []
+    top = max(b.count for b in buckets) or 1
+    out = []
+    for b in buckets:
+        eighths = round(b.count / top * _BAR_WIDTH * 8)
+        bar = "█" * (eighths // 8) + (_EIGHTHS[eighths % 8] if eighths % 8 else "")
+        span = f"{duration(b.start_s)}-{duration(b.end_s)}"
+        out.append(f"  {span:>15} {bar:<{_BAR_WIDTH}} {b.count:,}")
+    return out
+
+
+def _by(counts: Mapping[str, int]) -> str:
+    return f" ({', '.join(f'{k} {v:,}' for k, v in counts.items())})" if counts else ""
+
+
+def _remaining(a: ApiCalls) -> str:
+    if a.ratelimit_remaining is None:
+        return "ratelimit-remaining never seen"
+    return f"ratelimit-remaining {a.ratelimit_remaining:,} (at {a.ratelimit_seen_at})"
+
+
+def _num(value: float | None) -> str:
+    """A count's mean or percentile: whole, or with one decimal."""
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"

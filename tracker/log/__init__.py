@@ -1,4 +1,10 @@
-"""The event log: the port (`EventLog`) and the one place a log is opened from its location."""
+"""The event log: the port (`EventLog`) and the one place a log is opened from its location.
+
+The wing's files, one job each: `base` (the port and its records), `sqlite` (`SQLiteLog`: open,
+migrate, append, read), `schema` (schema.sql and its migrations), `lock` (the flock), `rows` (how
+projection rows are written), `rebuild` (replay and repair), `sqlite_stats` (the stats queries),
+`sqlite_query` (`tracker query`'s read-only statement).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tracker.errors import ConfigError
-from tracker.log.base import EventLog
+from tracker.log.base import Append, EventLog, LogCheck, QueryRows, RebuildReport
 
 if TYPE_CHECKING:
     from tracker.clock import Clock
 
-__all__ = ["EventLog", "open_log"]
+__all__ = ["Append", "EventLog", "LogCheck", "QueryRows", "RebuildReport", "open_log"]
 
 
 def open_log(
@@ -19,7 +25,11 @@ def open_log(
 ) -> EventLog:
     """The log at `target`: a file path gives the SQLite backend (`tracker.log.sqlite.SQLiteLog`),
     a `mysql://` URL the fleet's shared log (`tracker.log.mysql.MySQLLog`, SPEC §10; password
-    from `TRACKER_LOG_PASSWORD`)."""
+    from `TRACKER_LOG_PASSWORD`).
+
+    `lock_timeout` (seconds a writer waits for its turn) is fixed here for the log's life: a
+    caller that needs a longer wait (a monitor: as long as a deployment may take) opens its own
+    log with it rather than change another's."""
     text = str(target)
     if "://" in text:
         scheme = text.split("://", 1)[0].lower()

@@ -6,6 +6,7 @@ Malformed input raises `UsageError` (exit 64) before anything is written.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -114,3 +115,16 @@ def _lines(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise UsageError("'log_tail' must be a string or a list of strings")
     return [line[:1000] for line in value[-_MAX_LINES:]]
+
+
+def status_for_notification(payload: str) -> dict[str, Any]:
+    """Parse a notification's JSON text into a dict; `UsageError` when it is not an object."""
+    try:
+        value = json.loads(payload)
+    except ValueError as exc:
+        raise UsageError(f"the notification is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError("the notification nests too deeply (it is one flat JSON object)") from None
+    if not isinstance(value, dict):
+        raise UsageError("the notification must be a JSON object")
+    return value

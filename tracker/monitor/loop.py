@@ -1,263 +1,56 @@
-"""The monitor: poll the sources for one commit on an economical schedule until a verdict.
+"""The monitor's loop: poll the sources for one commit on an economical schedule until a verdict.
 
-The decisions are pure functions (`judge`, `polled`); `Monitor.run` is the loop around them that
+The decisions are pure (`tracker.monitor.decide`); `Monitor.run` is the loop around them that
 does the I/O: it polls, appends every poll as an event, sleeps by the policy (or as a rate limit
-or a fault says), fetches the failure logs, and records the outcome exactly once.
+or a fault says), fetches the failure logs, and records the outcome exactly once. It is handed its
+log, sources, settings and clock; it knows nothing of the CLI or the `Tracker` facade.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import random
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from tracker import gitutil
-from tracker.clock import MAX_CLOCK_SKEW_S, SYSTEM_CLOCK, Clock, iso
-from tracker.errors import ConfigError, SourceUnavailableError, TrackerError
+from tracker.clock import SYSTEM_CLOCK, Clock
+from tracker.errors import SourceUnavailableError
 from tracker.events import (
     DeploymentFailed,
-    DeploymentPolled,
-    DeploymentSucceeded,
-    DeploymentSuperseded,
-    Event,
     LogsFetched,
-    MonitorNotStarted,
     MonitorStarted,
     MonitorStopped,
     MonitorTimedOut,
-    SourcesDisagreed,
 )
-from tracker.log.sqlite import SQLiteLog
-from tracker.monitor.sources.base import TERMINAL_PHASES, DeploymentSource, Observation, outcome_of
-from tracker.output import say
-from tracker.policies import (
-    InformedPolicy,
-    PollPolicy,
+from tracker.log.base import EventLog
+from tracker.monitor.decide import (
     budget_wait,
-    policy_from_settings,
-    retry_delay,
+    db_says_going,
+    judge,
+    max_wait_for,
+    next_delay,
+    polled,
+    refusal,
+    seen_of,
 )
+from tracker.monitor.sources.base import DeploymentSource, Observation
+from tracker.policies import InformedPolicy, policy_from_settings
 from tracker.projections import DeploymentRow
-from tracker.schedule import History, Seen, default_max_wait
+from tracker.schedule import History, Seen
 from tracker.words import seconds
 
 if TYPE_CHECKING:
-    from tracker.api import Tracker
     from tracker.config import Settings
 
 CHECK_EVERY_S = 1.0  # while waiting, look at the log this often (an ingested verdict stops us)
 LOG_LINES = 20
-
-
-# -- pure decisions -----------------------------------------------------------------------------
-
-
-def polled(obs: Observation, *, retry: bool, attempt: int | None = None) -> DeploymentPolled:
-    """The event one poll makes (for the commit's push `attempt`)."""
-    return DeploymentPolled(
-        source=obs.source,
-        ok=obs.ok,
-        found=obs.found,
-        phase=obs.phase,
-        status=obs.status,
-        deployment_id=obs.deployment_id,
-        http_status=obs.http_status,
-        latency_ms=round(obs.latency_ms, 3),
-        ratelimit_remaining=obs.ratelimit_remaining,
-        error=obs.error,
-        error_kind=obs.error_kind,
-        api_calls=obs.api_calls,
-        db_queries=obs.db_queries,
-        retry=retry,
-        steps_done=obs.steps_done,
-        steps_total=obs.steps_total,
-        platform_at=iso(obs.platform_at) if obs.platform_at is not None else None,
-        attempt=attempt,
-    )
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """What a round of polls means: a terminal event (or None), and a disagreement to note."""
-
-    outcome: Event | None
-    disagreement: SourcesDisagreed | None = None
-    needs_logs: str | None = None  # the deployment id whose logs to fetch
-    following: str | None = None  # superseded, waiting for the successor's own verdict
-
-
-def judge(
-    observations: Sequence[Observation],
-    *,
-    now: float,
-    pushed_at: float | None,
-    contains: bool | None = None,
-) -> Judgement:
-    """Decide from one round of observations. `contains`: our commit is in the successor's."""
-    api = _pick(observations, "digitalocean")
-    db = _pick(observations, "mysql")
-    api_out = outcome_of(api.phase) if api else None
-    db_out = outcome_of(db.phase) if db else None
-    disagreement = None
-    if db is not None and db_out is not None and api is not None and api_out != db_out:
-        disagreement = SourcesDisagreed(
-            mysql_status=db.status,
-            api_phase=api.phase,
-            detail=f"the database says {db.status}, the API says {api.phase}",
-        )
-    chosen = api if api_out is not None else db if db_out is not None else None
-    if chosen is None:
-        return Judgement(None, disagreement)
-    return _outcome(chosen, now=now, pushed_at=pushed_at, contains=contains, note=disagreement)
-
-
-def _pick(observations: Sequence[Observation], source: str) -> Observation | None:
-    for obs in observations:
-        if obs.source == source and obs.ok and obs.found:
-            return obs
-    return None
-
-
-def _outcome(
-    obs: Observation,
-    *,
-    now: float,
-    pushed_at: float | None,
-    contains: bool | None,
-    note: SourcesDisagreed | None,
-) -> Judgement:
-    detected = iso(now)
-    platform = iso(obs.platform_at) if obs.platform_at is not None else None
-    kind = outcome_of(obs.phase)
-    if kind == "succeeded":
-        to_live = push_to_live(obs.platform_at, pushed_at=pushed_at, now=now)
-        event: Event = DeploymentSucceeded(
-            obs.deployment_id,
-            "ACTIVE",
-            push_to_live_s=to_live,
-            detected_at=detected,
-            platform_at=platform,
-            source=obs.source,
-        )
-        return Judgement(event, note)
-    if kind in {"failed", "canceled"}:
-        event = DeploymentFailed(
-            obs.deployment_id,
-            obs.phase or "ERROR",
-            reason={
-                "code": obs.reason_code or "",
-                "message": obs.reason_message or obs.status or "",
-            },
-            failed_step=obs.failed_step,
-            detected_at=detected,
-            platform_at=platform,
-            source=obs.source,
-        )
-        logs = obs.deployment_id if obs.source == "digitalocean" and obs.deployment_id else None
-        return Judgement(event, note, needs_logs=logs)
-    # superseded: resolved through the successor, once the successor has a verdict of its own
-    if obs.successor_phase is not None and obs.successor_phase not in TERMINAL_PHASES:
-        return Judgement(None, note, following=obs.successor_id)
-    went_live = obs.successor_phase == "ACTIVE" and contains is True
-    event = DeploymentSuperseded(
-        obs.successor_sha,
-        obs.successor_id,
-        went_live=went_live,
-        successor_phase=obs.successor_phase,
-        detected_at=detected,
-        platform_at=platform,
-        source=obs.source,
-    )
-    return Judgement(event, note)
-
-
-def push_to_live(platform_at: float | None, *, pushed_at: float | None, now: float) -> float | None:
-    """Seconds from the push to live: the platform's time of it when that lies between the push
-    and now give or take the clock skew, else now; never negative, never past now (SPEC §3)."""
-    if pushed_at is None:
-        return None
-    live_at = now
-    if platform_at is not None and pushed_at - MAX_CLOCK_SKEW_S <= platform_at:
-        live_at = min(platform_at, now) if platform_at <= now + MAX_CLOCK_SKEW_S else now
-    return round(min(max(live_at - pushed_at, 0.0), max(now - pushed_at, 0.0)), 3)
-
-
-_REFUSED = {
-    "digitalocean": ("DigitalOcean refused the token", "fix DIGITALOCEAN_TOKEN"),
-    "mysql": ("the database refused the login", "fix TRACKER_MYSQL_URL (or DB_USER and DB_PASS)"),
-}
-
-
-def refusal(refused: Sequence[Observation]) -> tuple[str, str]:
-    """Why the sources refused us and what to fix, in words (`MonitorStopped`)."""
-    reasons, fixes = [], []
-    for obs in refused:
-        reason, fix = _REFUSED.get(obs.source, (f"{obs.source} refused our credentials", ""))
-        code = f"HTTP {obs.http_status}" if obs.http_status else obs.error_kind
-        reasons.append(f"{reason} ({code})")
-        fixes.append(fix)
-    return " and ".join(reasons), " and ".join(f for f in fixes if f)
-
-
-def seen_of(observations: Sequence[Observation], at: float) -> Seen:
-    """What the schedule needs of one round: the API's answer when it found the deployment
-    (it has the phase and the platform's time of it), else the database's."""
-    found = [o for o in observations if o.ok and o.found]
-    best = next((o for o in found if o.phase and outcome_of(o.phase) is None), None)
-    best = best or (found[0] if found else None)
-    if best is None:
-        return Seen(at)
-    phase = best.phase if outcome_of(best.phase) is None else None
-    return Seen(at, True, phase, best.platform_at if phase else None)
-
-
-def max_wait_for(settings: Settings, history: History) -> float:
-    """`TRACKER_MAX_WAIT`, or when it is not set, max(480 s, 3 × the app's p95 from push to
-    verdict) from the log (SPEC §6): an app whose deployments take 25 minutes is not timed out
-    at 8."""
-    if settings.origins.get("max_wait") != "default":
-        return settings.max_wait  # set by a flag, the environment or a file (or in code)
-    return default_max_wait(history, settings.max_wait)
-
-
-def _db_says_going(obs: Observation) -> bool:
-    return obs.source == "mysql" and obs.ok and obs.found and outcome_of(obs.phase) is None
-
-
-def next_delay(
-    observations: Sequence[Observation],
-    *,
-    policy: PollPolicy,
-    elapsed: float,
-    polls: int,
-    failures: int,
-    now: float,
-    rand: float,
-    interval: float | None = None,
-) -> float:
-    """Seconds until the next round: the policy's (`interval` when the caller asked the
-    policy already, as for `informed`), unless a fault or a rate limit says longer (or a
-    transient fault says retry sooner)."""
-    if interval is None:
-        interval = policy.delay_after(elapsed, polls)
-    troubled = [o for o in observations if not o.ok or o.ratelimit_remaining == 0]
-    if not troubled:
-        return interval
-    return max(retry_delay(o, now, max(failures - 1, 0), interval, rand) for o in troubled)
-
-
-# -- the loop -----------------------------------------------------------------------------------
 
 
 class Monitor:
@@ -265,7 +58,7 @@ class Monitor:
 
     def __init__(
         self,
-        store: SQLiteLog,
+        store: EventLog,
         sha: str,
         sources: Sequence[DeploymentSource],
         *,
@@ -291,9 +84,7 @@ class Monitor:
         """How long this commit is followed; reads the app's history from the log once (the
         `informed` schedule's beliefs, and the default of `TRACKER_MAX_WAIT`)."""
         if self._max_wait is None:
-            from tracker.read.stats import recent_history
-
-            history = recent_history(self.store, branch=self.settings.branch)
+            history = history_of(self.store, self.settings)
             if isinstance(self.policy, InformedPolicy):
                 self.policy = self.policy.with_history(history)
             self._max_wait = max_wait_for(self.settings, history)
@@ -378,7 +169,7 @@ class Monitor:
         for source in self.sources:
             if observations and self.clock.now() >= self._deadline:
                 break  # max_wait passed during this round: ask no further source
-            if source.name != "mysql" and any(_db_says_going(o) for o in observations):
+            if source.name != "mysql" and any(db_says_going(o) for o in observations):
                 continue
             if source.name == "digitalocean":
                 self._hold_for_budget()
@@ -504,7 +295,18 @@ class Monitor:
                 return False
 
 
-# -- wiring: sources, the per-commit lock, the command, detaching -------------------------------
+def history_of(log: EventLog, settings: Settings) -> History:
+    """The app's recent deployments, as the schedule and `TRACKER_MAX_WAIT` read them."""
+    from tracker.log.sqlite import SQLiteLog
+    from tracker.read.stats import recent_history
+
+    # the stats queries are the SQLite backend's until the log's port offers them
+    return recent_history(cast(SQLiteLog, log), branch=settings.branch)
+
+
+def max_wait_of(log: EventLog, settings: Settings) -> float:
+    """How long a monitor follows a commit, from the settings and the log's history."""
+    return max_wait_for(settings, history_of(log, settings))
 
 
 def build_sources(settings: Settings, clock: Clock) -> list[DeploymentSource]:
@@ -529,131 +331,12 @@ def build_sources(settings: Settings, clock: Clock) -> list[DeploymentSource]:
     return sources
 
 
-@dataclass(frozen=True)
-class Holder:
-    pid: int
-    host: str
-    started_at: str
-
-
-@contextmanager
-def commit_lock(log_dir: Path, sha: str) -> Iterator[Holder | None]:
-    """Hold the one-monitor-per-commit lock; yields None when we hold it, else who does."""
-    from filelock import FileLock, Timeout
-
-    folder = log_dir / "monitors"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    lock = FileLock(str(folder / f"{sha}.lock"), timeout=0, mode=0o600, thread_local=False)
-    info = folder / f"{sha}.json"
-    try:
-        lock.acquire()
-    except Timeout:
-        yield _holder(info)
-        return
-    try:
-        me = Holder(os.getpid(), socket.gethostname(), iso(SYSTEM_CLOCK.now()))
-        fd = os.open(info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(me.__dict__, out)
-        yield None
-    finally:
-        lock.release()
-
-
-def _holder(info: Path) -> Holder:
-    try:
-        data = json.loads(info.read_text())
-        return Holder(int(data["pid"]), str(data["host"]), str(data["started_at"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return Holder(0, "unknown", "unknown")
-
-
-def monitor_command(tracker: Tracker, ref: str, *, detach: bool, colour: bool) -> int:
-    """`tracker monitor REF [--detach]`."""
-    sha = tracker.resolve(ref)
-    try:
-        settings = tracker.settings
-    except ConfigError as exc:
-        record_not_started(tracker, sha, exc)
-        raise
-    if not settings.sources():
-        raise ConfigError(
-            "no deployment source is configured: set DIGITALOCEAN_TOKEN and TRACKER_DO_APP_ID,"
-            " or TRACKER_MYSQL_URL (see `tracker doctor`)"
-        )
-    if tracker.store.deployment(sha) is None:
-        tracker.take_in_spool()
-        if tracker.store.deployment(sha) is None:
-            say(f"no push of {sha[:7]} in the log; record one with `tracker push {sha[:7]}`")
-            return 3
-    if detach:
-        pid = spawn_detached(tracker.db_path, sha, repo=tracker.repo)
-        say(f"monitor for {sha[:7]} started in the background (pid {pid})")
-        return 0
-    return run_foreground(tracker, sha)
-
-
-def record_not_started(tracker: Tracker, sha: str, exc: ConfigError) -> None:
-    """Say in the commit's stream why no monitor runs (a setting it refuses), so that `status`
-    and `wait` say it in their headline; nothing when the log has no push of the commit."""
-    try:
-        row = tracker.store.deployment(sha)
-        if row is None:
-            tracker.take_in_spool()
-            row = tracker.store.deployment(sha)
-        if row is not None and not row.terminal:
-            tracker.store.append(sha, MonitorNotStarted(reason=str(exc), fix=exc.fix))
-    except TrackerError as failed:  # the refusal is what we exit with; say this one too
-        say(f"tracker: could not record why no monitor runs: {failed}", stream=sys.stderr)
-
-
-def run_foreground(tracker: Tracker, sha: str) -> int:
-    """Run the monitor in this process, printing progress; the exit code of the verdict."""
-    from tracker.projections import exit_code_of
-
-    with commit_lock(tracker.db_path.parent, sha) as holder:
-        if holder is not None:
-            say(
-                f"a monitor for {sha[:7]} is already running: pid {holder.pid} on {holder.host}"
-                f" since {holder.started_at}"
-            )
-            return 0
-        row = tracker.store.deployment(sha)
-        if row is not None and row.terminal:
-            # Decided while this monitor started (more than one may be started for a push:
-            # its confirmer and a reader that settled its record): nothing left to follow.
-            print(f"{sha[:7]} is decided already: {row.state}")
-            return exit_code_of(row.state, row.superseded_went_live)
-        # Nobody waits on a monitor: it waits for the lock as long as a deployment may take,
-        # rather than die and leave its commit stale (TRACKER_LOCK_TIMEOUT is for the commands
-        # people wait on).
-        sources = build_sources(tracker.settings, tracker.clock)
-        monitor = Monitor(
-            tracker.store,
-            sha,
-            sources,
-            settings=tracker.settings,
-            clock=tracker.clock,
-            repo=tracker.repo,
-            progress=lambda line: say(f"{sha[:7]} {line}", flush=True),
-        )
-        tracker.store.lock_timeout = max(tracker.store.lock_timeout, monitor.max_wait)
-        with _stop_on_signals(tracker.store, sha):
-            try:
-                state = monitor.run()
-            finally:
-                for source in sources:
-                    source.close()
-    row = tracker.store.deployment(sha)
-    return exit_code_of(state, row.superseded_went_live if row else None)
-
-
 class _Stopped(Exception):
     pass
 
 
 @contextmanager
-def _stop_on_signals(store: SQLiteLog, sha: str) -> Iterator[None]:
+def stop_on_signals(store: EventLog, sha: str) -> Iterator[None]:
     """On SIGTERM/SIGHUP/SIGINT, record that this monitor stopped, then exit."""
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -668,27 +351,3 @@ def _stop_on_signals(store: SQLiteLog, sha: str) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def spawn_detached(db_path: Path, sha: str, *, repo: Path | None = None) -> int:
-    """Start `tracker monitor SHA` fully detached: its own session, no inherited descriptors."""
-    if not gitutil.FULL_SHA.match(sha):
-        raise ValueError(f"not a full SHA: {sha!r}")
-    env = gitutil.clean_env()
-    env["TRACKER_DB"] = str(db_path)
-    log = db_path.parent / "monitor.log"
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "tracker", "monitor", sha],
-            cwd=str(repo or db_path.parent),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=fd,
-            close_fds=True,
-            start_new_session=True,
-        )
-    finally:
-        os.close(fd)
-    return child.pid

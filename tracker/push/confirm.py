@@ -9,46 +9,20 @@ configured, becomes the monitor. Standard library only; errors go to `<log dir>/
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from pathlib import Path
 
 from tracker.clock import SYSTEM_CLOCK, Clock
 from tracker.errors import LockTimeoutError, LogError, TrackerError
-from tracker.gitutil import clean_env
 from tracker.log.sqlite import Append, SQLiteLog
-from tracker.push.spool import (
-    BUDGET_S,
-    PushRecord,
-    Verdict,
-    held,
-    note,
-    process_alive,
-    read_record,
-    recorded,
-    settle,
-    verdict_append,
-    wants_monitor,
-)
+from tracker.procs import detach, exec_monitor, process_alive
+from tracker.push.intake import recorded, verdict_append, wants_monitor
+from tracker.push.settle import BUDGET_S, Verdict, settle
+from tracker.push.spool import PushRecord, held, note, read_record
 
 POLL_S = 0.1
 APPEAR_S = 10.0  # the hook starts us before it renames the record into place
 LOCK_WAIT_S = 2.0
-
-
-def detach() -> None:
-    """A session of our own, and no descriptor inherited from git beyond 0-2."""
-    if os.getsid(0) != os.getpid():
-        with contextlib.suppress(OSError):
-            os.setsid()
-    try:
-        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:
-        open_fds = list(range(3, 256))
-    for fd in open_fds:
-        if fd > 2:
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
 
 def wait_for_record(path: Path, clock: Clock) -> PushRecord | None:
@@ -126,16 +100,9 @@ class Confirmer:
 
 
 def become_monitor(record: PushRecord, log_dir: Path) -> None:
-    """Replace this process by `python -I -m tracker monitor SHA`; returns only on failure."""
-    env = clean_env()
-    env["TRACKER_DB"] = record.db
-    with contextlib.suppress(OSError):
-        os.chdir(record.toplevel or "/")
-    argv = [sys.executable, "-I", "-m", "tracker", "monitor", record.sha]
-    try:
-        os.execve(sys.executable, argv, env)  # noqa: S606 (argv is ours, no shell)
-    except OSError as exc:
-        note(log_dir, f"push {record.push_id}: cannot start the monitor: {exc.strerror}")
+    """Replace this process by the commit's monitor; returns only on failure (said in the log)."""
+    failed = exec_monitor(record.db, record.sha, cwd=record.toplevel or "/")
+    note(log_dir, f"push {record.push_id}: cannot start the monitor: {failed.strerror}")
 
 
 def confirm(path: Path, clock: Clock = SYSTEM_CLOCK) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tracker.errors import UsageError
-from tracker.gitutil import GIT_LOCAL_ENV, git
+from tracker.gitutil import GIT_LOCAL_ENV, common_dir, git, toplevel
 
 SIGNATURE = "deploy-tracker pre-push hook"
 CHAINED = "pre-push.tracker-chained"
@@ -123,20 +123,19 @@ def hooks_dir(repo: Path) -> Path:
     return _rev_parse(repo, "--git-path", "hooks")
 
 
-def common_dir(repo: Path) -> Path:
-    return _rev_parse(repo, "--git-common-dir")
-
-
-def _toplevel(repo: Path) -> Path | None:
-    out = git(["rev-parse", "--show-toplevel"], cwd=repo)
-    return Path(out) if out else None
+def husky_script(repo: Path) -> Path:
+    """Where `--husky` puts the hook script: `<git common dir>/tracker/pre-push`."""
+    common = common_dir(repo)
+    if common is None:
+        raise UsageError(f"{repo} is not inside a git repository")
+    return common / "tracker" / "pre-push"
 
 
 def _branch(repo: Path) -> str:
     try:
         from tracker.config import load_read_settings
 
-        return load_read_settings(_toplevel(repo)).branch
+        return load_read_settings(toplevel(repo)).branch
     except ImportError:
         return os.environ.get("TRACKER_BRANCH") or "main"
 
@@ -196,10 +195,10 @@ def _install_plain(repo: Path, script: str) -> list[str]:
 
 
 def _install_husky(repo: Path, script: str) -> list[str]:
-    top = _toplevel(repo)
+    top = toplevel(repo)
     if top is None:
         raise UsageError("--husky needs a working tree")
-    target = common_dir(repo) / "tracker" / "pre-push"
+    target = husky_script(repo)
     _write_script(target, script)
     husky_file = top / ".husky" / "pre-push"
     kept = _without_our_line(husky_file)
@@ -222,7 +221,7 @@ def _without_our_line(path: Path) -> list[str]:
 
 def _install_pre_commit(repo: Path) -> list[str]:
     """Say what to add: one `repos:` item that pastes into an existing config as it is."""
-    top = _toplevel(repo)
+    top = toplevel(repo)
     config = top / ".pre-commit-config.yaml" if top else None
     text = _read(config) if config else None
     if text is not None and pre_commit_hook(text) is not None:
@@ -277,11 +276,11 @@ def uninstall(repo: Path) -> list[str]:
 
 def _uninstall_husky(repo: Path) -> list[str]:
     lines = []
-    target = common_dir(repo) / "tracker" / "pre-push"
+    target = husky_script(repo)
     if is_ours(target):
         target.unlink()
         lines.append(f"removed {target}")
-    top = _toplevel(repo)
+    top = toplevel(repo)
     husky_file = top / ".husky" / "pre-push" if top else None
     if husky_file and husky_file.is_file() and HUSKY_MARK in husky_file.read_text("utf-8"):
         kept = _without_our_line(husky_file)
@@ -352,7 +351,7 @@ def places(repo: Path) -> list[Place]:
     """The plain hooks dir, husky and pre-commit: what each has, and whether it works."""
     repo = Path(repo)
     hooks = hooks_dir(repo)
-    top = _toplevel(repo)
+    top = toplevel(repo)
     plain, husky = _plain_place(hooks), _husky_place(repo, hooks, top)
     pre_commit = _pre_commit_place(hooks, top)
     others = [p for p in (plain, husky) if p.level != "none"]
@@ -385,7 +384,7 @@ def _plain_place(hooks: Path) -> Place:
 
 def _husky_place(repo: Path, hooks: Path, top: Path | None) -> Place:
     husky_file = top / ".husky" / "pre-push" if top else None
-    script = common_dir(repo) / "tracker" / "pre-push"
+    script = husky_script(repo)
     if husky_file is None or HUSKY_MARK not in (_read(husky_file) or ""):
         where = shown(husky_file) if husky_file else ".husky/pre-push"
         return Place("husky", "none", str(husky_file or ""), f"{where}: no tracker line")
@@ -498,13 +497,13 @@ def status(repo: Path) -> dict[str, Any]:
     place (`places`) with what is there and whether it works."""
     repo = Path(repo)
     hooks = hooks_dir(repo)
-    hook, husky_script = hooks / "pre-push", common_dir(repo) / "tracker" / "pre-push"
+    hook, husky_hook = hooks / "pre-push", husky_script(repo)
     found = places(repo)
     by_name = {p.name: p for p in found}
     plain = is_ours(hook)
     husky = by_name["husky"].level != "none"
     pre_commit = by_name["pre-commit"].level != "none"
-    script = hook if plain else husky_script if is_ours(husky_script) else None
+    script = hook if plain else husky_hook if is_ours(husky_hook) else None
     python = _installed_python(script) if script else None
     used = [p for p in found if p.level != "none"]
     return {

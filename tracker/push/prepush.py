@@ -11,46 +11,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from tracker.gitutil import GIT_LOCAL_ENV, common_dir, log_path_from_env, strip_credentials
+from tracker.clock import SYSTEM_CLOCK, Clock
+from tracker.gitutil import common_dir, log_path_from_env, strip_credentials
+from tracker.procs import is_dry_run, real_git_pid, spawn_confirmer
 from tracker.push.spool import PushRecord, spool_dir, write_record
 
 ZERO = "0" * 40
-
-
-def real_git_pid(start: int) -> int:
-    """Walk up /proc from `start` to the first `git` process (bounded); else `start`."""
-    pid = start
-    for _ in range(12):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text(errors="replace")
-        except OSError:
-            break
-        if stat[stat.find("(") + 1 : stat.rfind(")")] == "git":
-            return pid
-        pid = int(stat[stat.rfind(")") + 2 :].split()[1])
-        if pid <= 1:
-            break
-    return start
-
-
-def is_dry_run(git_pid: int) -> bool:
-    """Whether git was started with `--dry-run`/`-n` (nothing is pushed then)."""
-    try:
-        args = Path(f"/proc/{git_pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
-    words = args.split("\0")
-    after = words[words.index("push") + 1 :] if "push" in words else []
-    for word in after:
-        if word == "--":
-            break
-        if word == "--dry-run" or (word[:1] == "-" and word[:2] != "--" and "n" in word):
-            return True
-    return False
 
 
 def from_pre_commit(env: Mapping[str, str]) -> bool:
@@ -99,21 +68,9 @@ def deployed_branch(root: Path | None) -> str:
         return os.environ.get("TRACKER_BRANCH") or "main"
 
 
-def spawn_confirmer(record_path: Path) -> int | None:
-    """Start `python -I -m tracker.confirm` detached: no inherited fds, its own session."""
-    env = {k: v for k, v in os.environ.items() if k not in GIT_LOCAL_ENV}
-    try:
-        child = subprocess.Popen(
-            [sys.executable, "-I", "-m", "tracker.confirm", str(record_path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            close_fds=True, start_new_session=True, env=env, cwd="/",
-        )  # fmt: skip
-    except OSError:
-        return None
-    return child.pid
-
-
-def record_pushes(argv: list[str], env: Mapping[str, str], lines: list[str]) -> int:
+def record_pushes(
+    argv: list[str], env: Mapping[str, str], lines: list[str], clock: Clock = SYSTEM_CLOCK
+) -> int:
     """Spool every push of the deployed branch and start its confirmer; how many."""
     remote = env.get("PRE_COMMIT_REMOTE_NAME") or (argv[0] if argv else "")
     url = env.get("PRE_COMMIT_REMOTE_URL") or (argv[1] if len(argv) > 1 else remote)
@@ -127,7 +84,7 @@ def record_pushes(argv: list[str], env: Mapping[str, str], lines: list[str]) -> 
         return 0
     chosen = env.get("TRACKER_DB")
     db = log_path_from_env(chosen) if chosen else common / "tracker" / "events.db"
-    now = time.time()
+    now = clock.now()
     for n, sha in enumerate(shas, 1):
         push_id = f"{now:.6f}-{os.getpid()}-{n}"
         path = spool_dir(db.parent) / f"{push_id}.push"

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
 from tracker.gitutil import git
+from tracker.sim.timeline import Outcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from tracker.sim.server import Outcome, SimulatedPlatform
+    from tracker.sim.server import SimulatedPlatform
 
 # A commit message can ask for a failure: "[sim: build_error]", "[sim: deploy_error]", ...
 _ASKED = re.compile(r"\[sim:\s*(\w+)\s*\]")
@@ -98,8 +99,6 @@ class AutoDeploy:
         return done
 
     def _outcome(self, sha: str) -> Outcome:
-        from tracker.sim.server import Outcome
-
         message = git(["log", "-1", "--format=%B", sha], cwd=self.repo) or ""
         asked = _ASKED.search(message)
         if asked and asked[1] in get_args(Outcome):
@@ -113,10 +112,13 @@ class AutoDeploy:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop watching; waits at most `timeout` for the thread to end (a daemon: one caught in a
+        slow git call is left to finish, or to die with the process)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout)
+            self._thread = None
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -5,6 +5,10 @@ time for "unset", no `links` when a list fits on one page, 429 with and without 
 pre-signed log archives that refuse an `Authorization` header. Every deployment follows a
 scripted timeline read from a `Clock`, so a `FakeClock` shared with the monitor runs a whole
 deployment in simulated time. Standard library only: the demo imports it on a fresh machine.
+
+This module is the server: routes, the rate budget, the archives and `python -m tracker.sim`.
+The timelines are in `timeline.py`, the JSON they are shown as in `shapes.py`, and the
+misbehaviour a test can inject in `faults.py`.
 """
 
 from __future__ import annotations
@@ -22,385 +26,25 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tracker.clock import SYSTEM_CLOCK, Clock, iso
-
-Outcome = Literal["active", "build_error", "deploy_error", "canceled"]
-ShaIn = Literal["both", "cause_details", "components"]
-SupersedeOn = Literal["live", "created"]
-FaultKind = Literal["429", "5xx", "malformed", "wrong_shape", "truncated", "huge", "slow", "reset"]
-Json = dict[str, Any]
-
-ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time: DigitalOcean's "unset"
-COMPONENT_KINDS = ("services", "static_sites", "workers", "jobs", "functions")
-BUILD_FAILURE_LINE = "npm ERR! Failed at the sample-app@1.0.0 build script."
-DEPLOY_FAILURE_LINE = (
-    "ERROR failed health checks after 6 attempts with error Readiness probe failed: "
-    "dial tcp 10.244.17.9:8080: connect: connection refused"
+from tracker.clock import SYSTEM_CLOCK, Clock
+from tracker.sim.faults import Fault, FaultKind
+from tracker.sim.shapes import (
+    COMPONENT_KINDS,
+    Json,
+    api_time,
+    deployment_json,
+    error_body,
+    spec_json,
+    stamped_log,
 )
-BUILD_REASON = {
-    "code": "BuildJobExitNonZero",
-    "message": "Your build job failed because it returned a non-zero exit code. "
-    "See the logs for details.",
-}
-DEPLOY_REASON = {
-    "code": "DeployContainerHealthChecksFailed",
-    "message": "Your deploy failed because your container failed to pass health checks. "
-    "See the logs for details.",
-}
-_FAILING_LEAF = {
-    "build_error": "build.components.web",
-    "deploy_error": "deploy.components.web.wait",
-}
+from tracker.sim.timeline import Outcome, Script, ShaIn, SupersedeOn, resolve
 
-
-def _iso(ts: float) -> str:
-    """The API's own time format: UTC, whole seconds, `Z`."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _error_body(error_id: str, message: str) -> bytes:
-    return json.dumps({"id": error_id, "message": message}).encode()
-
-
-# --- the scripted timeline of one deployment ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Leaf:
-    """One leaf step of `progress.steps`, with its scripted start and end (epoch seconds)."""
-
-    path: str  # dotted, e.g. "build.components.web"
-    start: float
-    end: float
-    component: str | None = None
-    message_base: str | None = None
-
-
-@dataclass
-class _Script:
-    """A deployment's timeline; `end_at`/`end_phase` are resolved against newer deployments."""
-
-    id: str
-    sha: str | None
-    created_at: float
-    pending_build_s: float
-    build_s: float
-    pending_deploy_s: float
-    deploy_s: float
-    outcome: Outcome
-    cancel_after_s: float
-    sha_in: ShaIn
-    component: str
-    order: int
-    end_at: float = 0.0
-    end_phase: str = "ACTIVE"
-
-    @property
-    def build_start(self) -> float:
-        return self.created_at + self.pending_build_s
-
-    @property
-    def build_end(self) -> float:
-        return self.build_start + self.build_s
-
-    @property
-    def deploy_start(self) -> float:
-        return self.build_end + self.pending_deploy_s
-
-    @property
-    def deploy_end(self) -> float:
-        return self.deploy_start + self.deploy_s
-
-    def scripted_end(self) -> tuple[float, str]:
-        """When and how this deployment ends if nothing newer goes live first."""
-        if self.outcome == "build_error":
-            return self.build_end, "ERROR"
-        if self.outcome == "deploy_error":
-            return self.deploy_start + 0.9 * self.deploy_s, "ERROR"
-        if self.outcome == "canceled":
-            return self.created_at + self.cancel_after_s, "CANCELED"
-        return self.deploy_end, "ACTIVE"
-
-    def leaves(self) -> list[_Leaf]:
-        b0, b, d0, d = self.build_start, self.build_s, self.deploy_start, self.deploy_s
-        return [
-            _Leaf("build.initialize", b0, b0 + 0.1 * b),
-            _Leaf("build.components.web", b0 + 0.1 * b, b0 + b, "web", "Building service"),
-            _Leaf("deploy.initialize", d0, d0 + 0.1 * d),
-            _Leaf(
-                "deploy.components.web.deploy",
-                d0 + 0.1 * d,
-                d0 + 0.6 * d,
-                "web",
-                "Deploying service",
-            ),
-            _Leaf(
-                "deploy.components.web.wait",
-                d0 + 0.6 * d,
-                d0 + 0.9 * d,
-                "web",
-                "Waiting for service",
-            ),
-            _Leaf("deploy.finalize", d0 + 0.9 * d, d0 + d),
-        ]
-
-    def phase_at(self, now: float) -> str:
-        if now >= self.end_at:
-            return self.end_phase
-        if now < self.build_start:
-            return "PENDING_BUILD"
-        if now < self.build_end:
-            return "BUILDING"
-        return "PENDING_DEPLOY" if now < self.deploy_start else "DEPLOYING"
-
-    def phase_since(self, now: float) -> float | None:
-        """When the current phase began; None while still in the first phase (unset)."""
-        starts = {
-            "BUILDING": self.build_start,
-            "PENDING_DEPLOY": self.build_end,
-            "DEPLOYING": self.deploy_start,
-        }
-        phase = self.phase_at(now)
-        return self.end_at if now >= self.end_at else starts.get(phase)
-
-    def stage_ran(self, stage: str, now: float) -> bool:
-        start = self.build_start if stage == "BUILD" else self.deploy_start
-        return start <= min(now, self.end_at) and start < self.end_at
-
-
-def _resolve(scripts: list[_Script], supersede_on: SupersedeOn) -> None:
-    """Mark as SUPERSEDED every deployment that a newer one replaced before it ended.
-
-    `live`: when a newer deployment goes ACTIVE first; `created`: as soon as a newer one
-    appears, whatever becomes of it.
-    """
-    replaced_at: list[float] = []
-    for s in sorted(scripts, key=lambda s: (s.created_at, s.order), reverse=True):
-        end, phase = s.scripted_end()
-        newer = min(replaced_at, default=math.inf)
-        if newer < end:
-            end, phase = newer, "SUPERSEDED"
-        s.end_at, s.end_phase = end, phase
-        if supersede_on == "created":
-            replaced_at.append(s.created_at)
-        elif phase == "ACTIVE":
-            replaced_at.append(end)
-
-
-# --- the JSON shapes ------------------------------------------------------------------------
-
-
-def _leaf_state(s: _Script, leaf: _Leaf, now: float) -> Json:
-    terminal = now >= s.end_at
-    cut = min(now, s.end_at)
-    name = leaf.path.rsplit(".", 1)[-1]
-    step: Json = {"name": name}
-    if leaf.component:
-        step["component_name"] = leaf.component
-    if leaf.message_base:
-        step["message_base"] = leaf.message_base
-    if terminal and s.end_phase == "ERROR" and leaf.path == _FAILING_LEAF.get(s.outcome):
-        reason = BUILD_REASON if s.outcome == "build_error" else DEPLOY_REASON
-        step.update(status="ERROR", started_at=_iso(leaf.start), ended_at=_iso(s.end_at))
-        step["reason"] = dict(reason)
-    elif leaf.end <= cut:
-        step.update(status="SUCCESS", started_at=_iso(leaf.start), ended_at=_iso(leaf.end))
-    elif leaf.start <= cut and not terminal:
-        step.update(status="RUNNING", started_at=_iso(leaf.start))
-    else:
-        step["status"] = "PENDING"
-    return step
-
-
-def _parent_status(children: list[Json]) -> str:
-    statuses = {c["status"] for c in children}
-    if "ERROR" in statuses:
-        return "ERROR"
-    if statuses == {"SUCCESS"}:
-        return "SUCCESS"
-    if "RUNNING" in statuses or ("SUCCESS" in statuses and "PENDING" in statuses):
-        return "RUNNING"
-    return "PENDING"
-
-
-def _nest(items: list[tuple[list[str], Json]], depth: int) -> list[Json]:
-    """Group leaf steps by their dotted path into the nested `steps` tree."""
-    groups: dict[str, list[tuple[list[str], Json]]] = {}
-    for parts, step in items:
-        groups.setdefault(parts[depth], []).append((parts, step))
-    out: list[Json] = []
-    for name, members in groups.items():
-        if len(members) == 1 and len(members[0][0]) == depth + 1:
-            out.append(members[0][1])
-            continue
-        children = _nest(members, depth + 1)
-        parent: Json = {"name": name, "status": _parent_status(children)}
-        starts = [c["started_at"] for c in children if "started_at" in c]
-        if starts:
-            parent["started_at"] = min(starts)
-        if parent["status"] in ("SUCCESS", "ERROR") and all("ended_at" in c for c in children):
-            parent["ended_at"] = max(c["ended_at"] for c in children)
-        reason = next((c["reason"] for c in children if "reason" in c), None)
-        if reason:
-            parent["reason"] = reason
-        parent["steps"] = children
-        out.append(parent)
-    return out
-
-
-def _strip_reasons_below_top(steps: list[Json], depth: int = 0) -> None:
-    """The API puts `reason` on the failing leaf and on its top-level step only."""
-    for step in steps:
-        children = step.get("steps")
-        if children:
-            if depth > 0:
-                step.pop("reason", None)
-            _strip_reasons_below_top(children, depth + 1)
-
-
-def _progress(s: _Script, now: float) -> Json:
-    leaves = [_leaf_state(s, leaf, now) for leaf in s.leaves()]
-    counts: Json = {}
-    for status in ("PENDING", "RUNNING", "SUCCESS", "ERROR"):
-        n = sum(1 for step in leaves if step["status"] == status)
-        if n:  # zero counters are omitted, as godo's `omitempty` does
-            counts[f"{status.lower()}_steps"] = n
-    counts["total_steps"] = len(leaves)
-    steps = _nest(
-        [(leaf.path.split("."), st) for leaf, st in zip(s.leaves(), leaves, strict=True)], 0
-    )
-    _strip_reasons_below_top(steps)
-    counts["steps"] = steps
-    summary = [{k: v for k, v in st.items() if k != "steps"} for st in steps]
-    counts["summary_steps"] = summary
-    return counts
-
-
-def _updated_at(s: _Script, now: float) -> float:
-    cut = min(now, s.end_at)
-    marks = [s.created_at] + [t for leaf in s.leaves() for t in (leaf.start, leaf.end) if t <= cut]
-    if now >= s.end_at:
-        marks.append(s.end_at)
-    return max(marks)
-
-
-def _cause(s: _Script, app_name: str) -> Json:
-    if s.sha is None:
-        user = {"uuid": str(uuid.UUID(int=1)), "email": "ops@example.com", "full_name": "Ops"}
-        return {
-            "cause": "manual",
-            "cause_details": {
-                "type": "MANUAL",
-                "digitalocean_user_action": {"user": user, "name": "CREATE_DEPLOYMENT"},
-            },
-        }
-    git_push: Json = {
-        "github": {"repo": f"acme/{app_name}", "branch": "main"},
-        "username": "octocat",
-        "commit_author": "Octo Cat",
-        "commit_message": "Simulated change",
-    }
-    if s.sha_in in ("both", "cause_details"):
-        git_push["commit_sha"] = s.sha
-    return {
-        "cause": f"commit {s.sha[:7]} pushed to github/acme/{app_name}",
-        "cause_details": {"type": "DEPLOY_ON_PUSH", "git_push": git_push},
-    }
-
-
-def _spec(app_name: str, component: str) -> Json:
-    web = {
-        "name": "web",
-        "github": {"repo": f"acme/{app_name}", "branch": "main", "deploy_on_push": True},
-        "environment_slug": "node-js",
-        "instance_size_slug": "apps-s-1vcpu-0.5gb",
-        "instance_count": 1,
-        "http_port": 8080,
-        "routes": [{"path": "/"}],
-    }
-    return {"name": app_name, "region": "ams", component: [web]}
-
-
-def _deployment(s: _Script, now: float, app_name: str) -> Json:
-    piece: Json = {"name": "web"}
-    if s.sha is not None and s.sha_in in ("both", "components"):
-        piece["source_commit_hash"] = s.sha
-    since = s.phase_since(now)
-    return {
-        "id": s.id,
-        "spec": _spec(app_name, s.component),
-        s.component: [piece],
-        "created_at": _iso(s.created_at),
-        "updated_at": _iso(_updated_at(s, now)),
-        "phase_last_updated_at": ZERO_TIME if since is None else _iso(since),
-        **_cause(s, app_name),
-        "phase": s.phase_at(now),
-        "progress": _progress(s, now),
-        "tier_slug": "basic",
-    }
-
-
-def _log_lines(s: _Script, stage: str) -> list[str]:
-    """The text of a stage's archived log (without timestamps)."""
-    if stage == "BUILD":
-        sha = s.sha or "0" * 40
-        lines = [
-            "╭──────────── git repo clone ───────────╼",
-            "│ › fetching app source code",
-            '│ => Selecting branch "main"',
-            f'│ => Checking out commit "{sha}"',
-            "│  ✔ cloned repo to /workspace",
-            "╰────────────────────────────────────────╼",
-            "╭──────────── buildpack detection ───────────╼",
-            "│ › using Ubuntu 22.04 stack",
-            "│ Detected the following buildpacks suitable to build your app:",
-            "│    digitalocean/node-js    v0.3.9 (Node.js)",
-            "╰─────────────────────────────────────────────╼",
-            "╭──────────── app build ───────────╼",
-        ]
-        lines += [f"│ added {n * 37} packages in {n}s" for n in range(1, 9)]
-        lines += ["│ Running custom build command: npm run build", "│ > sample-app@1.0.0 build"]
-        if s.outcome == "build_error" and s.end_phase == "ERROR":
-            return [
-                *lines,
-                "│ src/index.ts(12,7): error TS2322: Type 'string' is not assignable to 'number'.",
-                "│ npm ERR! code ELIFECYCLE",
-                "│ npm ERR! errno 2",
-                BUILD_FAILURE_LINE,
-            ]
-        if s.end_at < s.build_end:  # canceled or superseded mid-build
-            return [*lines, "│ ✘ build canceled"]
-        return [*lines, "│ ✔ build complete", "╰──────────────────────────────────╼"]
-    lines = ["› deploying web", "› starting container", "> sample-app@1.0.0 start"]
-    lines += [f"health check {n}: waiting for :8080" for n in range(1, 7)]
-    if s.outcome == "deploy_error" and s.end_phase == "ERROR":
-        return [*lines, DEPLOY_FAILURE_LINE]
-    if s.end_at < s.deploy_end:
-        return [*lines, "✘ deploy canceled"]
-    return [*lines, "Server listening on :8080", "✔ health checks passed"]
-
-
-def _stamped_log(s: _Script, stage: str, now: float) -> str:
-    """The archived log up to `now`, lines spread evenly over the stage's run."""
-    lines = _log_lines(s, stage)
-    start = s.build_start if stage == "BUILD" else s.deploy_start
-    end = min(s.build_end if stage == "BUILD" else s.deploy_end, s.end_at)
-    step = (end - start) / max(len(lines), 1)
-    out = []
-    for i, text in enumerate(lines):
-        ts = start + (i + 1) * step
-        if ts <= now:
-            out.append(f"web {iso(ts)} {text}")
-    return "".join(line + "\n" for line in out)
-
-
-# --- budget, faults, the record of requests --------------------------------------------------
+# --- budget, the record of requests --------------------------------------------------
 
 
 class _Budget:
@@ -435,24 +79,6 @@ class _Budget:
         }
 
 
-@dataclass
-class Fault:
-    """A scripted misbehaviour for the next matching requests (see `SimulatedPlatform.inject`)."""
-
-    kind: FaultKind
-    times: int = 1
-    after: int = 0
-    retry_after: float | None = None
-    reset_in_s: float = 30.0
-    delay_s: float = 2.0
-    status: int = 503
-    size_bytes: int = 8 * 1024 * 1024
-    path: str | None = None
-
-    def matches(self, path: str, api: bool) -> bool:
-        return api if self.path is None else self.path in path
-
-
 @dataclass(frozen=True)
 class SimRequest:
     """One request the simulator received."""
@@ -480,6 +106,9 @@ class _Reply:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # Each turn of `serve` waits at most this long for a connection (serve_forever's poll
+    # interval was the same): about how long `stop` takes.
+    timeout = 0.02
     platform: SimulatedPlatform
     resets: set[int]
 
@@ -497,6 +126,12 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients that hang up early are part of the game; stay quiet."""
+
+    def serve(self, stopping: threading.Event) -> None:
+        """Serve until `stopping` is set: unlike `serve_forever`, whose `shutdown()` waits
+        without a deadline for the loop to notice, the one who stops us can bound the join."""
+        while not stopping.is_set():
+            self.handle_request()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -532,7 +167,7 @@ class SimulatedPlatform:
         self.clock, self.token, self.app_name, self.port = clock, token, app_name, port
         self.app_id = app_id or str(uuid.uuid4())
         self._lock = threading.Lock()
-        self._scripts: list[_Script] = []
+        self._scripts: list[Script] = []
         self._faults: list[Fault] = []
         self._requests: list[SimRequest] = []
         self.over_limit = 0  # requests answered 429 by the rate limits (not injected faults)
@@ -540,6 +175,7 @@ class SimulatedPlatform:
         self.supersede_on = supersede_on
         self._stopping = threading.Event()
         self._server: _Server | None = None
+        self._serving: threading.Thread | None = None
         self._created_at = clock.now() - 86400
 
     # lifecycle
@@ -549,16 +185,23 @@ class SimulatedPlatform:
         server = _Server(("127.0.0.1", self.port), _Handler)
         server.platform, server.resets = self, set()
         self._server = server
-        serve = threading.Thread(
-            target=server.serve_forever, args=(0.02,), name="sim-platform", daemon=True
+        self._stopping.clear()
+        self._serving = threading.Thread(
+            target=server.serve, args=(self._stopping,), name="sim-platform", daemon=True
         )
-        serve.start()
+        self._serving.start()
         return self.base_url
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving; waits at most `timeout` for the serving thread (a daemon) to end.
+
+        Requests in flight finish on their own daemon threads; a slow fault ends at once.
+        """
         self._stopping.set()
+        if self._serving is not None:
+            self._serving.join(timeout)
+            self._serving = None
         if self._server is not None:
-            self._server.shutdown()
             self._server.server_close()
             self._server = None
 
@@ -602,7 +245,7 @@ class SimulatedPlatform:
         if component not in COMPONENT_KINDS:
             raise ValueError(f"component must be one of {COMPONENT_KINDS}")
         with self._lock:
-            script = _Script(
+            script = Script(
                 id=deployment_id or str(uuid.uuid4()),
                 sha=sha.lower() if sha else None,
                 created_at=self.clock.now() + appear_after_s,
@@ -619,7 +262,7 @@ class SimulatedPlatform:
                 order=len(self._scripts),
             )
             self._scripts.append(script)
-            _resolve(self._scripts, self.supersede_on)
+            resolve(self._scripts, self.supersede_on)
             return script.id
 
     def phase(self, deployment_id: str) -> str | None:
@@ -733,13 +376,13 @@ class SimulatedPlatform:
             headers.update({"ratelimit-remaining": "0", "ratelimit-reset": str(int(now + wait))})
             if fault.retry_after is not None:
                 headers["retry-after"] = str(math.ceil(fault.retry_after))
-            body = _error_body("too_many_requests", "API rate limit exceeded.")
+            body = error_body("too_many_requests", "API rate limit exceeded.")
             return _Reply(429, body, headers)
         if fault.kind == "5xx":
             if fault.status in (502, 504):  # the load balancer's own page, not JSON
                 page = f"<html><body><h1>{fault.status} Bad Gateway</h1></body></html>"
                 return _Reply(fault.status, page.encode(), headers, "text/html")
-            return _Reply(fault.status, _error_body("server_error", "Server Error"), headers)
+            return _Reply(fault.status, error_body("server_error", "Server Error"), headers)
         if fault.kind == "malformed":
             return _Reply(200, b'{"deployments": [{"id": "5f0a2f3e", "phase": ', headers)
         if fault.kind == "wrong_shape":
@@ -752,7 +395,7 @@ class SimulatedPlatform:
         with self._lock:
             now = self.clock.now()
             if handler.headers.get("Authorization") != f"Bearer {self.token}":
-                body = _error_body("unauthorized", "Unable to authenticate you")
+                body = error_body("unauthorized", "Unable to authenticate you")
                 return _Reply(401, body, self._budget.headers(now))
             admitted, retry_after = self._budget.admit(now)
             headers = self._budget.headers(now)
@@ -760,7 +403,7 @@ class SimulatedPlatform:
                 self.over_limit += 1
                 if retry_after is not None:
                     headers["retry-after"] = str(int(retry_after))
-                body = _error_body("too_many_requests", "API rate limit exceeded.")
+                body = error_body("too_many_requests", "API rate limit exceeded.")
                 return _Reply(429, body, {**headers, "ratelimit-remaining": "0"})
             reply = self._route(handler.command, path, query, now)
             reply.headers.update(headers)
@@ -771,7 +414,7 @@ class SimulatedPlatform:
         if len(parts) < 3 or parts[:2] != ["v2", "apps"] or parts[2] != self.app_id:
             return _not_found()
         if method != "GET":
-            return _Reply(405, _error_body("method_not_allowed", "Method not allowed"))
+            return _Reply(405, error_body("method_not_allowed", "Method not allowed"))
         rest = parts[3:]
         if not rest:
             return _json_reply({"app": self._app_json(now)})
@@ -781,16 +424,16 @@ class SimulatedPlatform:
         if script is None or script.created_at > now or len(rest) > 3:
             return _not_found()
         if len(rest) == 2:
-            return _json_reply({"deployment": _deployment(script, now, self.app_name)})
+            return _json_reply({"deployment": deployment_json(script, now, self.app_name)})
         if rest[2] == "logs":
             return self._logs(script, query, now)
         return _not_found()
 
-    def _visible(self, now: float) -> list[_Script]:
+    def _visible(self, now: float) -> list[Script]:
         shown = [s for s in self._scripts if s.created_at <= now]
         return sorted(shown, key=lambda s: (s.created_at, s.order), reverse=True)
 
-    def _script(self, deployment_id: str) -> _Script | None:
+    def _script(self, deployment_id: str) -> Script | None:
         return next((s for s in self._scripts if s.id == deployment_id), None)
 
     def _list(self, query: dict[str, list[str]], now: float) -> _Reply:
@@ -798,13 +441,13 @@ class SimulatedPlatform:
             page = int(query.get("page", ["1"])[0])
             per_page = int(query.get("per_page", ["20"])[0])
         except ValueError:
-            return _Reply(400, _error_body("bad_request", "page and per_page must be integers"))
+            return _Reply(400, error_body("bad_request", "page and per_page must be integers"))
         if page < 1 or not 1 <= per_page <= 200:
-            return _Reply(400, _error_body("bad_request", "page >= 1, 1 <= per_page <= 200"))
+            return _Reply(400, error_body("bad_request", "page >= 1, 1 <= per_page <= 200"))
         shown = self._visible(now)
         last = max(1, math.ceil(len(shown) / per_page))
         chunk = shown[(page - 1) * per_page : page * per_page]
-        body: Json = {"deployments": [_deployment(s, now, self.app_name) for s in chunk]}
+        body: Json = {"deployments": [deployment_json(s, now, self.app_name) for s in chunk]}
         if last > 1 or page > 1:  # "only the links that make sense"; none on a single page
             body["links"] = {"pages": self._page_links(page, last, per_page)}
         body["meta"] = {"total": len(shown)}
@@ -828,25 +471,25 @@ class SimulatedPlatform:
         app: Json = {
             "id": self.app_id,
             "owner_uuid": str(uuid.UUID(int=2)),
-            "spec": _spec(self.app_name, "services"),
+            "spec": spec_json(self.app_name, "services"),
             "default_ingress": f"https://{self.app_name}-x7k2q.ondigitalocean.app",
-            "created_at": _iso(self._created_at),
-            "updated_at": _iso(max([self._created_at] + [s.created_at for s in shown])),
+            "created_at": api_time(self._created_at),
+            "updated_at": api_time(max([self._created_at] + [s.created_at for s in shown])),
             "region": {"slug": "ams", "label": "Amsterdam"},
         }
         if shown:
-            app["last_deployment_created_at"] = _iso(shown[0].created_at)
+            app["last_deployment_created_at"] = api_time(shown[0].created_at)
         if active:
-            app["active_deployment"] = _deployment(active, now, self.app_name)
+            app["active_deployment"] = deployment_json(active, now, self.app_name)
             app["live_url"] = app["default_ingress"]
         if going:
-            app["in_progress_deployment"] = _deployment(going, now, self.app_name)
+            app["in_progress_deployment"] = deployment_json(going, now, self.app_name)
         return app
 
-    def _logs(self, script: _Script, query: dict[str, list[str]], now: float) -> _Reply:
+    def _logs(self, script: Script, query: dict[str, list[str]], now: float) -> _Reply:
         stage = query.get("type", ["UNSPECIFIED"])[0]
         if stage not in ("BUILD", "DEPLOY") or not script.stage_ran(stage, now):
-            return _Reply(400, _error_body("bad_request", f"no {stage} logs for this deployment"))
+            return _Reply(400, error_body("bad_request", f"no {stage} logs for this deployment"))
         path = f"/archive/{script.id}/{stage.lower()}.log"
         url = f"{self.base_url}{path}?X-Amz-Expires=900&X-Amz-Signature={self._sign(path)}"
         return _json_reply({"live_url": "", "historic_urls": [url]})
@@ -870,7 +513,7 @@ class SimulatedPlatform:
             stage = parts[2].removesuffix(".log").upper() if len(parts) == 3 else ""
             if script is None or stage not in ("BUILD", "DEPLOY"):
                 return _Reply(404, b"<Error><Code>NoSuchKey</Code></Error>", content_type=xml)
-            text = _stamped_log(script, stage, now)
+            text = stamped_log(script, stage, now)
         return _Reply(200, text.encode(), content_type="text/plain; charset=utf-8")
 
 
@@ -880,7 +523,7 @@ def _json_reply(body: Json) -> _Reply:
 
 def _not_found() -> _Reply:
     msg = "The resource you were accessing could not be found."
-    return _Reply(404, _error_body("not_found", msg))
+    return _Reply(404, error_body("not_found", msg))
 
 
 # --- a stand-alone server -------------------------------------------------------------------
@@ -928,7 +571,12 @@ def main(argv: list[str] | None = None) -> int:
         follower.start()
     print("# Ctrl-C to stop", flush=True)
     try:
-        threading.Event().wait()
+        # Wake up now and then: an untimed wait relies on SIGINT landing on this thread (the
+        # kernel may hand a process's signal to any of its threads), and a wait that is never
+        # interrupted never lets Python run the handler that raises KeyboardInterrupt.
+        idle = threading.Event()
+        while not idle.wait(0.2):
+            pass
     except KeyboardInterrupt:
         pass
     finally:

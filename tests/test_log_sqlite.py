@@ -297,3 +297,18 @@ def test_a_corrupt_file_says_how_to_recover(tmp_path: Path) -> None:
     assert "corrupt" in message and f"mv {db}" in message and ".recover" in message
     with pytest.raises(LogError):
         SQLiteLog(db).append(SHA, PushRecorded(sha=SHA, branch="main"))
+
+
+def test_only_the_log_wing_touches_sqlite_its_connection_or_its_lock() -> None:
+    """STYLE #3: readers outside `tracker/log/` get data, a snapshot of queries, or a check."""
+    import re
+
+    reaching = re.compile(r"\bimport sqlite3\b|\bsqlite_utils\b|\._conn\b|\.reading\(|\.locked\(")
+    found = []
+    for path in sorted((REPO / "tracker").rglob("*.py")):
+        if path.parent.name in ("log", "sources"):
+            continue  # the wing itself; the MySQL source's own `_conn` is pymysql's
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if reaching.search(line):
+                found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert found == []
