@@ -31,15 +31,28 @@ import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from tracker.clock import SYSTEM_CLOCK, Clock, iso
 from tracker.config import MySQLSettings, log_settings
-from tracker.errors import LockTimeoutError, LogError
+from tracker.errors import LockTimeoutError, LogError, TrackerError
 from tracker.events import Event, event_from
-from tracker.log.sqlite import Append, RebuildReport
+from tracker.log.base import Append, LogCheck, QueryRows, RebuildReport
+from tracker.log.mysql_server import (
+    LOCK_WAIT,
+    RETRY,
+    SCHEMA_VERSION,
+    applied,
+    connect,
+    error_code,
+    explain,
+    is_lost,
+    migrate,
+    migrations,
+    schema_text,
+)
+from tracker.log.mysql_stats import MeasureCache, MySQLStatsQueries, api_calls_by_window, snapshot
 from tracker.projections import (
     DeploymentRow,
     SourceCallRow,
@@ -53,111 +66,12 @@ from tracker.projections import (
 if TYPE_CHECKING:
     from pymysql.connections import Connection
 
-SCHEMA_VERSION = 1  # the newest migration of schema.mysql.sql this client knows
-MIGRATE_LOCK = "tracker:migrate"
+__all__ = ["SCHEMA_VERSION", "MySQLLog", "connect", "migrate", "migrations", "schema_text"]
+
 PAGE = 500  # events per read when catching up
 MAX_TRIES = 100  # sends of one batch that found the log moved on (each then reads and replans)
-_MIGRATION = re.compile(r"^-- migration: (\d+)\s*$", re.MULTILINE)
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _COLUMNS = "seq, stream, version, type, recorded_at, data, ikey"
-# No server, server gone, lost mid-query, lost while reading, killed, shutting down.
-_LOST = {2002, 2003, 2006, 2013, 2055, 1927, 1053}
-_RETRY = {1213}  # a deadlock (none expected: one lock), rolled back by the server: send again
-_LOCK_WAIT = 1205
-
-
-def schema_text() -> str:
-    """`schema.mysql.sql`: inside the package in a wheel, at the repository's top in a checkout."""
-    here = Path(__file__).resolve().parents[1]
-    for candidate in (here / "schema.mysql.sql", here.parent / "schema.mysql.sql"):
-        if candidate.is_file():
-            return candidate.read_text(encoding="utf-8")
-    raise LogError(f"schema.mysql.sql not found beside {here}: the installation is broken")
-
-
-def migrations(text: str | None = None) -> list[tuple[int, list[str]]]:
-    """The numbered migrations of `schema.mysql.sql`, each as its statements, in order."""
-    parts = _MIGRATION.split(schema_text() if text is None else text)
-    return [(int(parts[i]), _statements(parts[i + 1])) for i in range(1, len(parts), 2)]
-
-
-def _statements(sql: str) -> list[str]:
-    """Split on `;` at line ends; comment lines dropped (the file holds no `;` in strings)."""
-    lines = [ln for ln in sql.splitlines() if not ln.lstrip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";\n") if s.strip().rstrip(";")]
-
-
-def connect(settings: MySQLSettings, *, multi: bool = False, timeout: float = 60.0) -> Connection:
-    """A pymysql connection (autocommit, READ COMMITTED, TLS as the settings say) that gives up
-    on a server silent for `timeout` seconds (a partition, a frozen server)."""
-    import pymysql
-    from pymysql.constants import CLIENT
-
-    from tracker.monitor.sources.mysql import tls_arguments
-
-    try:
-        return pymysql.connect(
-            host=settings.host,
-            port=settings.port,
-            user=settings.user,
-            password=settings.password,
-            database=settings.database,
-            connect_timeout=min(timeout, settings.connect_timeout),
-            read_timeout=timeout,
-            write_timeout=timeout,
-            autocommit=True,
-            charset="utf8mb4",
-            client_flag=CLIENT.MULTI_STATEMENTS if multi else 0,
-            init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-            **tls_arguments(settings),
-        )
-    except pymysql.err.MySQLError as exc:
-        raise LogError(_explain(settings, "reach", exc)) from exc
-
-
-def migrate(url: str, env: Mapping[str, str] | None = None) -> list[int]:
-    """Run the shared schema's pending migrations (under the named lock `tracker:migrate`);
-    the numbers run. For `tracker migrate --shared`: never run by a hook or an append."""
-    settings = log_settings(url, os.environ if env is None else env)
-    conn = connect(settings, timeout=600.0)  # DDL on a big table may take minutes
-    done: list[int] = []
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT GET_LOCK(%s, 60)", (MIGRATE_LOCK,))
-            if cur.fetchone() != (1,):
-                raise LockTimeoutError("another `migrate --shared` has held its lock for 60 s")
-            try:
-                for number, statements in migrations():
-                    if number in _applied(cur):
-                        continue
-                    for statement in statements:
-                        cur.execute(statement)
-                    cur.execute(
-                        "INSERT IGNORE INTO schema_migrations (version, applied_by)"
-                        " VALUES (%s, CURRENT_USER())",
-                        (number,),
-                    )
-                    done.append(number)
-            finally:
-                cur.execute("DO RELEASE_LOCK(%s)", (MIGRATE_LOCK,))
-    except LockTimeoutError:
-        raise
-    except Exception as exc:
-        raise LogError(_explain(settings, "migrate", exc)) from exc
-    finally:
-        conn.close()
-    return done
-
-
-def _applied(cur: Any) -> set[int]:
-    cur.execute(
-        "SELECT count(*) FROM information_schema.tables"
-        " WHERE table_schema = DATABASE() AND table_name = 'schema_migrations'"
-    )
-    if cur.fetchone()[0] == 0:
-        return set()
-    cur.execute("SELECT version FROM schema_migrations")
-    return {int(r[0]) for r in cur.fetchall()}
 
 
 @dataclass
@@ -211,6 +125,7 @@ class MySQLLog:
         self._conn: Connection | None = None
         self._pid = os.getpid()
         self._fold = _Fold.empty()
+        self._measures = MeasureCache()  # each commit's measure rows, for the stats snapshots
         # What appends met (diagnostics, and what the tests and bench/ count): connections lost
         # mid-append, batches found written after one, batches sent again, plans made again.
         self.retries = {"lost": 0, "found_written": 0, "resent": 0, "replanned": 0}
@@ -246,37 +161,34 @@ class MySQLLog:
                 silent = max(self.io_timeout, self.lock_timeout + 5.0)
                 conn = connect(self.settings, multi=True, timeout=silent)
             except LogError as exc:
-                if exc.__cause__ is not None and _lost(exc.__cause__):
+                if exc.__cause__ is not None and is_lost(exc.__cause__):
                     raise _Lost(str(exc)) from exc
                 raise
             try:
                 with conn.cursor() as cur:
-                    cur.execute(
-                        "SET SESSION innodb_lock_wait_timeout = %s",
-                        (max(1, math.ceil(self.lock_timeout)),),
-                    )
+                    cur.execute("SET SESSION innodb_lock_wait_timeout = %s", (self._lock_wait(),))
                     self._check_schema(cur)
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     conn.close()
-                if _lost(exc):
-                    raise _Lost(_explain(self.settings, "reach", exc)) from exc
+                if is_lost(exc):
+                    raise _Lost(explain(self.settings, "reach", exc)) from exc
                 if isinstance(exc, LogError):
                     raise
-                raise LogError(_explain(self.settings, "open", exc)) from exc
+                raise LogError(explain(self.settings, "open", exc)) from exc
             self._conn = conn
         return self._conn
 
     def _check_schema(self, cur: Any) -> None:
-        applied = _applied(cur)
-        if not applied:
+        found = applied(cur)
+        if not found:
             raise LogError(
                 f"the shared log {self._where()} has no schema yet: run `tracker migrate"
                 " --shared` (an administrator's step, never run by a push)"
             )
-        if max(applied) < SCHEMA_VERSION:
+        if max(found) < SCHEMA_VERSION:
             raise LogError(
-                f"the shared log {self._where()} is at schema {max(applied)}, older than this"
+                f"the shared log {self._where()} is at schema {max(found)}, older than this"
                 f" tracker's {SCHEMA_VERSION}: run `tracker migrate --shared`"
             )
 
@@ -317,13 +229,15 @@ class MySQLLog:
             self.lock_timeout = saved
             self._set_lock_wait()
 
+    def _lock_wait(self) -> int:
+        """The seconds the server waits for the head lock: the lock timeout in whole seconds
+        (InnoDB counts no less than 1)."""
+        return max(1, math.ceil(self.lock_timeout))
+
     def _set_lock_wait(self) -> None:
         if self._conn is not None and self._pid == os.getpid():
             with contextlib.suppress(Exception), self._conn.cursor() as cur:
-                cur.execute(
-                    "SET SESSION innodb_lock_wait_timeout = %s",
-                    (max(1, math.ceil(self.lock_timeout)),),
-                )
+                cur.execute("SET SESSION innodb_lock_wait_timeout = %s", (self._lock_wait(),))
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -433,7 +347,7 @@ class MySQLLog:
                 cur.close()
         except Exception as exc:
             self._after_failure(exc)
-            raise LogError(_explain(self.settings, "append to", exc)) from exc
+            raise LogError(explain(self.settings, "append to", exc)) from exc
         if result is None:
             raise LogError(f"the shared log {self._where()} did not say whether it appended")
         ok, head, *bases = result
@@ -460,21 +374,21 @@ class MySQLLog:
         when the append may be sent again."""
         if isinstance(exc, _Lost | LogError):
             raise exc
-        code = _code(exc)
-        if _lost(exc):
+        code = error_code(exc)
+        if is_lost(exc):
             self._drop()
-            raise _Lost(_explain(self.settings, "append to", exc)) from exc
+            raise _Lost(explain(self.settings, "append to", exc)) from exc
         try:
             with self.conn.cursor() as cur:
                 cur.execute("ROLLBACK")
         except Exception:
             self._drop()
-        if code in _RETRY:
+        if code in RETRY:
             raise _Lost(f"MySQL error {code}, rolled back") from exc
-        if code == _LOCK_WAIT:
+        if code == LOCK_WAIT:
             raise LockTimeoutError(
                 f"another appender held the shared log's head for more than"
-                f" {self.lock_timeout:g} s; try again"
+                f" {self._lock_wait()} s; try again"
             ) from exc
 
     # -- reading ----------------------------------------------------------------------------
@@ -487,10 +401,10 @@ class MySQLLog:
         except (LogError, _Lost):
             raise
         except Exception as exc:
-            if _lost(exc):
+            if is_lost(exc):
                 self._drop()
-                raise _Lost(_explain(self.settings, "read", exc)) from exc
-            raise LogError(_explain(self.settings, "read", exc)) from exc
+                raise _Lost(explain(self.settings, "read", exc)) from exc
+            raise LogError(explain(self.settings, "read", exc)) from exc
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """`_query`, with one new connection after a lost one."""
@@ -588,13 +502,24 @@ class MySQLLog:
         """API calls recorded in the minute and the hour up to `now` (fleet-wide: every
         machine's monitors append to this log)."""
         self._catch_up()
-        minute = hour = 0
-        for call in self._fold.calls.values():
-            if now - 3600.0 < call.at <= now:
-                hour += call.api_calls
-                if call.at > now - 60.0:
-                    minute += call.api_calls
-        return minute, hour
+        return api_calls_by_window(self._fold.calls.values(), now)
+
+    @contextmanager
+    def stats_queries(self) -> Iterator[MySQLStatsQueries]:
+        """The stats queries over the projections folded up to the newest event now
+        (`tracker.log.mysql_stats`): later appends do not change the snapshot's answers."""
+        self._catch_up()
+        yield snapshot(self._fold.rows, self._fold.calls, self._measures)
+
+    @contextmanager
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[QueryRows]:
+        """One read-only statement over the shared log's tables, on a connection of its own
+        (`tracker.log.mysql_query`); anything but one SELECT is refused with `UsageError`."""
+        from tracker.log.mysql_query import read_only_query
+
+        _ = self.conn  # the schema is checked here: a log without one says to migrate
+        with read_only_query(self.settings, sql, params or {}, timeout=self.io_timeout) as found:
+            yield found
 
     # -- checking ---------------------------------------------------------------------------
 
@@ -632,17 +557,61 @@ class MySQLLog:
         return RebuildReport(again.count, len(again.rows), differing, calls, measures)
 
     def integrity_check(self) -> str:
-        """`ok`, or what is wrong: positions must run 1..n with no gap and the head at n."""
-        count, low, high = self._read(
-            "SELECT count(*), coalesce(min(seq), 1), coalesce(max(seq), 0) FROM events"
+        """`ok`, or what is wrong: positions must run 1..n with no gap and the head at n (read
+        in one statement: one snapshot, whatever is appended meanwhile)."""
+        count, low, high, head = self._read(
+            "SELECT count(*), coalesce(min(seq), 1), coalesce(max(seq), 0),"
+            " (SELECT max(last_seq) FROM log_head WHERE id = 1) FROM events"
         )[0]
-        head = self._read("SELECT last_seq FROM log_head WHERE id = 1")
         problems = []
         if int(count) != int(high) or (int(low) != 1 and int(count)):
             problems.append(f"positions are not 1..{high} without gaps ({count} events)")
-        if not head or int(head[0][0]) != int(high):
-            problems.append(f"the head ({head[0][0] if head else 'missing'}) is not {high}")
+        if head is None or int(head) != int(high):
+            problems.append(f"the head ({'missing' if head is None else head}) is not {high}")
         return "; ".join(problems) or "ok"
+
+    def check(self) -> LogCheck:
+        """Whether the log is sound (`integrity_check`) and the head lock, where appenders
+        take turns, can be taken within the lock timeout: each failure is kept, not raised,
+        for `tracker doctor` to word."""
+        integrity: str | None = None
+        events: int | None = None
+        storage_error: TrackerError | None = None
+        lock_error: TrackerError | None = None
+        try:
+            integrity = self.integrity_check()
+            events = self.last_seq()
+        except TrackerError as exc:
+            storage_error = exc
+        try:
+            self._take_head()
+        except TrackerError as exc:
+            lock_error = exc
+        lock = f"{self.url} (table log_head)"
+        return LogCheck(self.url, lock, integrity, events, storage_error, lock_error)
+
+    def _take_head(self) -> None:
+        """Take the head lock and let it go at once (nothing written): `LockTimeoutError` when
+        another appender holds it past the lock timeout."""
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute("START TRANSACTION")
+                try:
+                    cur.execute("SELECT last_seq FROM log_head WHERE id = 1 FOR UPDATE")
+                    cur.fetchall()
+                finally:
+                    cur.execute("ROLLBACK")
+        except TrackerError:
+            raise
+        except Exception as exc:
+            if is_lost(exc):
+                self._drop()
+            elif error_code(exc) == LOCK_WAIT:
+                raise LockTimeoutError(
+                    f"another appender has held the shared log's head (table log_head) for"
+                    f" more than {self._lock_wait()} s"
+                ) from exc
+            raise LogError(explain(self.settings, "lock", exc)) from exc
 
     def _where(self) -> str:
         s = self.settings
@@ -724,26 +693,3 @@ def _text(value: Any) -> str:
 
 def _dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, separators=(",", ":"), sort_keys=True, allow_nan=False)
-
-
-def _code(exc: BaseException) -> int | None:
-    if type(exc).__module__.startswith("pymysql") and exc.args and isinstance(exc.args[0], int):
-        return int(exc.args[0])
-    return None
-
-
-def _lost(exc: BaseException) -> bool:
-    """Whether `exc` is a connection that broke or could not be made (the server away, the
-    connection killed): what may be tried again."""
-    code = _code(exc)
-    return code in _LOST or isinstance(exc, OSError) or _interface(exc)
-
-
-def _interface(exc: BaseException) -> bool:
-    return type(exc).__module__.startswith("pymysql") and type(exc).__name__ == "InterfaceError"
-
-
-def _explain(settings: MySQLSettings, doing: str, exc: BaseException) -> str:
-    from tracker.monitor.sources.mysql import describe_error
-
-    return f"cannot {doing} the shared log: {describe_error(exc, settings)[1]}"
