@@ -15,6 +15,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,17 +24,30 @@ import pymysql
 import pytest
 
 from tests.support.gitrepo import wait_until
-from tests.support.mariadb_private import PrivateMariaDB
-from tracker.clock import FakeClock
-from tracker.errors import ConfigError, LogError
-from tracker.events import DeploymentFailed, DeploymentPolled, DeploymentSucceeded, PushRecorded
+from tests.support.mariadb_private import PrivateMariaDB, free_port
+from tracker.clock import FakeClock, iso
+from tracker.errors import ConfigError, LockTimeoutError, LogError, UsageError
+from tracker.events import (
+    DeploymentFailed,
+    DeploymentPolled,
+    DeploymentSucceeded,
+    DeploymentSuperseded,
+    Event,
+    LogsFetched,
+    MonitorStarted,
+    MonitorTimedOut,
+    PushConfirmed,
+    PushRecorded,
+)
 from tracker.log import open_log
+from tracker.log.base import Append
 from tracker.log.mysql import MySQLLog, migrate, migrations
-from tracker.log.sqlite import Append
+from tracker.read.stats import compute_stats, recent_history
 
 pytestmark = pytest.mark.mysql
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
+T = 1_800_000_000.0
 SUPPORT = Path(__file__).resolve().parent / "support"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -405,6 +419,186 @@ def test_with_the_server_frozen_an_append_gives_up_in_time_and_after_a_thaw_is_s
     assert [e.key for e in log.events()] == ["push:a", "push:a2"]
     assert log.integrity_check() == "ok"
     log.close()
+
+
+# -- stats, query and check -------------------------------------------------------------------
+
+
+def scenario() -> list[tuple[str, Event, float]]:
+    """Thirty commits over five hours on two branches: every outcome, failed and retried
+    calls, phases, platform times, rate limits, logs, and commits pushed again."""
+    found: list[tuple[str, Event, float]] = []
+    for i in range(30):
+        sha, t0 = f"{i:040x}", T + 600.0 * i + 7.5
+        branch = "dev" if i % 3 == 0 else "main"
+
+        def add(event: Event, after: float, sha: str = sha) -> None:
+            found.append((sha, event, t0 + after))
+
+        add(PushRecorded(sha=sha, branch=branch, source="hook"), 0.0)
+        add(MonitorStarted(pid=100 + i, host="h", policy="informed"), 1.0)
+        for j, phase in enumerate(("PENDING_BUILD", "BUILDING", "DEPLOYING")[: i % 3 + 1]):
+            ok = (i + j) % 5 != 0
+            add(DeploymentPolled(
+                source="digitalocean" if j % 2 == 0 else "mysql", ok=ok, found=ok, phase=phase,
+                deployment_id=f"d{i}", api_calls=1 + j % 2, db_queries=j % 2,
+                error_kind=None if ok or j else "timeout", retry=(i + j) % 7 == 0,
+                ratelimit_remaining=None if j % 2 else 5000 - 3 * i,
+                platform_at=iso(t0 + 10.0 * j + 2.0),
+            ), 10.0 * (j + 1))  # fmt: skip
+        end, outcome = 60.0 + i, i % 6
+        if outcome == 0:
+            add(DeploymentSucceeded(f"d{i}", platform_at=iso(t0 + end - 3.0)), end)
+        elif outcome == 1:
+            add(DeploymentFailed(f"d{i}", reason={"code": "build"}), end)
+            add(LogsFetched(f"d{i}", api_calls=2, lines=10, error="gone" if i % 4 else None), end)
+        elif outcome == 2:
+            add(DeploymentFailed(f"d{i}", phase="CANCELED"), end)
+        elif outcome == 3:
+            add(MonitorTimedOut(waited_s=end, last_phase="BUILDING"), end)
+        elif outcome == 4:
+            add(DeploymentSuperseded(by_sha=f"{i + 1:040x}", by_deployment_id=None,
+                                     went_live=True), end)  # fmt: skip
+        if i % 8 == 0:  # pushed again, and this time it goes live
+            add(PushRecorded(sha=sha, branch=branch, source="hook"), end + 30.0)
+            add(DeploymentPolled(source="digitalocean", ok=True, found=True, phase="BUILDING",
+                                 api_calls=1), end + 40.0)  # fmt: skip
+            add(DeploymentSucceeded(f"e{i}", attempt=2), end + 90.0)
+    return sorted(found, key=lambda f: f[2])
+
+
+def test_stats_and_the_history_agree_with_the_sqlite_logs_on_the_same_events(
+    log: MySQLLog, tmp_path: Path
+) -> None:
+    """The in-memory stats snapshot answers as SQLite's queries do, with and without a window
+    (a `since` inside an hour: SQLite sums whole hours from its totals and the rest from rows)."""
+    local = open_log(tmp_path / "events.db", clock=FakeClock(start=T))
+    try:
+        for sha, event, at in scenario():
+            for target in (log, local):
+                target.append(sha, event, at=at)
+        for since, branch in [(None, None), (None, "main"), (T + 5000.0, None),
+                              (T + 7321.5, "dev"), (T + 99_999.0, None)]:  # fmt: skip
+            with log.stats_queries() as ours, local.stats_queries() as theirs:
+                mine = compute_stats(ours, now=T + 20_000.0, since=since, branch=branch)
+                expected = compute_stats(theirs, now=T + 20_000.0, since=since, branch=branch)
+            assert mine.to_dict() == expected.to_dict(), (since, branch)
+        assert compute_stats(ours, now=T).deployments.total == 34  # every attempt counted once
+        for branch in (None, "main", "dev"):
+            for limit in (1, 5, 100):
+                assert recent_history(log, branch=branch, limit=limit) == recent_history(
+                    local, branch=branch, limit=limit
+                ), (branch, limit)
+    finally:
+        local.close()
+
+
+def test_a_stats_snapshot_is_not_changed_by_later_appends(log: MySQLLog, url: str) -> None:
+    log.append(A, PushRecorded(sha=A, branch="main"), at=T)
+    other = open_log(url, clock=FakeClock(start=T))
+    try:
+        with log.stats_queries() as queries:
+            before = compute_stats(queries, now=T + 100).to_dict()
+            other.append(B, PushRecorded(sha=B, branch="main"), at=T + 1)
+            log.append(A, DeploymentPolled(source="digitalocean", ok=True, api_calls=4), at=T + 2)
+            assert compute_stats(queries, now=T + 100).to_dict() == before
+        with log.stats_queries() as queries:
+            after = compute_stats(queries, now=T + 100)
+        assert after.deployments.total == 2 and after.api_calls.total == 4
+    finally:
+        other.close()
+
+
+def test_a_query_binds_parameters_reads_values_as_text_and_numbers(log: MySQLLog) -> None:
+    log.append(A, PushRecorded(sha=A, branch="main"), key="push:a")
+    log.append(A, DeploymentPolled(source="digitalocean", ok=True, api_calls=2))
+    sql = (
+        "SELECT stream, count(*) AS n, sum(version) AS total, '50%' AS pct, 1--1 AS two,"
+        " max(ikey) AS ikey -- a comment; not a second statement\n"
+        "FROM events WHERE stream = :s AND type <> ':t' /* :u; */ GROUP BY stream"
+    )
+    with log.query(sql, {"s": A, "unused": "x"}) as found:
+        assert found.columns == ["stream", "n", "total", "pct", "two", "ikey"]
+        assert [tuple(r) for r in found.rows] == [(A, 2, 3, "50%", 2, "push:a")]
+    with log.query("SELECT `type` AS `a;b` FROM events WHERE seq = :n;", {"n": "2"}) as found:
+        assert found.columns == ["a;b"] and [list(r) for r in found.rows] == [["DeploymentPolled"]]
+    with (
+        pytest.raises(UsageError, match="needs a value for :s"),
+        log.query("SELECT 1 FROM events WHERE stream = :s"),
+    ):
+        pass  # pragma: no cover
+    with pytest.raises(UsageError, match="the query failed"), log.query("SELECT * FROM nowhere"):
+        pass  # pragma: no cover
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM events INTO OUTFILE '/tmp/tracker-query-out'",
+        "SELECT last_seq INTO @x FROM log_head",
+        "SELECT last_seq FROM log_head FOR UPDATE",
+        "SELECT last_seq FROM log_head FOR SHARE",
+        "SELECT last_seq FROM log_head LOCK IN SHARE MODE",
+        "SELECT GET_LOCK('tracker:migrate', 0)",
+        "SELECT 1 /*! ; DELETE FROM events */",
+        "SELECT 1 /*M! , (SELECT 1 FROM log_head FOR UPDATE) */",
+        "WITH x AS (SELECT 1) DELETE FROM events",
+        "SELECT ';'; DELETE FROM events",
+        "SELECT 1 --x\n; DELETE FROM events",
+        "select 1 # a comment\n;update log_head set last_seq = 0",
+        "DROP TABLE events",
+        "SET @a = 1",
+        "INSERT INTO log_head VALUES (2, 0)",
+        "SELECT 'unclosed",
+        "",
+    ],
+)
+def test_a_query_refuses_what_would_write_lock_or_run_more_than_one_statement(
+    log: MySQLLog, sql: str
+) -> None:
+    log.append(A, PushRecorded(sha=A, branch="main"))
+    with pytest.raises(UsageError), log.query(sql) as found:
+        list(found.rows)
+    assert [e.seq for e in log.events()] == [1] and log.integrity_check() == "ok"
+    assert log.append(A, PushConfirmed(sha=A), at=T) is not None  # the head was not left held
+
+
+def test_a_check_finds_the_head_lock_held_and_patience_waits_less(
+    url: str, mariadb: PrivateMariaDB, fresh_database: str
+) -> None:
+    log = open_log(url, clock=FakeClock(start=T), lock_timeout=3.0)
+    try:
+        log.append(A, PushRecorded(sha=A, branch="main"))
+        with mariadb.admin(fresh_database) as holder, holder.cursor() as cur:
+            cur.execute("START TRANSACTION")
+            cur.execute("SELECT last_seq FROM log_head WHERE id = 1 FOR UPDATE")
+            with log.patience(1.0):
+                started = time.monotonic()
+                report = log.check()
+                assert time.monotonic() - started < 2.5
+                with pytest.raises(LockTimeoutError, match=r"more than 1 s"):
+                    log.append(A, PushConfirmed(sha=A))
+            assert report.storage_ok and report.events == 1 and not report.lock_ok
+            assert isinstance(report.lock_error, LockTimeoutError)
+            assert "log_head" in report.lock_location and report.location == log.url  # type: ignore[attr-defined]
+            started = time.monotonic()
+            with pytest.raises(LockTimeoutError, match=r"more than 3 s"):  # the log's own again
+                log.append(A, PushConfirmed(sha=A))
+            assert time.monotonic() - started > 2.5
+            cur.execute("ROLLBACK")
+        assert log.append(A, PushConfirmed(sha=A)) is not None
+        report = log.check()
+        assert report.storage_ok and report.lock_ok and report.events == 2
+    finally:
+        log.close()
+
+
+def test_a_check_of_a_server_that_is_not_there_reports_it_and_raises_nothing() -> None:
+    log = open_log(f"mysql://root@127.0.0.1:{free_port()}/nowhere", retry_for=0.5)
+    report = log.check()
+    assert not report.storage_ok and not report.lock_ok and report.events is None
+    assert isinstance(report.storage_error, LogError) and "shared log" in str(report.storage_error)
+    assert isinstance(report.lock_error, LogError)
 
 
 # -- the tracker user's privileges --------------------------------------------------------------
