@@ -39,7 +39,7 @@ from tracker.events import (
     PushConfirmed,
     PushRecorded,
 )
-from tracker.log import open_log
+from tracker.log import mysql_query, open_log
 from tracker.log.base import Append
 from tracker.log.mysql import MySQLLog, migrate, migrations
 from tracker.read.stats import compute_stats, recent_history
@@ -563,6 +563,22 @@ def test_a_query_refuses_what_would_write_lock_or_run_more_than_one_statement(
     assert log.append(A, PushConfirmed(sha=A), at=T) is not None  # the head was not left held
 
 
+@pytest.mark.parametrize(
+    "sql",
+    ["DELETE FROM events", "UPDATE log_head SET last_seq = 0", "SELECT 1; DELETE FROM events"],
+)
+def test_a_write_past_the_statement_check_is_refused_by_the_server_too(
+    log: MySQLLog, sql: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second guard alone: with the statement check switched off, the server refuses the
+    write (a READ ONLY transaction) or the second statement (no multi-statements)."""
+    log.append(A, PushRecorded(sha=A, branch="main"))
+    monkeypatch.setattr(mysql_query, "prepare", lambda sql, sql_mode="": (sql, []))
+    with pytest.raises(UsageError), log.query(sql) as found:
+        list(found.rows)
+    assert [e.seq for e in log.events()] == [1] and log.integrity_check() == "ok"
+
+
 def test_a_check_finds_the_head_lock_held_and_patience_waits_less(
     url: str, mariadb: PrivateMariaDB, fresh_database: str
 ) -> None:
@@ -639,6 +655,10 @@ def test_the_readme_grants_suffice_to_append_and_read_and_refuse_changing_an_eve
         row = log.deployment(A)
         assert row is not None and row.state == "succeeded"
         assert log.integrity_check() == "ok" and log.rebuild().clean
+        report = log.check()  # the head lock is taken (FOR UPDATE) with these grants too
+        assert report.storage_ok and report.lock_ok and report.events == 3
+        with log.query("SELECT count(*) AS n FROM events WHERE stream = :s", {"s": A}) as found:
+            assert [tuple(r) for r in found.rows] == [(2,)]
         log.close()
         with pymysql.connect(
             host="127.0.0.1", port=mariadb.port, user=name, password=password,
