@@ -18,7 +18,10 @@ append is safe to send again then (the outbox to come gives every event a key).
 The projections are the same pure folds (`tracker.projections`), kept in memory by each client
 and brought up to date by reading the events after the last one it folded; MySQL holds events
 only. No trigger and no stored function (managed MySQL has no SUPER); append-only is the
-`tracker` user's privileges (README). The schema is `schema.mysql.sql`, run only by `migrate`.
+`tracker` user's privileges (README). The schema is `schema.mysql.sql`, run only by `migrate`
+(`tracker.log.mysql_server`, with connecting and the server's errors). The stats queries answer
+from the folded projections (`mysql_stats`); `tracker query` runs one read-only statement
+(`mysql_query`); `check` reads the positions and takes the head lock.
 """
 
 from __future__ import annotations
