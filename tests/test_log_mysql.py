@@ -9,6 +9,7 @@ privileges (README) are enough to append and read, and refuse changing or deleti
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import random
@@ -529,6 +530,20 @@ def test_a_query_binds_parameters_reads_values_as_text_and_numbers(log: MySQLLog
         pass  # pragma: no cover
     with pytest.raises(UsageError, match="the query failed"), log.query("SELECT * FROM nowhere"):
         pass  # pragma: no cover
+
+
+def test_a_query_left_before_its_last_row_leaves_nothing_behind(
+    log: MySQLLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log.append_all([Append(f"{i:040x}", PushRecorded(sha=f"{i:040x}", branch="main"))
+                    for i in range(300)])  # fmt: skip
+    raised: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", raised.append)  # what a collected cursor says
+    with log.query("SELECT seq, data FROM events ORDER BY seq") as found:
+        assert next(iter(found.rows))[0] == 1
+    del found
+    gc.collect()
+    assert raised == [] and log.last_seq() == 300 and log.check().lock_ok
 
 
 @pytest.mark.parametrize(

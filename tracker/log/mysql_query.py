@@ -157,27 +157,28 @@ def read_only_query(
 ) -> Iterator[QueryRows]:
     """Run `sql` with `params` on a new read-only connection; its rows are read as they are
     iterated, inside the block (refusals and failures become ours)."""
+    import pymysql.cursors
+
     conn = connect(settings, timeout=timeout)
+    rows = conn.cursor(pymysql.cursors.SSCursor)  # unbuffered: rows come as they are read
     try:
         with _errors(settings):
-            cur = conn.cursor()
-            cur.execute("SELECT @@SESSION.sql_mode")
-            mode = str((cur.fetchone() or ("",))[0])
-            cur.close()
+            with conn.cursor() as cur:
+                cur.execute("SELECT @@SESSION.sql_mode")
+                mode = str((cur.fetchone() or ("",))[0])
             text, names = prepare(sql, sql_mode=mode)
             missing = sorted(set(names) - set(params))
             if missing:
                 raise UsageError(f"the query needs a value for :{missing[0]} (-p {missing[0]} ...)")
-            import pymysql.cursors
-
-            cur = conn.cursor(pymysql.cursors.SSCursor)
-            cur.execute("START TRANSACTION READ ONLY")
-            cur.execute(text, {name: params[name] for name in names})
-            if cur.description is None:
+            rows.execute("START TRANSACTION READ ONLY")
+            rows.execute(text, {name: params[name] for name in names})
+            if rows.description is None:
                 raise UsageError("the statement returns no rows: tracker query runs SELECT only")
-            columns = [str(d[0]) for d in cur.description]
-        yield QueryRows(columns, _rows(cur, settings))
+            columns = [str(d[0]) for d in rows.description]
+        yield QueryRows(columns, _rows(rows, settings))
     finally:
+        with contextlib.suppress(Exception):
+            rows.close()  # skips the rows not read (else the driver complains when collected)
         with contextlib.suppress(Exception):
             conn.close()  # ends the read-only transaction
 
