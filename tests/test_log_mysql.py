@@ -579,6 +579,26 @@ def test_a_query_refuses_what_would_write_lock_or_run_more_than_one_statement(
 
 
 @pytest.mark.parametrize(
+    ("sql", "mode", "refused"),
+    [
+        (r"SELECT 'a\' INTO OUTFILE '/tmp/x' -- '", "", False),  # one string, then a syntax error
+        (r"SELECT 'a\' INTO OUTFILE '/tmp/x' -- '", "NO_BACKSLASH_ESCAPES", True),
+        (r'SELECT "a\" INTO OUTFILE "/tmp/x" -- "', "", False),
+        (r'SELECT "a\" INTO OUTFILE "/tmp/x" -- "', "ANSI_QUOTES", True),  # "a\" is a name
+        ("SELECT `a\\` INTO OUTFILE 'x' -- `", "", True),  # no escape in a quoted name
+    ],
+)
+def test_the_statement_is_read_as_the_sessions_sql_mode_makes_the_server_read_it(
+    sql: str, mode: str, refused: bool
+) -> None:
+    if refused:
+        with pytest.raises(UsageError, match="INTO"):
+            mysql_query.prepare(sql, sql_mode=f"STRICT_TRANS_TABLES,{mode}")
+    else:
+        mysql_query.prepare(sql, sql_mode=mode)
+
+
+@pytest.mark.parametrize(
     "sql",
     ["DELETE FROM events", "UPDATE log_head SET last_seq = 0", "SELECT 1; DELETE FROM events"],
 )

@@ -47,7 +47,9 @@ _REFUSED = {1142, 1143, 1227, 1792}  # denied to this user; a write in a READ ON
 def prepare(sql: str, *, sql_mode: str = "") -> tuple[str, list[str]]:
     """`sql` as the driver takes it (`:name` as `%(name)s`, every `%` doubled) and the names of
     its parameters; `UsageError` for anything but one statement that only reads."""
-    backslash = "NO_BACKSLASH_ESCAPES" not in sql_mode.upper()
+    mode = sql_mode.upper()
+    escapes = "NO_BACKSLASH_ESCAPES" not in mode  # a backslash escapes in strings only:
+    strings = "'" if "ANSI_QUOTES" in mode else "'\""  # with ANSI_QUOTES "x" is a name
     out: list[str] = []
     words: list[str] = []
     names: list[str] = []
@@ -55,7 +57,7 @@ def prepare(sql: str, *, sql_mode: str = "") -> tuple[str, list[str]]:
     while i < n:
         c = sql[i]
         if c in "'\"`":
-            j = _quoted_end(sql, i, backslash=backslash and c != "`")
+            j = _quoted_end(sql, i, backslash=escapes and c in strings)
             _no_code_after(ended)
             out.append(sql[i:j].replace("%", "%%"))
             i = j
