@@ -1,9 +1,10 @@
 """The contract every event-log backend keeps (`tracker.log.EventLog`), one suite for all.
 
 In the style of eventsourcing's recorder tests (`tests/persistence_tests/base.py`): each test
-takes a fresh log from the `log` fixture, parametrised over the backends in `BACKENDS`. SQLite
-today; the fleet's MySQL backend (SPEC §10) joins by one entry there, a function that returns
-an opener of a fresh, empty log, and must pass the same tests unchanged.
+takes a fresh log from the `log` fixture, parametrised over the backends in `BACKENDS`: SQLite,
+and the fleet's shared MySQL log (SPEC §10) in a fresh database per test on the session's private
+MariaDB (tests/support/mariadb_private.py), migrated first as `tracker migrate --shared` will. A
+backend joins by one entry there, and passes the same tests unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.mariadb_private import PrivateMariaDB, create_database, drop_database
 from tracker.clock import FakeClock
 from tracker.errors import ConfigError, LockTimeoutError, UsageError
 from tracker.events import (
@@ -26,6 +28,7 @@ from tracker.events import (
 )
 from tracker.log import EventLog, open_log
 from tracker.log.base import Append, LogCheck, QueryRows
+from tracker.log.mysql import migrate
 from tracker.read.stats import compute_stats, recent_history
 
 T = 1_800_000_000.0
@@ -36,17 +39,34 @@ WRITER = Path(__file__).resolve().parent / "support" / "store_writer.py"
 Opener = Callable[[], EventLog]
 
 
-def sqlite_backend(tmp_path: Path, clock: FakeClock) -> Opener:
+def sqlite_backend(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Opener:
     return lambda: open_log(tmp_path / "events.db", clock=clock, lock_timeout=0.5)
 
 
-# name -> (tmp_path, clock) -> a function opening the same fresh log each time it is called
-BACKENDS: dict[str, Callable[[Path, FakeClock], Opener]] = {"sqlite": sqlite_backend}
+def mysql_backend(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Opener:
+    server: PrivateMariaDB = request.getfixturevalue("mariadb")  # the session's, running
+    database = create_database(server)
+    request.addfinalizer(lambda: drop_database(server, database))
+    url = server.url(database)
+    migrate(url, env={})
+    return lambda: open_log(url, clock=clock)
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+# name -> a function of (request, tmp_path, clock) opening the same fresh log each time it is called
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path, FakeClock], Opener]] = {
+    "sqlite": sqlite_backend,
+    "mysql": mysql_backend,
+}
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=[pytest.mark.mysql] if name == "mysql" else [])
+        for name in sorted(BACKENDS)
+    ]
+)
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
-    return BACKENDS[request.param](tmp_path, FakeClock(start=1_800_000_000.0))
+    return BACKENDS[request.param](request, tmp_path, FakeClock(start=1_800_000_000.0))
 
 
 @pytest.fixture
@@ -148,9 +168,8 @@ def test_writers_in_other_processes_lose_nothing_and_leave_no_gap(
     opener: Opener, tmp_path: Path
 ) -> None:
     log = opener()
-    path = getattr(log, "path", None)
-    if path is None:
-        pytest.skip("the backend has no file for the writer processes")  # pragma: no cover
+    path = getattr(log, "path", None) or getattr(log, "url", None)  # where the writers open it
+    assert path is not None
     log.close()
     barrier = tmp_path / "go"
     barrier.touch()  # start at once
@@ -267,6 +286,8 @@ def test_patience_gives_up_on_a_held_lock_sooner_and_then_ends(opener: Opener) -
     log.close()
 
 
-def test_a_url_that_is_not_built_yet_is_a_clear_configuration_error() -> None:
+def test_a_url_of_an_unknown_kind_or_without_tls_far_away_is_a_clear_configuration_error() -> None:
     with pytest.raises(ConfigError, match="mysql://"):
-        open_log("mysql://tracker@db.example:3306/deploys")
+        open_log("postgres://tracker@db.example:5432/deploys")
+    with pytest.raises(ConfigError, match="TLS must be required"):
+        open_log("mysql://tracker@db.example:3306/deploys?ssl=disabled")

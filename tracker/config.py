@@ -343,12 +343,12 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, tuple[object, str]]:
     return layer
 
 
-def parse_mysql_url(url: str) -> dict[str, object]:
-    """`mysql://user:password@host:port/database?ssl=required` as setting keys.
+def parse_mysql_url(url: str, where: str = MYSQL_URL_ENV) -> dict[str, object]:
+    """`mysql://user:password@host:port/database?ssl=required` as setting keys (`where`: the
+    variable it came from, for the messages).
 
     Error messages name the part that is wrong and never repeat the URL (it holds a password).
     """
-    where = MYSQL_URL_ENV
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -388,6 +388,29 @@ def parse_mysql_url(url: str) -> dict[str, object]:
                 setting=where,
             )
     return out
+
+
+LOG_URL_ENV = "TRACKER_LOG_URL"
+LOG_PASSWORD_ENV = "TRACKER_LOG_PASSWORD"  # noqa: S105 (the variable's name)
+
+
+def log_settings(url: str, env: Mapping[str, str]) -> MySQLSettings:
+    """The fleet's shared log (`TRACKER_LOG_URL`, SPEC §10) as MySQL settings, checked as
+    `TRACKER_MYSQL_URL` is; the password from `TRACKER_LOG_PASSWORD` (else the URL's, which comes
+    from the environment too); TLS may not be weakened for a host that is not loopback."""
+    layer = {k: (v, LOG_URL_ENV) for k, v in parse_mysql_url(url, LOG_URL_ENV).items()}
+    if LOG_PASSWORD_ENV in env:
+        layer["mysql_password"] = (env[LOG_PASSWORD_ENV], LOG_PASSWORD_ENV)
+    layer.setdefault("mysql_port", (3306, "default"))
+    settings = _resolve_mysql(_Layers(layer), [])
+    assert settings is not None  # parse_mysql_url always gives the host
+    if settings.ssl != "required" and not is_loopback(settings.host):
+        raise ConfigError(
+            f"{LOG_URL_ENV}: TLS must be required for {settings.host} (?ssl=required): the"
+            " shared log's password would travel in clear",
+            setting=LOG_URL_ENV,
+        )
+    return settings
 
 
 MAX_FILE_BYTES = 1_000_000  # a settings file is a few lines; anything this big is not one

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from tracker.events import DeploymentPolled, DeploymentSucceeded, Event, PushRecorded
+from tracker.log import open_log
 from tracker.log.sqlite import Append, SQLiteLog
 
 
@@ -49,7 +50,7 @@ def run_concurrent(args: list[str]) -> None:
     pace = float(args[6]) if len(args) > 6 else 0.0
     rng = random.Random(writer)
     shas = streams.split(",")
-    store = SQLiteLog(db)
+    store = open_log(db)  # a file path, or the shared log's mysql:// URL
     store.last_seq()  # open and migrate before the start line, like a warm process
     print("ready", flush=True)
     while not Path(barrier).exists():

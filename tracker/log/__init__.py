@@ -3,7 +3,9 @@
 The wing's files, one job each: `base` (the port and its records), `sqlite` (`SQLiteLog`: open,
 migrate, append, read), `schema` (schema.sql and its migrations), `lock` (the flock), `rows` (how
 projection rows are written), `rebuild` (replay and repair), `sqlite_stats` (the stats queries),
-`sqlite_query` (`tracker query`'s read-only statement).
+`sqlite_query` (`tracker query`'s read-only statement); the fleet's shared log: `mysql`
+(`MySQLLog`: append, fold, read, check), `mysql_server` (connect, errors, `migrate --shared`),
+`mysql_stats` (the stats queries over the folded projections), `mysql_query` (`tracker query`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ __all__ = ["Append", "EventLog", "LogCheck", "QueryRows", "RebuildReport", "open
 def open_log(
     target: Path | str, *, clock: Clock | None = None, lock_timeout: float = 10.0, **options: Any
 ) -> EventLog:
-    """The log at `target`: a file path gives the SQLite backend (`tracker.log.sqlite.SQLiteLog`). A
-    `mysql://` URL names the fleet's shared log (SPEC §10), which is not built yet.
+    """The log at `target`: a file path gives the SQLite backend (`tracker.log.sqlite.SQLiteLog`),
+    a `mysql://` URL the fleet's shared log (`tracker.log.mysql.MySQLLog`, SPEC §10; password
+    from `TRACKER_LOG_PASSWORD`).
 
     `lock_timeout` (seconds a writer waits for its turn) is fixed here for the log's life: a
     caller that needs a longer wait (a monitor: as long as a deployment may take) opens its own
@@ -32,7 +35,16 @@ def open_log(
     text = str(target)
     if "://" in text:
         scheme = text.split("://", 1)[0].lower()
-        raise ConfigError(f"a log at a {scheme}:// URL is not supported yet: give a file path")
+        if scheme in ("mysql", "mysql+pymysql"):
+            from tracker.clock import SYSTEM_CLOCK
+            from tracker.log.mysql import MySQLLog
+
+            return MySQLLog.from_url(
+                text, clock=clock or SYSTEM_CLOCK, lock_timeout=lock_timeout, **options
+            )
+        raise ConfigError(
+            f"a log at a {scheme}:// URL is not supported: give a file path or mysql://"
+        )
     from tracker.clock import SYSTEM_CLOCK
     from tracker.log.sqlite import SQLiteLog
 

@@ -1,0 +1,52 @@
+-- The fleet's shared event log on MySQL 8 / MariaDB 10.6+ (SPEC §10, design/fleet.md §3).
+--
+-- Migrations are numbered: each starts with a line `-- migration: N`, and only an explicit
+-- migrate (`tracker.log.mysql.migrate`; `tracker migrate --shared` later) runs them, under the
+-- named lock `tracker:migrate`, recording each in `schema_migrations`. MySQL commits DDL at once
+-- and cannot roll it back, so every step is additive and idempotent (IF NOT EXISTS, INSERT
+-- IGNORE): a migration cut short runs again whole. Never edit a migration that has shipped.
+--
+-- Managed MySQL (DigitalOcean) grants no SUPER: no triggers, no stored functions; and it requires
+-- a primary key on every table. Append-only is enforced by the `tracker` user's privileges
+-- (README: SELECT and INSERT on `events`, UPDATE on `log_head` only). Streams and keys are
+-- VARBINARY, so uniqueness is byte-exact on every server (no collation, no PAD SPACE).
+
+-- migration: 1
+
+-- The log. `seq` is not AUTO_INCREMENT: an appender takes `log_head` FOR UPDATE and writes
+-- head+1, so positions are gapless and in commit order (a follower reading `seq > last` misses
+-- nothing). `recorded_at` and `data` are kept as the text the client wrote, byte for byte, so
+-- every machine's cache folds exactly the same events. `txn` tells an appender whose connection
+-- broke mid-append whether its batch committed (found: written; else it sends the batch again).
+CREATE TABLE IF NOT EXISTS events (
+    seq         BIGINT          NOT NULL PRIMARY KEY,
+    stream      VARBINARY(255)  NOT NULL,
+    version     INT             NOT NULL,
+    type        VARCHAR(64)     CHARACTER SET ascii NOT NULL,
+    recorded_at VARCHAR(40)     CHARACTER SET ascii NOT NULL,
+    data        LONGTEXT        CHARACTER SET utf8mb4 NOT NULL,
+    ikey        VARBINARY(255)  NULL,
+    origin      VARCHAR(255)    CHARACTER SET utf8mb4 NULL,
+    txn         BINARY(16)      NOT NULL,          -- the appending batch's random id
+    appended_at DATETIME(6)     NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    UNIQUE KEY events_stream_version (stream, version),
+    UNIQUE KEY events_ikey (ikey),
+    KEY events_txn (txn),                          -- after a lost connection: was it written?
+    CONSTRAINT events_version_positive CHECK (version >= 1)
+) ENGINE = InnoDB;
+
+-- One row: the last position given out. Every append locks it first (the serialisation point).
+CREATE TABLE IF NOT EXISTS log_head (
+    id       TINYINT NOT NULL PRIMARY KEY,
+    last_seq BIGINT  NOT NULL,
+    CONSTRAINT log_head_one_row CHECK (id = 1)
+) ENGINE = InnoDB;
+
+INSERT IGNORE INTO log_head (id, last_seq) VALUES (1, 0);
+
+-- Which migrations ran, when and by whom.
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INT          NOT NULL PRIMARY KEY,
+    applied_at DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    applied_by VARCHAR(255) CHARACTER SET utf8mb4 NULL
+) ENGINE = InnoDB;
