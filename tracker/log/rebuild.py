@@ -20,9 +20,10 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from tracker.errors import LogError
 from tracker.events import event_from
@@ -50,14 +51,31 @@ from tracker.projections import (
     source_call,
 )
 
-if TYPE_CHECKING:
-    from tracker.log.sqlite import SQLiteLog
+T = TypeVar("T")
+
+
+class _Log(Protocol):
+    """What the rebuild needs of the SQLite log (`tracker.log.sqlite.SQLiteLog`) it repairs."""
+
+    path: Path
+
+    @property
+    def conn(self) -> sqlite3.Connection: ...
+
+    def last_seq(self) -> int: ...
+
+    def locked(self, timeout: float | None = None) -> AbstractContextManager[None]: ...
+
+    def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    def rebuild(self, *, workers: int | None = None) -> RebuildReport: ...
+
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 PARALLEL_FROM = 200_000  # events: below this, one process folds faster than several start
 
 
-def rebuild(log: SQLiteLog, workers: int | None = None) -> RebuildReport:
+def rebuild(log: _Log, workers: int | None = None) -> RebuildReport:
     """Recompute every projection of `log` from its events, fix the rows that differ, report them
     (`workers` processes; by default one per CPU, up to 4, for a large log)."""
     path = str(log.path)
@@ -87,7 +105,7 @@ def rebuild(log: SQLiteLog, workers: int | None = None) -> RebuildReport:
     return dataclasses.replace(report, events=events, rows=rows)
 
 
-def replay_if_pending(log: SQLiteLog) -> None:
+def replay_if_pending(log: _Log) -> None:
     """A migration's replay of the log into the projections, by the first process to open it
     (appends go on meanwhile, as for `rebuild`); another process already at it is not joined.
     """

@@ -15,17 +15,15 @@ import bisect
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from tracker.clock import iso
 from tracker.errors import LogError
 from tracker.policies import BASELINE, LIMIT_PER_HOUR, LIMIT_PER_MINUTE
 from tracker.projections import FINISHED_STATES
 from tracker.schedule import HISTORY_SIZE, PIPELINE, History, Past
-
-if TYPE_CHECKING:
-    from tracker.log import EventLog
 
 FIXED_INTERVAL_S = BASELINE.interval  # the original plan's poll: the counterfactual's
 HISTOGRAM_BUCKETS = 8
@@ -456,8 +454,15 @@ def compute_stats(
 # -- the informed schedule's history ---------------------------------------------------------
 
 
+class AsksStats(Protocol):
+    """What `recent_history` needs of a log: its stats queries in one snapshot (every
+    `tracker.log.EventLog` has them; the read side names only the part it uses)."""
+
+    def stats_queries(self) -> AbstractContextManager[StatsQueries]: ...
+
+
 def recent_history(
-    log: EventLog, *, branch: str | None = None, limit: int = HISTORY_SIZE
+    log: AsksStats, *, branch: str | None = None, limit: int = HISTORY_SIZE
 ) -> History:
     """The app's last `limit` finished deployments (on `branch`), newest first, as the
     `informed` schedule reads them: each phase's seconds (`phase:NAME`), and from the push to the

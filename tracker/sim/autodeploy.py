@@ -14,7 +14,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Protocol, get_args
 
 from tracker.gitutil import git
 from tracker.sim.timeline import Outcome
@@ -22,10 +22,24 @@ from tracker.sim.timeline import Outcome
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from tracker.sim.server import SimulatedPlatform
 
 # A commit message can ask for a failure: "[sim: build_error]", "[sim: deploy_error]", ...
 _ASKED = re.compile(r"\[sim:\s*(\w+)\s*\]")
+
+
+class Platform(Protocol):
+    """What an auto-deploy needs of the platform (`tracker.sim.SimulatedPlatform` is one)."""
+
+    def add_deployment(
+        self,
+        sha: str | None,
+        *,
+        pending_build_s: float,
+        build_s: float,
+        pending_deploy_s: float,
+        deploy_s: float,
+        outcome: Outcome,
+    ) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -52,7 +66,7 @@ class AutoDeploy:
 
     def __init__(
         self,
-        platform: SimulatedPlatform,
+        platform: Platform,
         repo: Path | str,
         *,
         branch: str = "main",
