@@ -11,7 +11,8 @@ from tracker import gitutil
 
 
 def spawn_detached(db_path: Path, sha: str, *, repo: Path | None = None) -> int:
-    """Start `tracker monitor SHA` fully detached: its own session, no inherited descriptors."""
+    """Start `tracker monitor SHA --watch` fully detached: its own session, no inherited
+    descriptors. It joins the app's watcher, or becomes it when none runs."""
     if not gitutil.FULL_SHA.match(sha):
         raise ValueError(f"not a full SHA: {sha!r}")
     env = gitutil.clean_env()
@@ -20,7 +21,7 @@ def spawn_detached(db_path: Path, sha: str, *, repo: Path | None = None) -> int:
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         child = subprocess.Popen(
-            [sys.executable, "-m", "tracker", "monitor", sha],
+            [sys.executable, "-m", "tracker", "monitor", sha, "--watch"],
             cwd=str(repo or db_path.parent),
             env=env,
             stdin=subprocess.DEVNULL,

@@ -31,8 +31,8 @@ from tracker.events import (
 )
 from tracker.log.base import EventLog
 from tracker.monitor.decide import (
-    db_says_going,
     budget_wait,
+    db_says_going,
     judge,
     max_wait_for,
     next_delay,

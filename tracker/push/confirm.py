@@ -3,7 +3,8 @@
 Started by the pre-push hook with no inherited descriptors, it appends `PushRecorded`, watches
 until the push is known to have reached the remote (or git exits without it), appends the
 verdict, removes the spool record and, for a confirmed push with a deployment source
-configured, becomes the monitor. Standard library only; errors go to `<log dir>/confirm.log`.
+configured, joins its app's watcher (or becomes it). Standard library only; errors go to
+`<log dir>/confirm.log`.
 """
 
 from __future__ import annotations
@@ -126,12 +127,13 @@ class Confirmer:
 
 
 def become_monitor(record: PushRecord, log_dir: Path) -> None:
-    """Replace this process by `python -I -m tracker monitor SHA`; returns only on failure."""
+    """Replace this process by `python -I -m tracker monitor SHA --watch` (it joins the app's
+    watcher, or becomes it when none runs); returns only on failure."""
     env = clean_env()
     env["TRACKER_DB"] = record.db
     with contextlib.suppress(OSError):
         os.chdir(record.toplevel or "/")
-    argv = [sys.executable, "-I", "-m", "tracker", "monitor", record.sha]
+    argv = [sys.executable, "-I", "-m", "tracker", "monitor", record.sha, "--watch"]
     try:
         os.execve(sys.executable, argv, env)  # noqa: S606 (argv is ours, no shell)
     except OSError as exc:
