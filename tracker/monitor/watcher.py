@@ -63,6 +63,8 @@ if TYPE_CHECKING:
     from tracker.config import Settings
 
 LOOKBACK_S = 6 * 3600.0  # an open push older than this is left to the readers (stale)
+RUNNING_PHASES = frozenset({"BUILDING", "PENDING_DEPLOY", "DEPLOYING"})
+WAITING_PHASES = frozenset({None, "PENDING_BUILD", "QUEUED"})  # None: not found yet
 
 
 def app_of(settings: Settings) -> tuple[str, str]:
@@ -94,6 +96,11 @@ class _Follow:
     polls: int = 0
     failures: int = 0
     following: str | None = None  # superseded: the successor's deployment id
+
+
+def _phase(f: _Follow) -> str | None:
+    """The phase its last round saw (None: not found yet, or no round yet)."""
+    return f.seen[-1].phase if f.seen and f.seen[-1].found else None
 
 
 class Watcher:
@@ -196,12 +203,18 @@ class Watcher:
         """Tick until nothing is open (or `until` is decided); the states it saw reached."""
         self.refresh()
         while self.follows and not (until and until not in self.follows):
-            due = max(min(f.next_at for f in self.follows.values()), self._hold_until)
+            due = max(self._due(), self._hold_until)
             if due > self.clock.now() and not self._sleep_until(due):
                 continue  # something opened or was decided meanwhile: look again
             self.tick()
             self.refresh()
         return self.results
+
+    def _due(self) -> float:
+        """The next tick: the soonest any open push asks for. A push queued behind a running
+        one asks for none: the running one's ticks (at most `TRACKER_POLL_MAX_INTERVAL` apart)
+        bring its news."""
+        return min(f.next_at for f in self.follows.values() if not self._queued(f))
 
     def _sleep_until(self, when: float) -> bool:
         """Sleep in slices, looking at the log; False when it changed meanwhile."""
@@ -300,7 +313,9 @@ class Watcher:
             self._end(f, state)
             return
         elapsed = now - f.started
-        if elapsed >= self.max_wait and not self._waits_on_successor(f):
+        if self._queued(f) or self._waits_on_successor(f):
+            f.deadline = max(f.deadline, now + self.max_wait)  # its own wait starts later
+        elif now >= f.deadline:
             self._time_out(f, elapsed, observations)
             return
         interval = None
@@ -317,8 +332,16 @@ class Watcher:
             interval=interval,
         )
         if not self._waits_on_successor(f):
-            delay = min(delay, max(self.max_wait - elapsed, 0.0))
+            delay = min(delay, max(f.deadline - now, 0.0))
         f.next_at = now + delay
+
+    def _queued(self, f: _Follow) -> bool:
+        """Waiting behind another open push's running deployment (or not found yet while one
+        runs): its news comes with that one's ticks, so it asks for none of its own, and its
+        wait there is not held against its `max_wait`."""
+        if _phase(f) not in WAITING_PHASES:
+            return False
+        return any(g is not f and _phase(g) in RUNNING_PHASES for g in self.follows.values())
 
     def _waits_on_successor(self, f: _Follow) -> bool:
         """Superseded, its successor still going and followed by us: resolved through it,

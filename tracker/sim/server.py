@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from tracker.clock import SYSTEM_CLOCK, Clock, iso
 
-Outcome = Literal["active", "build_error", "deploy_error", "canceled"]
+Outcome = Literal["active", "build_error", "deploy_error", "canceled", "superseded"]
 ShaIn = Literal["both", "cause_details", "components"]
 SupersedeOn = Literal["live", "created"]
 FaultKind = Literal["429", "5xx", "malformed", "wrong_shape", "truncated", "huge", "slow", "reset"]
@@ -125,6 +125,8 @@ class _Script:
             return self.deploy_start + 0.9 * self.deploy_s, "ERROR"
         if self.outcome == "canceled":
             return self.created_at + self.cancel_after_s, "CANCELED"
+        if self.outcome == "superseded":  # skipped while queued, whatever becomes of the newer
+            return self.created_at + self.cancel_after_s, "SUPERSEDED"
         return self.deploy_end, "ACTIVE"
 
     def leaves(self) -> list[_Leaf]:
