@@ -185,3 +185,61 @@ def test_an_ingested_verdict_ends_one_commit_and_the_watcher_follows_the_rest(
     watch(store, settings_for(platform), clock)
     row = store.deployment(second)
     assert row is not None and row.state == "succeeded"
+
+
+# -- the database source: one query for every open commit -----------------------------------
+
+
+@pytest.mark.mysql
+def test_the_database_source_asks_for_every_open_commit_in_one_query(
+    store: SQLiteLog, clock: FakeClock
+) -> None:
+    from tests.support.mariadb import admin_connection, plan_table
+    from tests.test_monitor_mysql import insert
+    from tests.test_monitor_mysql import settings_for as mysql_settings
+
+    admin = admin_connection()
+    try:
+        with plan_table(admin, "deployments_watch") as table:
+            shas = [sha_of(400 + n) for n in range(5)]
+            for sha in shas:
+                push(store, sha, clock)
+                insert(admin, table, sha, "pending", "2027-01-15 08:00:00")
+            settings = mysql_settings(table)
+            sources = build_sources(settings, clock)
+            watcher = Watcher(store, sources, settings=settings, clock=clock, rand=lambda: 0.5)
+            statuses = ["success", "failed", "success", "failed", "success"]
+            original = clock.sleep
+
+            def finish(seconds: float) -> None:
+                original(seconds)
+                if watcher.ticks == 3:  # after three rounds, every row gets its verdict
+                    for sha, status in zip(shas, statuses, strict=True):
+                        with admin.cursor() as cur:
+                            cur.execute(
+                                f"UPDATE `{table}` SET status = %s WHERE commitSha = %s",
+                                (status, sha),
+                            )
+
+            clock.sleep = finish  # type: ignore[method-assign]
+            try:
+                watcher.run()
+            finally:
+                for source in sources:
+                    source.close()
+    finally:
+        admin.close()
+    for sha, status in zip(shas, statuses, strict=True):
+        row = store.deployment(sha)
+        assert row is not None
+        assert row.state == ("succeeded" if status == "success" else "failed")
+    queries = sum(int(e.data.get("db_queries", 0)) for e in store.events())
+    assert queries == watcher.ticks  # one query a tick, for all five commits
+    shared = store.events(stream=app_stream(*watcher_app(settings)))
+    assert len(shared) == watcher.ticks
+
+
+def watcher_app(settings: Settings) -> tuple[str, str]:
+    from tracker.monitor.watcher import app_of
+
+    return app_of(settings)
