@@ -83,3 +83,35 @@ def test_clones_share_one_watcher_and_a_reader_resumes_it_after_sigkill(
         assert store.rebuild().clean
         calls = sum(int(e.data.get("api_calls", 0)) for e in store.events())
     assert calls == sim.api_requests
+
+
+def test_tracker_monitor_follows_its_commit_through_the_running_watcher(
+    tmp_path: Path,
+    sim: SimulatedPlatform,  # noqa: F811
+) -> None:
+    """`tracker monitor REF` while another process is the app's watcher: it shows the commit's
+    progress from the log and exits with its verdict; no second watcher polls."""
+    [repo] = clones(tmp_path, sim, 1)
+    db = repo.db
+    first = repo.commit("first")
+    assert repo.push("origin", "HEAD:main").returncode == 0
+    sim.add_deployment(first, **SLOW)
+    wait_until(lambda: started_by(db, first), timeout=SETTLE_S)
+    [watcher] = started_by(db, first)
+    second = repo.commit("second")
+    subprocess.run(  # recorded by hand, so that no confirmer starts anything for it
+        [sys.executable, "-m", "tracker", "push", second, "--no-monitor"],
+        cwd=repo.work, env=repo.env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    sim.add_deployment(second, **SLOW)
+    shown = subprocess.run(
+        [sys.executable, "-m", "tracker", "monitor", second],
+        cwd=repo.work, env=repo.env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert shown.returncode == 0, (shown.stdout, shown.stderr)
+    assert "DeploymentSucceeded" in shown.stdout or "succeeded" in shown.stdout, shown.stdout
+    assert started_by(db, second) == [watcher]  # the running watcher took it up, nobody else
+    wait_until(lambda: not monitors_alive(db), timeout=SETTLE_S)
+    with SQLiteLog(db) as store:
+        calls = sum(int(e.data.get("api_calls", 0)) for e in store.events())
+    assert calls == sim.api_requests
