@@ -543,6 +543,7 @@ def main_swarm(args: argparse.Namespace) -> int:
             out.append(f)
     if args.json:
         meta = {"argv": sys.argv[1:], "machine": machine(), **vars(args), "json": str(args.json)}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"run": meta, "rows": out}, indent=1, default=str))
     return 0
 

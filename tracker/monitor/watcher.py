@@ -336,12 +336,17 @@ class Watcher:
         f.next_at = now + delay
 
     def _queued(self, f: _Follow) -> bool:
-        """Waiting behind another open push's running deployment (or not found yet while one
-        runs): its news comes with that one's ticks, so it asks for none of its own, and its
-        wait there is not held against its `max_wait`."""
+        """Waiting behind another open push: its deployment not found yet or not started while
+        another one runs, or while a newer one waits too. Its news comes with that one's ticks,
+        so it asks for none of its own, and its wait there is not held against `max_wait`."""
         if _phase(f) not in WAITING_PHASES:
             return False
-        return any(g is not f and _phase(g) in RUNNING_PHASES for g in self.follows.values())
+        others = [g for g in self.follows.values() if g is not f]
+        if any(_phase(g) in RUNNING_PHASES for g in others):
+            return True
+        # none runs: the platform takes the newest waiting one next, so that one asks for the
+        # ticks, and the older ones wait behind it
+        return any(_phase(g) in WAITING_PHASES and g.pushed > f.pushed for g in others)
 
     def _waits_on_successor(self, f: _Follow) -> bool:
         """Superseded, its successor still going and followed by us: resolved through it,
