@@ -168,21 +168,30 @@ def test_a_429_retry_after_holds_back_the_whole_app(
         assert row is not None and row.state == "succeeded"
 
 
-def test_an_ingested_verdict_ends_one_commit_and_the_watcher_follows_the_rest(
+def ingest(store: SQLiteLog, sha: str, clock: FakeClock) -> int:
+    """What `tracker ingest` appends for a webhook's `{"sha": ..., "status": "success"}`;
+    the seq of the verdict."""
+    from tracker.log.sqlite import Append
+    from tracker.monitor.ingest import events_for
+
+    note = events_for({"sha": sha, "status": "success"}, now=clock.now())
+    assert note.outcome is not None
+    stored = store.append_all(
+        [Append(sha, note.raw, None, clock.now()), Append(sha, note.outcome, note.key, clock.now())]
+    )
+    return stored[-1].seq
+
+
+def test_an_ingested_verdict_before_the_watcher_starts_is_never_polled(
     store: SQLiteLog, platform: SimulatedPlatform, clock: FakeClock
 ) -> None:
-    from tracker.events import NotificationIngested
-
     first, second = sha_of(300), sha_of(301)
     push(store, first, clock)
     push(store, second, clock)
     platform.add_deployment(second, appear_after_s=5, build_s=60, deploy_s=30)
-    store.append(
-        first,
-        NotificationIngested(source="webhook", phase="ACTIVE", deployment_id="x"),
-        at=clock.now(),
-    )
+    ingest(store, first, clock)
     watch(store, settings_for(platform), clock)
+    assert "DeploymentPolled" not in [e.type for e in store.events(stream=first)]
     row = store.deployment(second)
     assert row is not None and row.state == "succeeded"
 
@@ -243,3 +252,36 @@ def watcher_app(settings: Settings) -> tuple[str, str]:
     from tracker.monitor.watcher import app_of
 
     return app_of(settings)
+
+
+def test_an_ingested_verdict_ends_its_commit_at_once_while_the_watcher_runs(
+    store: SQLiteLog, platform: SimulatedPlatform, clock: FakeClock
+) -> None:
+    ingested, other = sha_of(500), sha_of(501)
+    for sha in (ingested, other):
+        push(store, sha, clock)
+        platform.add_deployment(sha, appear_after_s=5, build_s=200, deploy_s=60)
+    settings = settings_for(platform)
+    sources = build_sources(settings, clock)
+    watcher = Watcher(store, sources, settings=settings, clock=clock, rand=lambda: 0.5)
+    original = clock.sleep
+    at: list[int] = []
+
+    def ingest_once(seconds: float) -> None:
+        original(seconds)
+        if watcher.ticks == 3 and not at:
+            at.append(ingest(store, ingested, clock))
+
+    clock.sleep = ingest_once  # type: ignore[method-assign]
+    try:
+        watcher.run()
+    finally:
+        for source in sources:
+            source.close()
+    row = store.deployment(ingested)
+    assert row is not None and row.state == "succeeded" and row.terminal_source == "ingest:webhook"
+    later = [e for e in store.events(stream=ingested, after_seq=at[0])]
+    assert [e.type for e in later if e.type == "DeploymentPolled"] == []  # never polled again
+    row = store.deployment(other)
+    assert row is not None and row.state == "succeeded"
+    assert api_calls_in_log(store) == platform.api_requests
