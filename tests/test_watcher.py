@@ -129,6 +129,8 @@ def test_a_burst_of_superseded_pushes_is_resolved_from_the_same_answers(
     """The platform replaces each queued push as soon as a newer one is created: every commit
     resolved, none timed out, the queued ones polled by no request of their own."""
     platform.supersede_on = "created"
+    started = clock.now()
+    shas = [sha_of(100 + n) for n in range(8)]
     ids = []
     for n in range(8):
         sha = sha_of(100 + n)
@@ -145,7 +147,17 @@ def test_a_burst_of_superseded_pushes_is_resolved_from_the_same_answers(
         assert row is not None and row.superseded_by == sha_of(107)
     # the shared ticks are on the app's own stream, each commit's share of them is 0
     shared = store.events(stream=app_stream("digitalocean", platform.app_id))
-    assert shared and sum(int(e.data["api_calls"]) for e in shared) > 0
+    shared_calls = sum(int(e.data["api_calls"]) for e in shared)
+    assert shared_calls > 0
+    # `stats`: every request once in the totals, and the shared ones in our side of the
+    # comparison with a fixed 10 s poll (whole log, and since the first push)
+    from tracker.read.stats import compute_stats
+
+    for since in (None, started):
+        st = compute_stats(store, now=clock.now(), since=since)
+        assert st.api_calls.total == platform.api_requests
+        own = sum(r.api_calls for r in map(store.deployment, shas) if r and r.api_calls)
+        assert st.fixed_10s.our_api_calls == own + shared_calls
 
 
 def test_a_429_retry_after_holds_back_the_whole_app(
