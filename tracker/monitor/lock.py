@@ -1,6 +1,7 @@
-"""The monitors' locks, each a `filelock` beside the log held for its holder's life, with who
-holds it written next to it for the messages: one watcher per app (`AppLock`,
-`<log dir>/watch-<platform>-<app>.lock`), and one monitor per commit (`commit_lock`)."""
+"""The watcher's lock: one watcher per app per log (`AppLock`, a `filelock` at
+`<log dir>/watch-<platform>-<app>.lock` held for the watcher's life), with who holds it written
+next to it (`watch-<platform>-<app>.json`) for the messages. It replaces the per-commit
+`monitors/<sha>.lock` of one monitor per commit."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import json
 import os
 import re
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,30 +21,6 @@ class Holder:
     pid: int
     host: str
     started_at: str
-
-
-@contextmanager
-def commit_lock(log_dir: Path, sha: str) -> Iterator[Holder | None]:
-    """Hold the one-monitor-per-commit lock; yields None when we hold it, else who does."""
-    from filelock import FileLock, Timeout
-
-    folder = log_dir / "monitors"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    lock = FileLock(str(folder / f"{sha}.lock"), timeout=0, mode=0o600, thread_local=False)
-    info = folder / f"{sha}.json"
-    try:
-        lock.acquire()
-    except Timeout:
-        yield _holder(info)
-        return
-    try:
-        me = Holder(os.getpid(), socket.gethostname(), iso(SYSTEM_CLOCK.now()))
-        fd = os.open(info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(me.__dict__, out)
-        yield None
-    finally:
-        lock.release()
 
 
 def _holder(info: Path) -> Holder:
