@@ -1,7 +1,7 @@
 """The watcher for real: clones sharing one log (`TRACKER_DB`) share one watcher, started by the
-hook's confirmer; SIGKILL of it mid-flight, and a reader (`tracker wait`) resumes it with no
-verdict lost or doubled. Real git with a bare remote, the real hook, detached processes, the
-simulated platform over HTTP in real time (phases of a few seconds)."""
+hook's confirmer; SIGKILL of it mid-tick (a request held open), and a reader (`tracker wait`)
+resumes it with no verdict lost or doubled. Real git with a bare remote, the real hook,
+detached processes, the simulated platform over HTTP in real time (phases of a few seconds)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,8 @@ def test_clones_share_one_watcher_and_a_reader_resumes_it_after_sigkill(
     assert len(pids) == 1, pids
     [watcher] = pids
     assert watch_holder(db) == watcher
+    sim.inject("slow", times=1, delay_s=30)  # its next tick hangs: killed mid-tick
+    wait_until(lambda: any(r.fault == "slow" for r in sim.requests), timeout=60)
     os.kill(watcher, signal.SIGKILL)
     wait_until(lambda: not process_alive(watcher), timeout=30)
     # a reader finds its commit's watcher dead and resumes it; the verdicts all come
@@ -82,7 +84,7 @@ def test_clones_share_one_watcher_and_a_reader_resumes_it_after_sigkill(
     with SQLiteLog(db) as store:
         assert store.rebuild().clean
         calls = sum(int(e.data.get("api_calls", 0)) for e in store.events())
-    assert calls == sim.api_requests
+    assert calls == sim.api_requests - 1  # all but the request the killed watcher waited on
 
 
 def test_tracker_monitor_follows_its_commit_through_the_running_watcher(
