@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench.bench_polling [--count 200] [--workloads W0,W1,W2,W3] [--history 30]
         [--cold] [--scale 1] [--poison] [--seed 1] [--workers 2] [--json PATH]
+    .venv/bin/python -m bench.bench_polling --workloads W4 [--rates 5,20,60] [--hours 8]
+        [--seed 1] [--json PATH]
 
 Replays `--count` simulated deployments of each workload of design/polling.md §1 (W0 this bench's
 original list: 90 % live 180-300 s after the push, 10 % failing early; W1 a 4-minute app; W2 a
@@ -10,6 +12,15 @@ simulated App Platform API over loopback HTTP, in simulated time (one `FakeClock
 platform and the monitor, as tests/test_monitor.py does). Every policy replays the same
 deployments (one seeded RNG) with its own settings and nothing else set (so `TRACKER_MAX_WAIT`
 takes its default: max(480 s, 3 × the app's p95 from the log)).
+
+W4 (an agent swarm on one app) runs the real app watcher (`tracker.monitor.watcher.Watcher`)
+over `--hours` simulated hours of pushes at each of `--rates` pushes an hour, in bursts (mean 2
+pushes within a minute), W1's durations, and the platform building one deployment at a time:
+when the running one ends the newest queued one starts and the older queued ones are superseded
+(scripted here on the simulator: a skipped one waits in PENDING_BUILD and turns SUPERSEDED
+when the builder takes the newer one). It reports the requests the simulator received
+in the peak minute and the peak hour, requests per commit, superseded commits and those timed
+out, and the verdict lag.
 
 History: before the measured deployments, `--history` earlier deployments of the same workload
 are replayed into a template log (by the real monitor, fixed 10 s, so that each one reaches its
@@ -45,10 +56,11 @@ from pathlib import Path
 from bench.common import host
 from tracker.clock import FakeClock, iso
 from tracker.config import Settings, load_settings
-from tracker.events import PushRecorded
+from tracker.events import PushConfirmed, PushRecorded
 from tracker.log.sqlite import SQLiteLog
 from tracker.monitor.loop import Monitor, build_sources
 from tracker.monitor.sources.base import DeploymentSource
+from tracker.monitor.watcher import Watcher
 from tracker.sim import SimulatedPlatform
 
 TOKEN = "bench-token"  # the simulated platform's credential, not a secret
@@ -74,7 +86,8 @@ class Planned:
     build_s: int
     pending_deploy_s: int
     deploy_s: int
-    outcome: str  # active, build_error, deploy_error
+    outcome: str  # active, build_error, deploy_error (W4: superseded, `end_s` after it appears)
+    end_s: float = 0.0
 
     def scaled(self, factor: float, sha: str | None = None) -> Planned:
         def f(x: int) -> int:
@@ -302,6 +315,236 @@ def replay_all(
         return {name: [r for f in parts for r in f.result()] for name, parts in futures.items()}
 
 
+# -- W4: a swarm of agents on one app, through the real watcher ---------------------------------
+
+
+@dataclass(frozen=True)
+class Push:
+    at: float  # seconds from the start
+    item: Planned
+    skipped: bool  # superseded while queued: never built
+
+
+def swarm_plan(rate_per_h: float, hours: float, seed: int) -> list[Push]:
+    """Pushes in bursts (Poisson bursts of 1 + Poisson(1) pushes within a minute) at
+    `rate_per_h` on average, W1 durations; one build at a time, the newest queued next."""
+    rng = random.Random(f"W4:{rate_per_h}:{seed}")
+    times: list[float] = []
+    t = 0.0
+    while True:
+        t += rng.expovariate(rate_per_h / 2 / 3600.0)
+        if t >= hours * 3600.0:
+            break
+        size = 1 + _poisson(rng, 1.0)
+        times += sorted(t + rng.uniform(0, 60) for _ in range(size))
+    times.sort()
+    items = [_w1(rng, f"{rng.getrandbits(160):040x}") for _ in times]
+    # one build at a time: who runs, who waits, who is skipped
+    starts: dict[int, float] = {}
+    skipped: dict[int, float] = {}  # who was skipped, and when
+    running_end = -math.inf
+    queue: list[int] = []
+
+    def drain(until: float) -> None:
+        nonlocal running_end
+        while queue and running_end <= until:
+            newest = queue.pop()
+            skipped.update({n: running_end for n in queue})
+            queue.clear()
+            starts[newest] = running_end
+            running_end += _span(items[newest])
+
+    for n, at in enumerate(times):
+        created = at + items[n].appear_s
+        drain(created)
+        if running_end <= created and not queue:
+            starts[n] = created
+            running_end = created + _span(items[n])
+        else:
+            queue.append(n)
+    drain(math.inf)
+    out = []
+    for n, at in enumerate(times):
+        item = items[n]
+        created = at + item.appear_s
+        if n in skipped:  # waits in PENDING_BUILD, then is superseded when it is skipped
+            end = max(1.0, skipped[n] - created)
+            item = Planned(item.sha, item.appear_s, 10**6, 1, 1, 1, "superseded", end)
+        else:
+            wait = round(starts[n] - created)
+            item = Planned(
+                item.sha, item.appear_s, item.pending_build_s + wait, item.build_s,
+                item.pending_deploy_s, item.deploy_s, item.outcome,
+            )  # fmt: skip
+        out.append(Push(round(at), item, n in skipped))
+    return out
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    k, p, limit = 0, 1.0, math.exp(-mean)
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return k
+        k += 1
+
+
+def _span(item: Planned) -> float:
+    """How long a deployment holds the builder."""
+    if item.outcome == "build_error":
+        return item.pending_build_s + item.build_s
+    return item.pending_build_s + item.build_s + item.pending_deploy_s + item.deploy_s
+
+
+class _SwarmClock(FakeClock):
+    """Simulated time that pushes each planned commit when its moment comes (into the log and
+    the simulator), whoever is sleeping."""
+
+    def __init__(self, start: float) -> None:
+        super().__init__(start)
+        self.start = start
+        self.due: list[Push] = []
+        self.push: object = None
+
+    def sleep(self, seconds: float) -> None:
+        target = self.now() + max(seconds, 0.0)
+        while self.due and self.start + self.due[0].at <= target:
+            nxt = self.due.pop(0)
+            super().sleep(max(self.start + nxt.at - self.now(), 0.0))
+            self.push(nxt)  # type: ignore[operator]
+        super().sleep(max(target - self.now(), 0.0))
+
+
+def swarm(
+    rate_per_h: float, hours: float, seed: int, work: Path, history: int = 30
+) -> dict[str, object]:
+    """W4 at one rate through the real watcher, after `history` earlier W1 deployments in the
+    log (as the other workloads); its figures."""
+    planned = swarm_plan(rate_per_h, hours, seed)
+    db = work / f"swarm-{rate_per_h:g}.db"
+    start = build_history(history_plan("W1", history, seed, False), db) if history else START
+    clock = _SwarmClock(start)
+    clock.due = list(planned)
+    with (
+        SimulatedPlatform(clock=clock, token=TOKEN, supersede_on="live") as sim,
+        SQLiteLog(db, clock=clock, synchronous="NORMAL") as log,
+    ):
+        settings = _settings(sim, {})
+
+        def push(p: Push) -> None:
+            now = clock.now()
+            sim.add_deployment(
+                p.item.sha, appear_after_s=p.item.appear_s,
+                pending_build_s=p.item.pending_build_s, build_s=p.item.build_s,
+                pending_deploy_s=p.item.pending_deploy_s, deploy_s=p.item.deploy_s,
+                outcome=p.item.outcome,  # type: ignore[arg-type]
+                cancel_after_s=p.item.end_s,
+            )  # fmt: skip
+            log.append(
+                p.item.sha,
+                PushRecorded(sha=p.item.sha, branch="main", source="hook", pushed_at=iso(now)),
+                at=now,
+            )
+            log.append(p.item.sha, PushConfirmed(sha=p.item.sha), at=now)
+
+        clock.push = push
+        first_seq = log.last_seq()  # the history's calls went to another simulator
+        sources = build_sources(settings, clock)
+        ticks = 0
+        try:
+            while clock.due:
+                clock.sleep(clock.start + clock.due[0].at - clock.now())  # the next push
+                watcher = Watcher(log, sources, settings=settings, clock=clock, rand=lambda: 0.5)
+                watcher.run()
+                ticks += watcher.ticks
+        finally:
+            for source in sources:
+                source.close()
+        times = sorted(r.at for r in sim.requests if r.api)
+        rows = [log.deployment(p.item.sha) for p in planned]
+        in_log = sum(int(e.data.get("api_calls", 0)) for e in log.events(after_seq=first_seq))
+    states = [r.state if r else "missing" for r in rows]
+    superseded = [s for s, p in zip(states, planned, strict=True) if p.skipped]
+    # detection lag of the deployments that were built (a skipped one's verdict waits, by
+    # design, for its successor's: SPEC §3)
+    lags = [
+        r.detection_lag_s
+        for r, p in zip(rows, planned, strict=True)
+        if r and r.detection_lag_s is not None and not p.skipped
+    ]
+    return {
+        "workload": "W4",
+        "history": history,
+        "pushes_per_hour": rate_per_h,
+        "hours": hours,
+        "commits": len(planned),
+        "requests": len(times),
+        "requests_in_log": in_log,
+        "ticks": ticks,
+        "requests_per_commit": round(len(times) / max(1, len(planned)), 2),
+        "peak_minute": _peak(times, 60.0),
+        "peak_hour": _peak(times, 3600.0),
+        "superseded_while_queued": len(superseded),
+        "superseded_timed_out": sum(s == "timed_out" for s in superseded),
+        "timed_out": states.count("timed_out"),
+        "unresolved": sum(s not in FINISHED for s in states),
+        "lag_mean_s": round(statistics.mean(lags), 1) if lags else math.nan,
+        "lag_p95_s": percentile(lags, 95) if lags else math.nan,
+        "lag_max_s": max(lags) if lags else math.nan,
+    }
+
+
+FINISHED = {"succeeded", "failed", "canceled", "superseded", "timed_out"}
+
+
+def _peak(times: Sequence[float], window: float) -> int:
+    """The most requests in any `window` seconds."""
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while times[lo] <= t - window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+SWARM_HEADER = (
+    "| pushes/h | commits | superseded while queued | requests/commit | peak requests in 60 s "
+    "| peak in 1 h | superseded timed out | timed out | lag mean / p95 / max (s) "
+    "| requests in log = received |\n"
+    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"
+)
+
+
+def swarm_row(f: dict[str, object]) -> str:
+    same = "yes" if f["requests_in_log"] == f["requests"] else f"no ({f['requests_in_log']})"
+    return (
+        f"| {f['pushes_per_hour']:g} | {f['commits']} | {f['superseded_while_queued']} "
+        f"| {f['requests_per_commit']} | {f['peak_minute']} | {f['peak_hour']} "
+        f"| {f['superseded_timed_out']} | {f['timed_out']} "
+        f"| {f['lag_mean_s']} / {f['lag_p95_s']} / {f['lag_max_s']} | {same} |"
+    )
+
+
+def main_swarm(args: argparse.Namespace) -> int:
+    print(f"{machine()}\n")
+    k = 0 if args.cold else args.history
+    print(f"W4: {args.hours:g} simulated hours a rate, K={k}, the real watcher (informed)\n")
+    print(SWARM_HEADER)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="bench-swarm-") as tmp:
+        for rate in (float(r) for r in args.rates.split(",")):
+            began = time.monotonic()
+            f = swarm(rate, args.hours, args.seed, Path(tmp), 0 if args.cold else args.history)
+            print(swarm_row(f), flush=True)
+            print(f"<!-- {rate:g}/h: {time.monotonic() - began:.0f} s of real time -->")
+            out.append(f)
+    if args.json:
+        meta = {"argv": sys.argv[1:], "machine": machine(), **vars(args), "json": str(args.json)}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"run": meta, "rows": out}, indent=1, default=str))
+    return 0
+
+
 # -- the table ----------------------------------------------------------------------------------
 
 
@@ -359,7 +602,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the table as JSON here")
+    parser.add_argument("--rates", default="5,20,60", help="W4: pushes an hour")
+    parser.add_argument("--hours", type=float, default=8.0, help="W4: simulated hours a rate")
     args = parser.parse_args(argv)
+    if args.workloads == "W4":
+        return main_swarm(args)
     names = [n.strip() for n in args.policies.split(",")]
     policies = {name: POLICIES[name] for name in dict.fromkeys([BASE, *names])}
     k = 0 if args.cold else args.history

@@ -291,3 +291,12 @@ def test_a_url_of_an_unknown_kind_or_without_tls_far_away_is_a_clear_configurati
         open_log("postgres://tracker@db.example:5432/deploys")
     with pytest.raises(ConfigError, match="TLS must be required"):
         open_log("mysql://tracker@db.example:3306/deploys?ssl=disabled")
+
+
+def test_deployments_read_since_a_time_and_on_a_branch(log: EventLog) -> None:
+    log.append(A, PushRecorded(sha=A, branch="main", source="hook"), at=T)
+    log.append(B, PushRecorded(sha=B, branch="dev", source="hook"), at=T + 100)
+    assert [r.sha for r in log.deployments()] == [A, B]  # oldest push first
+    assert [r.sha for r in log.deployments(since=T + 50)] == [B]
+    assert [r.sha for r in log.deployments(branch="main")] == [A]
+    assert log.deployments(since=T + 50, branch="main") == []

@@ -149,8 +149,11 @@ def hostile_answer(api: HostileApi) -> callable:  # type: ignore[valid-type]
             return Answer(body={"historic_urls": [f"{api.url}/archive/build.log"]})
         if target.startswith("/v2/apps/app/deployments") and script:
             return script.pop(0)
-        if target.startswith("/v2/apps/app/deployments"):
-            return Answer(body={"deployment": deployment("ERROR", progress={"steps": steps})})
+        failed = deployment("ERROR", progress={"steps": steps})
+        if target.startswith("/v2/apps/app/deployments/"):  # one deployment (a monitor's poll)
+            return Answer(body={"deployment": failed})
+        if target.startswith("/v2/apps/app/deployments"):  # the list (the app's watcher's tick)
+            return Answer(body={"deployments": [failed]})
         return Answer(503, {"id": "down", "message": "doctor sees " + EVERY_ESCAPE})
 
     return answer

@@ -204,8 +204,12 @@ def _run_and_check(
             assert not leaks(path.read_bytes()), path
     assert stat.S_IMODE(log_dir.stat().st_mode) == 0o700
     names = {p.name for p in files_under(log_dir)}
-    assert names >= {"events.db", "events.db-wal", "events.db.lock", "monitor.log", "monitors"}
-    assert {f"{sha}.lock", f"{sha}.json"} <= names
+    assert names >= {"events.db", "events.db-wal", "events.db.lock", "monitor.log"}
+    # the app's watcher's lock and who holds it, beside the log
+    assert {n.rsplit(".", 1)[1] for n in names if n.startswith("watch-digitalocean-")} == {
+        "lock",
+        "json",
+    }
 
 
 def _state(db: Path, sha: str) -> str | None:

@@ -96,13 +96,14 @@ def spawn_confirmer(record_path: Path) -> int | None:
 
 
 def exec_monitor(db: str, sha: str, *, cwd: str) -> OSError:
-    """Replace this process by `python -I -m tracker monitor SHA` on the log `db`, run from
-    `cwd` (the pushed repository, for its settings); returns only why that failed."""
+    """Replace this process by `python -I -m tracker monitor SHA --watch` on the log `db` (it
+    joins the app's watcher, or becomes it when none runs), run from `cwd` (the pushed
+    repository, for its settings); returns only why that failed."""
     env = clean_env()
     env["TRACKER_DB"] = db
     with contextlib.suppress(OSError):
         os.chdir(cwd)
-    argv = [sys.executable, "-I", "-m", "tracker", "monitor", sha]
+    argv = [sys.executable, "-I", "-m", "tracker", "monitor", sha, "--watch"]
     try:
         os.execve(sys.executable, argv, env)  # noqa: S606 (argv is ours, no shell)
     except OSError as exc:
@@ -142,7 +143,8 @@ def is_dry_run(git_pid: int) -> bool:
 
 
 def spawn_detached(db_path: Path, sha: str, *, repo: Path | None = None) -> int:
-    """Start `tracker monitor SHA` fully detached: its own session, no inherited descriptors."""
+    """Start `tracker monitor SHA --watch` fully detached: its own session, no inherited
+    descriptors. It joins the app's watcher, or becomes it when none runs."""
     if not FULL_SHA.match(sha):
         raise ValueError(f"not a full SHA: {sha!r}")
     env = clean_env()
@@ -151,7 +153,7 @@ def spawn_detached(db_path: Path, sha: str, *, repo: Path | None = None) -> int:
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         child = subprocess.Popen(
-            [sys.executable, "-m", "tracker", "monitor", sha],
+            [sys.executable, "-m", "tracker", "monitor", sha, "--watch"],
             cwd=str(repo or db_path.parent),
             env=env,
             stdin=subprocess.DEVNULL,

@@ -318,11 +318,13 @@ def push(
 
 
 @app.command(usage="Usage: tracker monitor REF [OPTIONS]")
-def monitor(ref: str, /, *, detach: bool = False, log: Injected) -> int:
+def monitor(ref: str, /, *, detach: bool = False, watch: bool = False, log: Injected) -> int:
     """Poll the platform for a commit until its deployment is live or has failed.
 
-    At most one monitor per commit runs on a machine: a second one says who
-    holds it and exits 0.
+    It follows the commit through its app's watcher (one per app per log,
+    which follows every open push of the app): when none runs, this process
+    becomes it; when one does, this one shows the commit's progress from
+    the log.
 
     Exit codes: as `tracker status` for the verdict (0 live, 1 failed, 2 still
     in progress, 3 not found), 64 usage error, 69 a source unreachable or
@@ -335,11 +337,14 @@ def monitor(ref: str, /, *, detach: bool = False, log: Injected) -> int:
         The commit to follow.
     detach
         Run in the background, detached from this terminal.
+    watch
+        Stay the app's watcher until no push of it is open; when another
+        process is the watcher, exit 0 at once (how hooks and readers start it).
     """
     from tracker.cli.live import monitor_command
 
     with log.open() as tracker:
-        return monitor_command(tracker, ref, detach=detach, colour=colour())
+        return monitor_command(tracker, ref, detach=detach, colour=colour(), watch=watch)
 
 
 @app.command

@@ -7,6 +7,7 @@ change and a final line, with no escape codes.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from tracker.api import Tracker
 from tracker.cli.output import say
@@ -21,6 +22,9 @@ from tracker.cli.text import (
 from tracker.errors import ConfigError, TrackerError
 from tracker.projections import exit_code_of
 from tracker.read.status import DeploymentStatus
+
+if TYPE_CHECKING:
+    from tracker.monitor.lock import AppLock
 
 FOLLOW_EVERY_S = 0.25
 
@@ -89,8 +93,10 @@ def events_command(
         return
 
 
-def monitor_command(tracker: Tracker, ref: str, *, detach: bool, colour: bool) -> int:
-    """`tracker monitor REF [--detach]`."""
+def monitor_command(
+    tracker: Tracker, ref: str, *, detach: bool, colour: bool, watch: bool = False
+) -> int:
+    """`tracker monitor REF [--detach] [--watch]`."""
     sha = tracker.resolve(ref)
     try:
         settings = tracker.settings
@@ -113,7 +119,7 @@ def monitor_command(tracker: Tracker, ref: str, *, detach: bool, colour: bool) -
         pid = spawn_detached(tracker.db_path, sha, repo=tracker.repo)
         say(f"monitor for {sha[:7]} started in the background (pid {pid})")
         return 0
-    return run_foreground(tracker, sha)
+    return run_foreground(tracker, sha, watch=watch)
 
 
 def record_not_started(tracker: Tracker, sha: str, exc: ConfigError) -> None:
@@ -132,47 +138,104 @@ def record_not_started(tracker: Tracker, sha: str, exc: ConfigError) -> None:
         say(f"tracker: could not record why no monitor runs: {failed}", stream=sys.stderr)
 
 
-def run_foreground(tracker: Tracker, sha: str) -> int:
-    """Run the monitor in this process, printing progress; the exit code of the verdict."""
-    from tracker.log import open_log
-    from tracker.monitor.lock import commit_lock
-    from tracker.monitor.loop import Monitor, build_sources, max_wait_of, stop_on_signals
+def run_foreground(tracker: Tracker, sha: str, *, watch: bool = False) -> int:
+    """Follow one commit in the foreground through its app's watcher, printing its progress;
+    the exit code of its verdict. This process becomes the watcher when none runs (then, with
+    `watch`, it stays the watcher until no push of the app is open; without, it hands the
+    watch to a detached watcher once its commit is decided and others are still open). When
+    another process is the watcher, this one follows the commit in the log, and takes over
+    should the watcher die."""
+    from tracker.monitor.lock import AppLock, app_key
+    from tracker.monitor.watcher import app_of
 
-    with commit_lock(tracker.db_path.parent, sha) as holder:
-        if holder is not None:
+    row = tracker.store.deployment(sha)
+    if row is not None and row.terminal:
+        # Decided while this monitor started (more than one may be started for a push:
+        # its confirmer and a reader that settled its record): nothing left to follow.
+        print(f"{sha[:7]} is decided already: {row.state}")
+        return exit_code_of(row.state, row.superseded_went_live)
+    lock = AppLock(tracker.db_path.parent, app_key(*app_of(tracker.settings)))
+    while True:
+        holder = lock.acquire()
+        if holder is None:
+            try:
+                left = _watch(tracker, sha, until=None if watch else sha)
+            finally:
+                lock.release()
+            # A push recorded while we were leaving found the lock still held: look again.
+            if left and watch:
+                continue
+            if left:
+                from tracker.procs import spawn_detached
+
+                spawn_detached(tracker.db_path, left[0], repo=tracker.repo)
+            break
+        if watch:
             say(
-                f"a monitor for {sha[:7]} is already running: pid {holder.pid} on {holder.host}"
+                f"{sha[:7]} is followed by its app's watcher: pid {holder.pid} on {holder.host}"
                 f" since {holder.started_at}"
             )
             return 0
-        row = tracker.store.deployment(sha)
-        if row is not None and row.terminal:
-            # Decided while this monitor started (more than one may be started for a push:
-            # its confirmer and a reader that settled its record): nothing left to follow.
-            print(f"{sha[:7]} is decided already: {row.state}")
-            return exit_code_of(row.state, row.superseded_went_live)
-        # Nobody waits on a monitor: it waits for the lock as long as a deployment may take,
-        # rather than die and leave its commit stale (TRACKER_LOCK_TIMEOUT is for the commands
-        # people wait on). Its own log, opened with that patience: the reader's is not touched.
-        settings = tracker.settings
-        patience = max(tracker.read_settings.lock_timeout, max_wait_of(tracker.store, settings))
-        log = open_log(tracker.db_path, clock=tracker.clock, lock_timeout=patience)
-        sources = build_sources(settings, tracker.clock)
-        monitor = Monitor(
-            log,
-            sha,
-            sources,
-            settings=settings,
-            clock=tracker.clock,
-            repo=tracker.repo,
-            progress=lambda line: say(f"{sha[:7]} {line}", flush=True),
-        )
-        try:
-            with stop_on_signals(log, sha):
-                state = monitor.run()
-        finally:
-            for source in sources:
-                source.close()
-            log.close()
+        if _follow_in_log(tracker, sha, lock):
+            break
     row = tracker.store.deployment(sha)
-    return exit_code_of(state, row.superseded_went_live if row else None)
+    if row is None:
+        return 3
+    return exit_code_of(row.state, row.superseded_went_live)
+
+
+def _watch(tracker: Tracker, sha: str, *, until: str | None) -> list[str]:
+    """Be the app's watcher until nothing is open (or `until` is decided); the commits still
+    open after the lock is released."""
+    from tracker.log import open_log
+    from tracker.monitor.loop import build_sources, max_wait_of
+    from tracker.monitor.watcher import Watcher, stop_on_signals
+
+    # Nobody waits on a watcher: it waits for the log's lock as long as a deployment may take,
+    # rather than die and leave its commits stale (TRACKER_LOCK_TIMEOUT is for the commands
+    # people wait on). Its own log, opened with that patience: the reader's is not touched.
+    settings = tracker.settings
+    patience = max(tracker.read_settings.lock_timeout, max_wait_of(tracker.store, settings))
+    log = open_log(tracker.db_path, clock=tracker.clock, lock_timeout=patience)
+    sources = build_sources(settings, tracker.clock)
+
+    def show(of: str, line: str) -> None:
+        if of == sha or until is None:
+            say(f"{of[:7]} {line}", flush=True)
+
+    watcher = Watcher(
+        log,
+        sources,
+        settings=settings,
+        clock=tracker.clock,
+        repo=tracker.repo,
+        progress=show,
+        asked=[sha],
+    )
+    try:
+        with stop_on_signals(log, watcher):
+            watcher.run(until=until)
+    finally:
+        for source in sources:
+            source.close()
+    watcher.asked.clear()
+    try:
+        return [r.sha for r in watcher.open_rows()]
+    finally:
+        log.close()
+
+
+def _follow_in_log(tracker: Tracker, sha: str, lock: AppLock) -> bool:
+    """Show the commit's progress from the log while another process watches it; True once it
+    is decided, False when the watcher's lock is free and the commit still open (resume it)."""
+    after = tracker.store.last_seq()
+    while True:
+        for event in tracker.events(sha, after_seq=after):
+            say(event_line(event), flush=True)
+            after = event.seq
+        row = tracker.store.deployment(sha)
+        if row is None or row.terminal:
+            return True
+        if lock.free():
+            return False
+        tracker.clock.sleep(FOLLOW_EVERY_S * 4)

@@ -117,6 +117,13 @@ class EventLog(Protocol):
         """The projection row of one commit."""
         ...
 
+    def deployments(
+        self, *, since: float | None = None, branch: str | None = None
+    ) -> list[DeploymentRow]:
+        """Projection rows, oldest push first (no push time first), pushed (else last seen)
+        since `since`, on `branch`."""
+        ...
+
     def shas_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
         """Commits whose SHA starts with `prefix`."""
         ...

@@ -121,6 +121,14 @@ class MySQLStatsQueries:
         tally.db = {k: v for k, v in tally.db.items() if v}
         return tally
 
+    def shared_calls(self, since: float | None) -> int:
+        """As SQLite's: the calls on no push's branch (the app's own stream), made since `since`."""
+        return sum(
+            call.api_calls
+            for call in self._calls
+            if not call.branch and (since is None or call.at >= since)
+        )
+
     def last_ratelimit(self) -> tuple[int | None, float | None]:
         reported = [c for c in self._calls if c.ratelimit_remaining is not None]
         if not reported:

@@ -27,7 +27,14 @@ from tracker.log.base import Append, LogCheck, QueryRows, RebuildReport
 from tracker.log.errors import log_errors
 from tracker.log.rows import PROJECTION
 from tracker.log.schema import migrations, statements
-from tracker.projections import DeploymentRow, StoredEvent, apply, measure_rows, source_call
+from tracker.projections import (
+    ROW_COLUMNS,
+    DeploymentRow,
+    StoredEvent,
+    apply,
+    measure_rows,
+    source_call,
+)
 
 if TYPE_CHECKING:
     from tracker.log.sqlite_stats import SQLiteStatsQueries
@@ -284,6 +291,23 @@ class SQLiteLog:
             found = self.conn.execute(sql, args).fetchall()
         events = [StoredEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in found]
         return events[::-1] if newest else events
+
+    def deployments(
+        self, *, since: float | None = None, branch: str | None = None
+    ) -> list[DeploymentRow]:
+        """Projection rows, oldest push first, optionally since a time and on one branch (the
+        watcher reads the app's open pushes so)."""
+        sql = f"SELECT {', '.join(ROW_COLUMNS)} FROM deployments WHERE 1"
+        args: list[Any] = []
+        if since is not None:
+            sql += " AND coalesce(pushed_at, last_event_at) >= ?"
+            args.append(since)
+        if branch is not None:
+            sql += " AND branch = ?"
+            args.append(branch)
+        with log_errors(self.path, "read"):
+            found = self.conn.execute(sql + " ORDER BY pushed_at, sha", args).fetchall()
+        return [DeploymentRow(*r) for r in found]
 
     def shas_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
         """Commits in the log whose SHA starts with `prefix` (lowercase hex)."""

@@ -167,6 +167,23 @@ class SQLiteStatsQueries:
         tally.db = {k: v for k, v in tally.db.items() if v}
         return tally
 
+    def shared_calls(self, since: float | None) -> int:
+        """API calls of the rounds that served several commits, made since `since`: they are on
+        the app's stream (`app:...`, a stream no push projects, so `call_totals` files them under
+        the branch ''). Whole hours from `call_totals`, the hour `since` falls in from
+        `source_calls`, as `call_tally` reads."""
+        sql = "SELECT coalesce(sum(api_calls), 0) FROM call_totals WHERE branch = ''"
+        args: list[Any] = []
+        if since is not None:
+            sql += f" AND hour > {_HOUR.format('?')}"
+            sql += (
+                " UNION ALL SELECT coalesce(sum(api_calls), 0) FROM source_calls"
+                f" WHERE at >= ? AND at < ({_HOUR.format('?')} + 1) * 3600 + 1"
+                f" AND {_HOUR.format('at')} = {_HOUR.format('?')} AND branch IS NULL"
+            )
+            args += [since, since, since, since]
+        return sum(int(row[0]) for row in self._conn.execute(sql, args))
+
     def last_ratelimit(self) -> tuple[int | None, float | None]:
         """The newest `ratelimit_remaining` a platform reported, and when."""
         found = self._conn.execute(

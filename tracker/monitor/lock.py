@@ -1,13 +1,15 @@
-"""The monitors' locks: one monitor per commit, held for the monitor's life (a `filelock` beside
-the log), with who holds it written next to it for the messages."""
+"""The watcher's lock: one watcher per app per log (`AppLock`, a `filelock` at
+`<log dir>/watch-<platform>-<app>.lock` held for the watcher's life), with who holds it written
+next to it (`watch-<platform>-<app>.json`) for the messages. It replaces the per-commit
+`monitors/<sha>.lock` of one monitor per commit."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,33 +23,67 @@ class Holder:
     started_at: str
 
 
-@contextmanager
-def commit_lock(log_dir: Path, sha: str) -> Iterator[Holder | None]:
-    """Hold the one-monitor-per-commit lock; yields None when we hold it, else who does."""
-    from filelock import FileLock, Timeout
-
-    folder = log_dir / "monitors"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    lock = FileLock(str(folder / f"{sha}.lock"), timeout=0, mode=0o600, thread_local=False)
-    info = folder / f"{sha}.json"
-    try:
-        lock.acquire()
-    except Timeout:
-        yield _holder(info)
-        return
-    try:
-        me = Holder(os.getpid(), socket.gethostname(), iso(SYSTEM_CLOCK.now()))
-        fd = os.open(info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(me.__dict__, out)
-        yield None
-    finally:
-        lock.release()
-
-
 def _holder(info: Path) -> Holder:
     try:
         data = json.loads(info.read_text())
         return Holder(int(data["pid"]), str(data["host"]), str(data["started_at"]))
     except (OSError, ValueError, KeyError, TypeError):
         return Holder(0, "unknown", "unknown")
+
+
+def app_key(platform: str, app: str) -> str:
+    """A file-name-safe key for one app of one platform (`digitalocean-<id>`)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", app)[:80]
+    if safe != app:  # two ids that differ only in unsafe characters keep two locks
+        safe += "-" + hashlib.sha256(app.encode()).hexdigest()[:12]
+    return f"{platform}-{safe}"
+
+
+class AppLock:
+    """The one-watcher-per-app lock: `acquire` without waiting; `free` asks whether anyone holds
+    it (a reader finding it free while a commit is open resumes the watcher)."""
+
+    def __init__(self, log_dir: Path, key: str) -> None:
+        from filelock import FileLock
+
+        log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = log_dir / f"watch-{key}.lock"
+        self.info = log_dir / f"watch-{key}.json"
+        self._lock = FileLock(str(self.path), timeout=0, mode=0o600, thread_local=False)
+
+    @property
+    def held(self) -> bool:
+        return bool(self._lock.is_locked)
+
+    def acquire(self) -> Holder | None:
+        """Take the lock: None when we hold it now, else who does."""
+        from filelock import Timeout
+
+        if self._lock.is_locked:
+            return None
+        try:
+            self._lock.acquire()
+        except Timeout:
+            return _holder(self.info)
+        me = Holder(os.getpid(), socket.gethostname(), iso(SYSTEM_CLOCK.now()))
+        fd = os.open(self.info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(me.__dict__, out)
+        return None
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            self._lock.release(force=True)
+
+    def free(self) -> bool:
+        """Whether nobody holds the lock (we take it for an instant to know)."""
+        if self._lock.is_locked:
+            return False
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire()
+        except Timeout:
+            return False
+        self._lock.release(force=True)
+        return True

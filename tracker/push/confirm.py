@@ -3,7 +3,8 @@
 Started by the pre-push hook with no inherited descriptors, it appends `PushRecorded`, watches
 until the push is known to have reached the remote (or git exits without it), appends the
 verdict, removes the spool record and, for a confirmed push with a deployment source
-configured, becomes the monitor. Standard library only; errors go to `<log dir>/confirm.log`.
+configured, joins its app's watcher (or becomes it). Standard library only; errors go to
+`<log dir>/confirm.log`.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ class Confirmer:
 
 
 def become_monitor(record: PushRecord, log_dir: Path) -> None:
-    """Replace this process by the commit's monitor; returns only on failure (said in the log)."""
+    """Replace this process by the commit's monitor, which joins the app's watcher (or becomes it
+    when none runs); returns only on failure (said in the log)."""
     failed = exec_monitor(record.db, record.sha, cwd=record.toplevel or "/")
     note(log_dir, f"push {record.push_id}: cannot start the monitor: {failed.strerror}")
 

@@ -174,8 +174,8 @@ def wants_monitor(record: PushRecord, log_dir: Path) -> bool:
 def watch(record: PushRecord, store: SQLiteLog) -> int | None:
     """Make sure a monitor follows a confirmed push: start one detached unless no source is
     configured or the commit is decided already; its pid. Whoever settles a record as
-    confirmed calls this. Starting one more is harmless: a monitor first takes the commit's
-    lock (`monitor.lock.commit_lock`), and a second one for the same commit exits at once."""
+    confirmed calls this. Starting one more is harmless: it joins the app's watcher (one per
+    app per log, `monitor.lock.AppLock`), exiting at once when one runs."""
     log_dir = store.path.parent
     try:
         if not wants_monitor(record, log_dir):

@@ -301,6 +301,12 @@ class StatsQueries(Protocol):
         """The calls made in the window (for commits on `branch`)."""
         ...
 
+    def shared_calls(self, since: float | None) -> int:
+        """API calls made since `since` by requests that served several commits at once (a
+        watcher's rounds): they are on the app's own stream (`app:...`), counted once there and
+        in no commit's `api_calls`."""
+        ...
+
     def last_ratelimit(self) -> tuple[int | None, float | None]:
         """The newest `ratelimit_remaining` a platform reported, and when (epoch seconds)."""
         ...
@@ -425,11 +431,12 @@ def compute_stats(
     push_to_live = m.summary("push_to_live_ms", scale=1000.0)
     durations = Durations(push_to_live, m.phases(), m.histogram("push_to_live_ms", 1000.0))
     per_deployment, lag = m.summary("api_calls"), m.summary("detection_lag_ms", 1000.0)
+    # a watcher's requests that served several commits are on the app's stream: ours too
+    ours = m.total("compared_api_calls") + queries.shared_calls(since)
     fixed = FixedPoll(
         deployments=m.count("fixed_10s_polls"), api_calls=m.total("fixed_10s_polls"),
-        our_api_calls=m.total("compared_api_calls"),
-        ratio=round(m.total("compared_api_calls") / m.total("fixed_10s_polls"), 3)
-        if m.total("fixed_10s_polls") else None,
+        our_api_calls=ours,
+        ratio=round(ours / m.total("fixed_10s_polls"), 3) if m.total("fixed_10s_polls") else None,
     )  # fmt: skip
     tally = queries.call_tally(since, branch)
     last_minute, last_hour = queries.api_calls_by_window(now)

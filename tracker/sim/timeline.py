@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-Outcome = Literal["active", "build_error", "deploy_error", "canceled"]
+Outcome = Literal["active", "build_error", "deploy_error", "canceled", "superseded"]
 ShaIn = Literal["both", "cause_details", "components"]
 SupersedeOn = Literal["live", "created"]
 
@@ -68,6 +68,8 @@ class Script:
             return self.deploy_start + 0.9 * self.deploy_s, "ERROR"
         if self.outcome == "canceled":
             return self.created_at + self.cancel_after_s, "CANCELED"
+        if self.outcome == "superseded":  # skipped while queued, whatever becomes of the newer
+            return self.created_at + self.cancel_after_s, "SUPERSEDED"
         return self.deploy_end, "ACTIVE"
 
     def leaves(self) -> list[Leaf]:

@@ -67,6 +67,18 @@ class LogTail:
     stages: tuple[str, ...] = field(default=())  # which stages (BUILD, DEPLOY) had logs
 
 
+@dataclass(frozen=True)
+class Tick:
+    """One round of a source for every open commit of an app at once (`poll_all`).
+
+    `cost` is the round's own account (its requests or queries, the status and rate-limit
+    headers of the last answer, an error that spoiled it all); each of `observations` is what
+    the round says of one commit, with no cost of its own (the requests were shared)."""
+
+    cost: Observation | None  # None: each observation carries its own cost (polled one by one)
+    observations: dict[str, Observation] = field(default_factory=dict)
+
+
 class DeploymentSource(Protocol):
     """A place that knows whether a commit's deployment went live."""
 

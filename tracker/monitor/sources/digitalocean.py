@@ -12,11 +12,12 @@ documents is a `malformed` poll, never an exception.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 from collections import deque
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -26,7 +27,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import httpx
 
 from tracker.clock import MAX_CLOCK_SKEW_S, SYSTEM_CLOCK, Clock, parse_iso
-from tracker.monitor.sources.base import ErrorKind, LogTail, Observation
+from tracker.monitor.sources.base import ErrorKind, LogTail, Observation, Tick
 from tracker.monitor.sources.deadline import DeadlineTransport, remaining, within
 
 Json = dict[str, Any]
@@ -208,6 +209,91 @@ class DigitalOceanSource:
         except Exception as exc:  # no answer, however built, may crash a monitor (SPEC §6)
             return self._failed(_unreadable(exc), tally, self._matched.get(sha))
 
+    def poll_all(self, shas: Sequence[str]) -> Tick:
+        """One round for every commit in `shas` at once (the app's watcher): the deployments
+        list, newest first, `per_page` sized to what is in flight, a further page only while a
+        commit is still unmatched and older ground is not reached. Every commit's observation
+        comes from the same answers, its successor's too when it was superseded; the round's
+        requests are counted once, in `Tick.cost`."""
+        wanted = [sha.lower() for sha in shas]
+        now = self._clock.now()
+        for sha in wanted:
+            self._cutoff.setdefault(sha, now - self.lookback_s)
+        tally = self._tally()
+        try:
+            listed = self._list_for(wanted, tally)
+            found: dict[str, Observation] = {}
+            for sha in wanted:
+                deployment = self._match(sha, listed)
+                if deployment is None:
+                    found[sha] = Observation(self.name, ok=True)
+                    continue
+                self._matched[sha] = deployment["id"]
+                found[sha] = _free(self._observe(deployment, self._tally(), listed))
+            return Tick(self._observation(tally, ok=True), found)
+        except _Failure as failure:
+            failed = self._failed(failure, tally, None)
+        except Exception as exc:  # as in `poll`
+            failed = self._failed(_unreadable(exc), tally, None)
+        each = {
+            sha: _free(failed, found=sha in self._matched, deployment_id=self._matched.get(sha))
+            for sha in wanted
+        }
+        return Tick(failed, each)
+
+    def _list_for(self, shas: Sequence[str], tally: _Tally) -> list[Json]:
+        """The list's pages, newest first, until every commit has its deployment or older
+        ground (its cutoff, a deployment already settled as not its own) is reached."""
+        per_page = min(200, max(5, 2 * len(shas) + 1))
+        url, params = f"{self._app_url}/deployments", {"page": 1, "per_page": per_page}
+        listed: list[Json] = []
+        open_ = set(shas)
+        for _ in range(self.max_pages):
+            data = self._get_json(url, tally, params)
+            deployments = data.get("deployments")
+            if not isinstance(deployments, list):
+                raise _Failure("malformed", "deployments is not a list")
+            page = [_deployment(item) for item in deployments]
+            listed.extend(page)
+            for sha in list(open_):
+                if self._match(sha, page) is not None or self._reached_older(sha, page):
+                    open_.discard(sha)
+            next_url = _dig(data, "links", "pages", "next")
+            if not open_ or not isinstance(next_url, str) or not page:
+                break
+            url, params = self._next_page(next_url, int(params["page"]) + 1)
+            params["per_page"] = per_page
+        # a scan that ended normally: what it settled as not a commit's own stays settled
+        settled = {d["id"] for d in listed if _shas_of(d) or d.get("cause") == "manual"}
+        for sha in shas:
+            if self._match(sha, listed) is None:
+                self._scanned.setdefault(sha, set()).update(settled)
+        return listed
+
+    def _match(self, sha: str, listed: Sequence[Json]) -> Json | None:
+        """`sha`'s own deployment among `listed`, by the rules of `_find`."""
+        known = self._matched.get(sha)
+        excluded = self._excluded.get(sha, frozenset())
+        for deployment in listed:
+            if known is not None:
+                if deployment["id"] == known:
+                    return deployment
+                continue
+            created = parse_iso(str(deployment.get("created_at") or ""))
+            older = created is not None and created < self._cutoff[sha]
+            ours = sha in _shas_of(deployment) and deployment["id"] not in excluded
+            if ours and not (older and sha in self._strict):
+                return deployment
+        return None
+
+    def _reached_older(self, sha: str, page: Sequence[Json]) -> bool:
+        seen = self._scanned.get(sha, set())
+        for deployment in page:
+            created = parse_iso(str(deployment.get("created_at") or ""))
+            if deployment["id"] in seen or (created is not None and created < self._cutoff[sha]):
+                return True
+        return False
+
     def check(self) -> Observation:
         """One cheap authorised request (`GET /v2/apps/{id}`), for `tracker doctor`."""
         tally = self._tally()
@@ -297,7 +383,11 @@ class DigitalOceanSource:
                 params["page"] = linked
         return f"{self._app_url}/deployments", params
 
-    def _observe(self, deployment: Json, tally: _Tally) -> Observation:
+    def _observe(
+        self, deployment: Json, tally: _Tally, listed: Sequence[Json] | None = None
+    ) -> Observation:
+        """What `deployment` says; a superseded one's successor from `listed` when given (no
+        request of its own), else asked for."""
         phase = deployment.get("phase")
         progress = deployment.get("progress") or {}
         if not isinstance(phase, str) or not isinstance(progress, dict):
@@ -307,7 +397,10 @@ class DigitalOceanSource:
         failed_step, reason = _failed_step(progress) if phase == "ERROR" else (None, {})
         successor: tuple[str | None, str | None, str | None] = (None, None, None)
         if phase == "SUPERSEDED":
-            successor = self._successor(deployment, tally)
+            if listed is not None:
+                successor = _successor_in(deployment, listed)
+            else:
+                successor = self._successor(deployment, tally)
         platform_at = _time(deployment.get("phase_last_updated_at"))
         if platform_at is None:
             platform_at = _time(deployment.get("updated_at"))
@@ -495,6 +588,32 @@ class DigitalOceanSource:
 
 
 # --- pure helpers over the answers ----------------------------------------------------------
+
+
+def _free(obs: Observation, **changes: Any) -> Observation:
+    """What a shared round says of one commit: no requests of its own, no rate-limit headers
+    (those are the round's, in `Tick.cost`)."""
+    return dataclasses.replace(
+        obs, api_calls=0, http_status=None, ratelimit_remaining=None, latency_ms=0.0, **changes
+    )
+
+
+def _successor_in(ours: Json, listed: Sequence[Json]) -> tuple[str | None, str | None, str | None]:
+    """The deployment that replaced ours, from a list newest first: the newest live one newer
+    than ours, else the newest newer one (as `_successor` finds it with requests of its own)."""
+    created = parse_iso(str(ours.get("created_at") or "")) or 0.0
+
+    def newer(d: Json) -> bool:
+        when = parse_iso(str(d.get("created_at") or ""))
+        return d["id"] != ours["id"] and (when is None or when >= created)
+
+    candidates = [d for d in listed if newer(d)]
+    candidates.sort(key=lambda d: d.get("phase") != "ACTIVE")  # stable: newest first
+    if not candidates:
+        return None, None, None
+    best = candidates[0]
+    shas = sorted(_shas_of(best))
+    return best["id"], shas[0] if shas else None, _bounded(best.get("phase"), 64)
 
 
 def retry_after_seconds(value: str, now: float) -> float | None:

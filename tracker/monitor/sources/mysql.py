@@ -15,18 +15,19 @@ which wakes the blocked read at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import socket
 import ssl
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from tracker.clock import MAX_CLOCK_SKEW_S, SYSTEM_CLOCK, Clock, parse_iso
 from tracker.config import MySQLSettings, identifier, is_loopback
-from tracker.monitor.sources.base import ErrorKind, LogTail, Observation
+from tracker.monitor.sources.base import ErrorKind, LogTail, Observation, Tick
 
 if TYPE_CHECKING:
     from pymysql.connections import Connection
@@ -55,6 +56,20 @@ def build_query(settings: MySQLSettings, *, with_time: bool = False) -> str:
     created = identifier(settings.time_column, "TRACKER_MYSQL_TIME_COLUMN")
     what = f"`{status}`, `{created}`" if with_time else f"`{status}`"
     return f"SELECT {what} FROM `{table}` WHERE `{sha}` = %s ORDER BY `{created}` DESC LIMIT 1"
+
+
+def build_query_all(settings: MySQLSettings, count: int) -> str:
+    """The watcher's query: every row of `count` commits (`%s` each), newest first, with the
+    SHA and the time, so that one query answers for every open commit of the app."""
+    table = identifier(settings.table, "TRACKER_MYSQL_TABLE")
+    sha = identifier(settings.sha_column, "TRACKER_MYSQL_SHA_COLUMN")
+    status = identifier(settings.status_column, "TRACKER_MYSQL_STATUS_COLUMN")
+    created = identifier(settings.time_column, "TRACKER_MYSQL_TIME_COLUMN")
+    marks = ", ".join(["%s"] * max(count, 1))
+    return (
+        f"SELECT `{sha}`, `{status}`, `{created}` FROM `{table}` WHERE `{sha}` IN ({marks})"
+        f" ORDER BY `{created}` DESC"
+    )
 
 
 def row_time(value: Any) -> float | None:
@@ -155,6 +170,49 @@ class MySQLSource:
             latency_ms=latency,
             db_queries=1,
         )
+
+    def poll_all(self, shas: Sequence[str]) -> Tick:
+        """One query for every commit in `shas`: each one's newest row (SPEC §6)."""
+        started = self._clock.monotonic()
+        alarm = _Alarm(self._settings.connect_timeout)
+        wanted = list(dict.fromkeys(shas))
+        try:
+            with alarm:
+                rows = self._fetch_all(wanted, alarm)
+        except Exception as exc:  # a watcher must never crash on a bad answer
+            failed = self._failure(exc, started, timed_out=alarm.rang)
+            free = dataclasses.replace(failed, db_queries=0, latency_ms=0.0)
+            return Tick(failed, {sha: free for sha in wanted})
+        if alarm.rang:
+            self.close()
+        latency = self._latency_ms(started)
+        newest: dict[str, tuple[Any, ...]] = {}
+        for row in rows:
+            sha = str(row[0] or "").lower()
+            since = self._since.get(sha)
+            if since is not None and not (row_time(row[2]) or 0.0) >= since:
+                continue  # older than this push: an earlier attempt's
+            newest.setdefault(sha, row)
+        found: dict[str, Observation] = {}
+        for sha in wanted:
+            mine = newest.get(sha.lower())
+            if mine is None:
+                found[sha] = Observation(self.name, ok=True, found=False)
+                continue
+            status = None if mine[1] is None else str(mine[1])[:MAX_STATUS_CHARS]
+            found[sha] = Observation(
+                self.name, ok=True, found=True, phase=phase_of(status), status=status
+            )
+        cost = Observation(self.name, ok=True, latency_ms=latency, db_queries=1)
+        return Tick(cost, found)
+
+    def _fetch_all(self, shas: Sequence[str], alarm: _Alarm) -> list[tuple[Any, ...]]:
+        conn = self._connection(alarm)
+        alarm.watch(self._guard)
+        with conn.cursor() as cursor:
+            cursor.execute(build_query_all(self._settings, len(shas)), tuple(shas))
+            rows: list[tuple[Any, ...]] = list(cursor.fetchall())
+        return rows
 
     def fetch_logs(self, deployment_id: str, lines: int = 20) -> LogTail:
         """The table holds no logs."""
