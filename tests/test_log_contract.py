@@ -300,3 +300,18 @@ def test_deployments_read_since_a_time_and_on_a_branch(log: EventLog) -> None:
     assert [r.sha for r in log.deployments(since=T + 50)] == [B]
     assert [r.sha for r in log.deployments(branch="main")] == [A]
     assert log.deployments(since=T + 50, branch="main") == []
+
+
+def test_requests_on_an_apps_own_stream_are_shared_calls_counted_once(log: EventLog) -> None:
+    """A watcher's round that served several commits is on the app's stream, not a commit's:
+    the stats count it once, among the calls and on our side of the fixed-poll comparison."""
+    log.append(A, PushRecorded(sha=A, branch="main", source="hook"), at=T)
+    log.append(A, DeploymentPolled(source="digitalocean", ok=True, api_calls=1), at=T + 10)
+    app = "app:digitalocean:0b0e"
+    log.append(app, DeploymentPolled(source="digitalocean", ok=True, api_calls=2), at=T + 20)
+    with log.stats_queries() as queries:
+        assert queries.shared_calls(None) == 2
+        assert queries.shared_calls(T + 30) == 0
+        stats = compute_stats(queries, now=T + 60)
+    assert stats.api_calls.total == 3
+    assert log.deployment(app) is None  # no push projects the app's stream

@@ -646,6 +646,9 @@ class ListQueries:
         tally.db = {k: v for k, v in tally.db.items() if v}
         return tally
 
+    def shared_calls(self, since: float | None) -> int:
+        return sum(c[3] for c in self.calls if not c[9] and (since is None or c[1] >= since))
+
     def last_ratelimit(self) -> tuple[int | None, float | None]:
         seen = [c for c in self.calls if c[8] is not None]
         newest = max(seen, default=None, key=lambda c: c[0])

@@ -154,7 +154,8 @@ def test_a_burst_of_superseded_pushes_is_resolved_from_the_same_answers(
     from tracker.read.stats import compute_stats
 
     for since in (None, started):
-        st = compute_stats(store, now=clock.now(), since=since)
+        with store.stats_queries() as queries:
+            st = compute_stats(queries, now=clock.now(), since=since)
         assert st.api_calls.total == platform.api_requests
         own = sum(r.api_calls for r in map(store.deployment, shas) if r and r.api_calls)
         assert st.fixed_10s.our_api_calls == own + shared_calls

@@ -17,7 +17,7 @@ import pytest
 from tests.support.gitrepo import git, wait_until
 from tests.test_push_races import VERDICTS, clones, event_types, monitors_alive, sim  # noqa: F401
 from tracker.log.sqlite import SQLiteLog
-from tracker.push.spool import process_alive
+from tracker.procs import process_alive
 from tracker.sim.server import SimulatedPlatform
 
 pytestmark = pytest.mark.slow
