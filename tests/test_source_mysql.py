@@ -16,13 +16,8 @@ from tests.support.mariadb import admin_connection, plan_table
 from tracker.config import MySQLSettings, load_settings
 from tracker.errors import ConfigError
 from tracker.monitor.sources.base import LogTail, outcome_of
-from tracker.monitor.sources.mysql import (
-    MySQLSource,
-    describe_error,
-    phase_of,
-    scrub,
-    tls_arguments,
-)
+from tracker.monitor.sources.mysql import MySQLSource, phase_of
+from tracker.mysqlwire import describe_error, scrub, tls_arguments
 
 SHA = "a" * 40
 OTHER = "b" * 40

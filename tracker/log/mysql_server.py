@@ -52,7 +52,7 @@ def connect(settings: MySQLSettings, *, multi: bool = False, timeout: float = 60
     import pymysql
     from pymysql.constants import CLIENT
 
-    from tracker.monitor.sources.mysql import tls_arguments
+    from tracker.mysqlwire import tls_arguments
 
     try:
         return pymysql.connect(
@@ -137,6 +137,6 @@ def _interface(exc: BaseException) -> bool:
 
 
 def explain(settings: MySQLSettings, doing: str, exc: BaseException) -> str:
-    from tracker.monitor.sources.mysql import describe_error
+    from tracker.mysqlwire import describe_error
 
     return f"cannot {doing} the shared log: {describe_error(exc, settings)[1]}"

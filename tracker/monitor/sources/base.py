@@ -5,22 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from tracker.mysqlwire import ErrorKind as ErrorKind  # where it is defined (the log's MySQL too)
+
 # The phases of a DigitalOcean deployment; the MySQL source maps its statuses onto these too.
 TERMINAL_PHASES = frozenset({"ACTIVE", "ERROR", "CANCELED", "SUPERSEDED"})
 
 Outcome = Literal["succeeded", "failed", "canceled", "superseded"]
-
-# Short, secret-free names for what went wrong in a poll; `stats` groups errors by them.
-ErrorKind = Literal[
-    "timeout",  # the request or query timed out
-    "connection",  # refused, reset, DNS, TLS: no answer at all
-    "rate_limited",  # HTTP 429
-    "server_error",  # HTTP 5xx
-    "client_error",  # other HTTP 4xx (401 and 403 included: "auth" is set apart below)
-    "auth",  # 401/403, or the database refused our credentials
-    "malformed",  # an answer we could not understand
-    "database",  # any other database error
-]
 
 
 @dataclass(frozen=True)

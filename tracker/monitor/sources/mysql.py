@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import math
 import socket
-import ssl
 import threading
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
@@ -26,8 +25,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from tracker.clock import MAX_CLOCK_SKEW_S, SYSTEM_CLOCK, Clock, parse_iso
-from tracker.config import MySQLSettings, identifier, is_loopback
-from tracker.monitor.sources.base import ErrorKind, LogTail, Observation, Tick
+from tracker.config import MySQLSettings, identifier
+from tracker.monitor.sources.base import LogTail, Observation, Tick
+from tracker.mysqlwire import (
+    describe_error,
+    timeout_message,
+    tls_arguments,
+)
 
 if TYPE_CHECKING:
     from pymysql.connections import Connection
@@ -35,14 +39,7 @@ if TYPE_CHECKING:
 SUCCESS_STATUS = "success"
 FAILED_STATUS = "failed"
 CHECK_SHA = "0" * 40  # a commit no table holds: `check()` proves the query runs, not a match
-MAX_ERROR_CHARS = 200
 MAX_STATUS_CHARS = 200  # a status value is a word; a column of megabytes is not kept whole
-MIN_SCRUBBED_SECRET = 4
-
-# pymysql / MySQL error numbers that mean "not allowed in".
-_AUTH_ERRORS = {1044, 1045, 1698, 1862, 2049}
-# Client-side errors: no connection, lost connection, TLS failure.
-_CONNECTION_ERRORS = {2002, 2003, 2005, 2006, 2013, 2026, 2055}
 
 
 def build_query(settings: MySQLSettings, *, with_time: bool = False) -> str:
@@ -90,21 +87,6 @@ def phase_of(status: str | None) -> str | None:
     """`success` is ACTIVE, `failed` is ERROR; anything else (or no row) is still in progress."""
     normalised = (status or "").strip().lower()
     return {SUCCESS_STATUS: "ACTIVE", FAILED_STATUS: "ERROR"}.get(normalised)
-
-
-def tls_arguments(settings: MySQLSettings) -> dict[str, Any]:
-    """pymysql's TLS arguments for the configured mode.
-
-    `required` verifies the certificate (against `ssl_ca`, else the system store) and the host
-    name; `disabled` never negotiates TLS; `preferred` is pymysql's own default (TLS when the
-    server offers it, with no verification).
-    """
-    if settings.ssl == "disabled":
-        return {"ssl_disabled": True}
-    if settings.ssl == "preferred":
-        return {}
-    context = ssl.create_default_context(cafile=settings.ssl_ca)
-    return {"ssl": context}
 
 
 class MySQLSource:
@@ -282,7 +264,7 @@ class MySQLSource:
     def _failure(self, exc: Exception, started: float, *, timed_out: bool) -> Observation:
         kind, message = describe_error(exc, self._settings)
         if timed_out:
-            kind, message = "timeout", _timeout_message(self._settings)
+            kind, message = "timeout", timeout_message(self._settings)
         self.close()  # whatever broke, the next poll starts from a fresh connection
         return Observation(
             self.name,
@@ -295,33 +277,6 @@ class MySQLSource:
 
     def _latency_ms(self, started: float) -> float:
         return round((self._clock.monotonic() - started) * 1000.0, 3)
-
-
-def describe_error(exc: BaseException, settings: MySQLSettings) -> tuple[ErrorKind, str]:
-    """A secret-free (kind, one-line message) for any exception a poll can raise."""
-    code = _error_code(exc)
-    where = f"{settings.host}:{settings.port}"
-    reason = scrub(_reason(exc), settings.password)
-    if code in _AUTH_ERRORS:
-        return "auth", f"MySQL refused user {settings.user!r} on {where} (error {code})"
-    if _is_timeout(exc):
-        return "timeout", _timeout_message(settings)
-    if code == 2026 or isinstance(exc, ssl.SSLError):
-        return "connection", _tls_message(exc, settings)
-    if code in _CONNECTION_ERRORS or isinstance(exc, OSError) or _is_interface_error(exc):
-        return "connection", f"MySQL on {where}: {reason}"
-    if code is not None and code > 0:
-        return "database", f"MySQL error {code}: {reason}"
-    # No error number: the bytes on the wire were not the MySQL protocol we know.
-    return (
-        "malformed",
-        f"MySQL on {where} sent what we cannot read ({type(exc).__name__}: {reason})",
-    )
-
-
-def _timeout_message(settings: MySQLSettings) -> str:
-    where = f"{settings.host}:{settings.port}"
-    return f"MySQL on {where} did not answer within {settings.connect_timeout:g} s"
 
 
 class _Alarm:
@@ -369,52 +324,3 @@ class _Alarm:
         with self._lock:
             self._done = True
         self._timer.cancel()
-
-
-def scrub(text: str, secret: str) -> str:
-    """`text` on one short line, with every occurrence of `secret` (and its URL form) masked."""
-    from urllib.parse import quote
-
-    if len(secret) >= MIN_SCRUBBED_SECRET:  # masking every "x" would only garble the text
-        for form in {secret, quote(secret, safe="")}:
-            text = text.replace(form, "***")
-    line = " ".join(text.split())
-    return line if len(line) <= MAX_ERROR_CHARS else line[: MAX_ERROR_CHARS - 3] + "..."
-
-
-def _error_code(exc: BaseException) -> int | None:
-    if _is_pymysql_error(exc) and exc.args and isinstance(exc.args[0], int):
-        return exc.args[0]
-    return None
-
-
-def _is_pymysql_error(exc: BaseException) -> bool:
-    return type(exc).__module__.startswith("pymysql")
-
-
-def _is_interface_error(exc: BaseException) -> bool:
-    return _is_pymysql_error(exc) and type(exc).__name__ == "InterfaceError"
-
-
-def _reason(exc: BaseException) -> str:
-    if _is_pymysql_error(exc) and len(exc.args) >= 2:
-        return str(exc.args[1])
-    return str(exc) or type(exc).__name__
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    original = getattr(exc, "original_exception", None)
-    if isinstance(exc, TimeoutError) or isinstance(original, TimeoutError):
-        return True
-    return _error_code(exc) in (2003, 2013) and "timed out" in _reason(exc)
-
-
-def _tls_message(exc: BaseException, settings: MySQLSettings) -> str:
-    where = f"{settings.host}:{settings.port}"
-    if _error_code(exc) == 2026:
-        hint = "set TRACKER_MYSQL_SSL=disabled only if the network is trusted"
-        if not is_loopback(settings.host):
-            hint = "enable TLS on the server"
-        return f"MySQL on {where} does not offer TLS, which is required ({hint})"
-    reason = scrub(str(exc), settings.password)
-    return f"TLS with MySQL on {where} failed: {reason} (TRACKER_MYSQL_SSL_CA names a CA file)"
