@@ -146,7 +146,7 @@ def run_foreground(tracker: Tracker, sha: str, *, watch: bool = False) -> int:
     another process is the watcher, this one follows the commit in the log, and takes over
     should the watcher die."""
     from tracker.monitor.lock import AppLock, app_key
-    from tracker.monitor.watcher import app_of
+    from tracker.monitor.watcher import app_of, open_pushes
 
     row = tracker.store.deployment(sha)
     if row is not None and row.terminal:
@@ -159,10 +159,12 @@ def run_foreground(tracker: Tracker, sha: str, *, watch: bool = False) -> int:
         holder = lock.acquire()
         if holder is None:
             try:
-                left = _watch(tracker, sha, until=None if watch else sha)
+                _watch(tracker, sha, until=None if watch else sha)
             finally:
                 lock.release()
-            # A push recorded while we were leaving found the lock still held: look again.
+            # A push recorded while we were leaving found the lock still held, and its
+            # confirmer went away: look again, now that the lock is free.
+            left = open_pushes(tracker.store, tracker.clock.now())
             if left and watch:
                 continue
             if left:
@@ -184,9 +186,8 @@ def run_foreground(tracker: Tracker, sha: str, *, watch: bool = False) -> int:
     return exit_code_of(row.state, row.superseded_went_live)
 
 
-def _watch(tracker: Tracker, sha: str, *, until: str | None) -> list[str]:
-    """Be the app's watcher until nothing is open (or `until` is decided); the commits still
-    open after the lock is released."""
+def _watch(tracker: Tracker, sha: str, *, until: str | None) -> None:
+    """Be the app's watcher until nothing is open (or `until` is decided)."""
     from tracker.log import open_log
     from tracker.monitor.loop import build_sources, max_wait_of
     from tracker.monitor.watcher import Watcher, stop_on_signals
@@ -218,10 +219,6 @@ def _watch(tracker: Tracker, sha: str, *, until: str | None) -> list[str]:
     finally:
         for source in sources:
             source.close()
-    watcher.asked.clear()
-    try:
-        return [r.sha for r in watcher.open_rows()]
-    finally:
         log.close()
 
 

@@ -82,6 +82,20 @@ def app_stream(platform: str, app: str) -> str:
     return f"app:{platform}:{app}"
 
 
+def _open_rows(log: EventLog, now: float, lookback_s: float) -> list[DeploymentRow]:
+    return [
+        r
+        for r in log.deployments(since=now - lookback_s)
+        if r.state in OPEN_STATES and (r.confirmed_at is not None or r.push_source != "hook")
+    ]
+
+
+def open_pushes(log: EventLog, now: float, lookback_s: float = LOOKBACK_S) -> list[str]:
+    """The open pushes a watcher follows: recent ones that reached the remote (a hook's push
+    once confirmed; one recorded by hand at once)."""
+    return [r.sha for r in _open_rows(log, now, lookback_s)]
+
+
 @dataclass
 class _Follow:
     """One open push the watcher follows."""
@@ -143,13 +157,8 @@ class Watcher:
     # -- what is open ---------------------------------------------------------------------
 
     def open_rows(self) -> list[DeploymentRow]:
-        """The app's open pushes in the log: recent ones that reached the remote (a hook's push
-        once confirmed; one recorded by hand at once), and any asked for by name."""
-        rows = {
-            r.sha: r
-            for r in self.log.deployments(since=self.clock.now() - self.lookback_s)
-            if r.state in OPEN_STATES and (r.confirmed_at is not None or r.push_source != "hook")
-        }
+        """The app's open pushes in the log (`open_pushes`), and any asked for by name."""
+        rows = {r.sha: r for r in _open_rows(self.log, self.clock.now(), self.lookback_s)}
         for sha in self.asked - rows.keys():
             row = self.log.deployment(sha)
             if row is not None and row.state in OPEN_STATES:
