@@ -44,6 +44,12 @@ class LockTimeoutError(TrackerError):
     exit_code = 75
 
 
+class StoppedError(TrackerError):
+    """A watcher stopped by a signal (SIGTERM, SIGHUP, SIGINT), after saying so in the log."""
+
+    exit_code = 130
+
+
 class ConfigError(TrackerError):
     """The configuration is invalid or lacks something the command needs.
 

@@ -11,12 +11,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import signal
 import socket
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, cast
 
 from tracker import gitutil
@@ -329,25 +326,3 @@ def build_sources(settings: Settings, clock: Clock) -> list[DeploymentSource]:
             )
         )
     return sources
-
-
-class _Stopped(Exception):
-    pass
-
-
-@contextmanager
-def stop_on_signals(store: EventLog, sha: str) -> Iterator[None]:
-    """On SIGTERM/SIGHUP/SIGINT, record that this monitor stopped, then exit."""
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        raise _Stopped(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    except (_Stopped, KeyboardInterrupt) as exc:
-        store.append(sha, MonitorStopped(os.getpid(), f"stopped by {exc or 'SIGINT'}"))
-        raise SystemExit(130) from None
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from tracker import gitutil
 from tracker.clock import SYSTEM_CLOCK, Clock
-from tracker.errors import SourceUnavailableError
+from tracker.errors import SourceUnavailableError, StoppedError
 from tracker.events import (
     DeploymentFailed,
     LogsFetched,
@@ -503,7 +503,7 @@ def stop_on_signals(log: EventLog, watcher: Watcher) -> Iterator[None]:
     except (_Stopped, KeyboardInterrupt) as exc:
         for sha in list(watcher.follows):
             log.append(sha, MonitorStopped(os.getpid(), f"stopped by {exc or 'SIGINT'}"))
-        raise SystemExit(130) from None
+        raise StoppedError(f"the watcher was stopped by {exc or 'SIGINT'}") from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
