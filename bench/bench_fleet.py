@@ -1,6 +1,6 @@
 """Measure the fleet's shared log on MySQL: appends/s and append latency with many writers.
 
-    .venv/bin/python bench/bench_fleet.py [--writers 2,8,32] [--per-writer 100] [--delays 0,5,20]
+    .venv/bin/python -m bench.bench_fleet [--writers 2,8,32] [--per-writer 100] [--delays 0,5,20]
 
 Starts a private MariaDB (tests/support/mariadb_private.py) under bench/out/, and for each
 one-way delay (0: loopback; 5 and 20 ms: RTT 10 and 40 ms through tests/support/delay_proxy.py)
@@ -22,12 +22,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.support.mariadb_private import create_database, start_private  # noqa: E402
-from tracker.log import open_log  # noqa: E402
-from tracker.log.mysql import connect, migrate  # noqa: E402
+from bench.common import ROOT
+from tests.support.mariadb_private import create_database, start_private
+from tracker.log import open_log
+from tracker.log.mysql import connect, migrate
 
 WRITER = ROOT / "tests" / "support" / "store_writer.py"
 PROXY = ROOT / "tests" / "support" / "delay_proxy.py"
