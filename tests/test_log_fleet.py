@@ -1,0 +1,200 @@
+"""The fleet log (`tracker.log.fleet.FleetLog`, SPEC §10): each machine's SQLite log as a cache of
+the shared MySQL log plus an outbox, on the session's private MariaDB.
+
+Machines are separate local log paths (each with its own id) over one shared URL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.mariadb_private import PrivateMariaDB
+from tracker.clock import FakeClock
+from tracker.events import DeploymentFailed, DeploymentPolled, DeploymentSucceeded, PushRecorded
+from tracker.log.fleet import FleetLog, machine_id
+from tracker.log.mysql import MySQLLog, migrate
+
+pytestmark = pytest.mark.mysql
+
+A, B, C = "a" * 40, "b" * 40, "c" * 40
+
+Machine = Callable[[str], FleetLog]
+
+
+@pytest.fixture
+def url(mariadb: PrivateMariaDB, fresh_database: str) -> str:
+    found = mariadb.url(fresh_database)
+    migrate(found, env={})
+    return found
+
+
+@pytest.fixture
+def machine(url: str, tmp_path: Path) -> Iterator[Machine]:
+    clock = FakeClock(start=1_800_000_000.0)
+    opened: list[FleetLog] = []
+
+    def open_machine(name: str) -> FleetLog:
+        log = FleetLog.open(
+            tmp_path / name / "events.db", url, clock=clock, env={"TRACKER_MACHINE_ID": name},
+            retry_for=0.5, io_timeout=2.0, lock_timeout=2.0,
+        )  # fmt: skip
+        opened.append(log)
+        return log
+
+    yield open_machine
+    for log in opened:
+        log.close()
+
+
+def dump(log: FleetLog) -> list[tuple[object, ...]]:
+    """Every projection row of the cache, for comparing machines."""
+    conn = sqlite3.connect(log.cache.path)
+    try:
+        found: list[tuple[object, ...]] = []
+        for table in ("deployments", "source_calls", "deployment_measures"):
+            found += [(table, *r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2")]
+        return found
+    finally:
+        conn.close()
+
+
+def test_another_machines_push_is_seen_pending_then_with_its_verdict(machine: Machine) -> None:
+    a, b = machine("a"), machine("b")
+    assert a.append(A, PushRecorded(sha=A, branch="main"), key="push:a") is not None
+    assert b.deployment(A) is None  # not pulled yet: the local answer would be 3
+    assert b.pull() == 1
+    row = b.deployment(A)
+    assert row is not None and row.state == "pending"
+    a.append(A, DeploymentSucceeded(deployment_id="d1", source="digitalocean"), key="ok:a")
+    assert b.pull() == 1
+    row = b.deployment(A)
+    assert row is not None and row.state == "succeeded"
+    assert [e.seq for e in b.events()] == [1, 2] == [e.seq for e in a.events()]
+    assert a.sync_state().outbox == 0 and a.sync_state().error is None
+
+
+def test_three_machines_rebuild_identical_rows_positions_contiguous_keys_once(
+    machine: Machine, url: str
+) -> None:
+    logs = [machine(name) for name in ("a", "b", "c")]
+    for round_ in range(4):
+        for n, (log, sha) in enumerate(zip(logs, (A, B, C), strict=True)):
+            if round_ == 0:
+                log.append(sha, PushRecorded(sha=sha, branch="main"), key=f"push:{sha[0]}")
+            else:
+                log.append(
+                    sha,
+                    DeploymentPolled(source="digitalocean", ok=True, found=True,
+                                     phase="BUILDING", deployment_id=f"d{n}"),
+                    key=f"poll:{sha[0]}:{round_}",
+                )  # fmt: skip
+    # every machine records the same verdict of C; only the first in global order is stored
+    logs[2].append(C, DeploymentFailed(deployment_id="d2", reason={"code": "x"}), key="v:c")
+    logs[0].append(C, DeploymentSucceeded(deployment_id="d2"), key="v:c:late")
+    for log in logs:
+        assert log.pull() is not None
+    shared = MySQLLog.from_url(url, env={})
+    try:
+        everything = shared.events()
+    finally:
+        shared.close()
+    assert [e.seq for e in everything] == list(range(1, len(everything) + 1))
+    keys = [e.key for e in everything]
+    assert len(keys) == len(set(keys)) == 13 and "v:c:late" not in keys
+    first = dump(logs[0])
+    for log in logs:
+        assert [(e.seq, e.key, e.recorded_at) for e in log.events()] == [
+            (e.seq, e.key, e.recorded_at) for e in everything
+        ]
+        assert log.rebuild().clean
+        assert dump(log) == first
+        row = log.deployment(C)
+        assert row is not None and row.state == "failed"  # the first verdict, everywhere
+
+
+def test_an_outbox_verdict_that_lost_is_superseded_on_pull_not_applied_twice(
+    machine: Machine, mariadb: PrivateMariaDB
+) -> None:
+    a, b = machine("a"), machine("b")
+    a.append(A, PushRecorded(sha=A, branch="main"), key="push:a")
+    b.pull()
+    mariadb.stop()
+    try:
+        b.append(A, DeploymentFailed(deployment_id="d1"), key="fail:b")  # waits in b's outbox
+        row = b.deployment(A)
+        assert row is not None and row.state == "failed"  # b's own view, from its outbox
+    finally:
+        mariadb.start()
+    a.append(A, DeploymentSucceeded(deployment_id="d1"), key="ok:a")  # first in global order
+    assert b.forward() == []  # b's verdict is late: dropped by the shared log
+    row = b.deployment(A)
+    assert row is not None and row.state == "succeeded"
+    assert b.sync_state().outbox == 0
+    assert [e.key for e in b.events()] == ["push:a", "ok:a"]
+    assert b.rebuild().clean
+
+
+def test_with_the_server_stopped_appends_wait_in_the_outbox_and_drain_once_after(
+    machine: Machine, mariadb: PrivateMariaDB, url: str
+) -> None:
+    a, b = machine("a"), machine("b")
+    a.append(A, PushRecorded(sha=A, branch="main"), key="push:a")
+    b.pull()
+    mariadb.kill()
+    try:
+        for n in range(3):
+            stored = a.append(
+                A, DeploymentPolled(source="digitalocean", ok=True, phase="BUILDING"),
+                key=f"poll:{n}",
+            )  # fmt: skip
+            assert stored is not None  # appended locally
+        a.append(B, PushRecorded(sha=B, branch="main"))  # keyless: the outbox gives it a key
+        assert a.sync_state().outbox == 4
+        state = a.sync_state()
+        assert state.error is not None and state.pulled_at is not None
+        row = a.deployment(A)
+        assert row is not None and row.polls == 3  # the cache plus the outbox
+        assert a.deployment(B) is not None
+        assert b.pull() is None and b.sync_state().error  # b answers from its cache
+        row = b.deployment(A)
+        assert row is not None and row.state == "pending"
+        assert a.forward() is None and a.sync_state().outbox == 4  # still unreachable
+    finally:
+        mariadb.start()
+    sent = a.forward()
+    assert sent is not None and len(sent) == 4
+    assert a.forward() == []  # nothing left, nothing doubled
+    assert a.sync_state().outbox == 0 and a.sync_state().error is None
+    assert b.pull() == 4
+    shared = MySQLLog.from_url(url, env={})
+    try:
+        everything = shared.events()
+    finally:
+        shared.close()
+    keys = [e.key for e in everything]
+    assert len(keys) == len(set(keys)) == 5
+    assert [e.seq for e in everything] == [1, 2, 3, 4, 5]
+    assert dump(a) == dump(b) and a.rebuild().clean and b.rebuild().clean
+
+
+def test_a_forward_sent_again_after_it_was_stored_stores_nothing_twice(machine: Machine) -> None:
+    a = machine("a")
+    a.forward_on_append = False
+    a.append(A, PushRecorded(sha=A, branch="main"), key="push:a")
+    waiting = a.outbox_events()
+    a.shared.append_all(waiting)  # stored, as if the reply was lost before the outbox knew
+    assert a.forward() == []  # sent again: the key is stored already
+    assert [e.key for e in a.events()] == ["push:a"]
+    assert a.sync_state().outbox == 0
+
+
+def test_the_machine_id_is_kept_beside_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    first = machine_id(path, {})
+    assert first and machine_id(path, {}) == first
+    assert (tmp_path / "events.db.machine-id").stat().st_mode & 0o077 == 0
+    assert machine_id(path, {"TRACKER_MACHINE_ID": "ci-7"}) == "ci-7"
