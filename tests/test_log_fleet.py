@@ -6,15 +6,23 @@ Machines are separate local log paths (each with its own id) over one shared URL
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.mariadb_private import PrivateMariaDB
+from tracker.api import Tracker
+from tracker.cli.text import status_text
 from tracker.clock import FakeClock
+from tracker.config import load_settings
 from tracker.events import DeploymentFailed, DeploymentPolled, DeploymentSucceeded, PushRecorded
+from tracker.log import EventLog
 from tracker.log.fleet import FleetLog, machine_id
 from tracker.log.mysql import MySQLLog, migrate
 
@@ -198,3 +206,98 @@ def test_the_machine_id_is_kept_beside_the_log(tmp_path: Path) -> None:
     assert first and machine_id(path, {}) == first
     assert (tmp_path / "events.db.machine-id").stat().st_mode & 0o077 == 0
     assert machine_id(path, {"TRACKER_MACHINE_ID": "ci-7"}) == "ci-7"
+
+
+# -- Tracker and the CLI in fleet mode ----------------------------------------------------------
+
+
+def fleet_tracker(monkeypatch: pytest.MonkeyPatch, url: str, path: Path, name: str) -> Tracker:
+    monkeypatch.setenv("TRACKER_LOG_URL", url)
+    monkeypatch.setenv("TRACKER_MACHINE_ID", name)
+    monkeypatch.setenv("TRACKER_SYNC_DEADLINE", "2s")
+    tracker = Tracker(path / name / "events.db", settings=load_settings(None, env={}))
+    assert isinstance(tracker.store, FleetLog) and isinstance(tracker.store, EventLog)
+    return tracker
+
+
+def test_status_pulls_once_only_when_the_answer_would_be_2_or_3_and_says_when_it_cannot(
+    monkeypatch: pytest.MonkeyPatch, url: str, tmp_path: Path, mariadb: PrivateMariaDB
+) -> None:
+    a = fleet_tracker(monkeypatch, url, tmp_path, "a")
+    b = fleet_tracker(monkeypatch, url, tmp_path, "b")
+    try:
+        a.record_push(A, branch="main", monitor=False)
+        st = b.status(A)
+        assert st.state == "pending" and st.shared_log is not None
+        assert st.shared_log["pulled"] and st.shared_log["unreachable"] is None
+        assert st.shared_log["machine"] == "b" and st.shared_log["as_of"]
+        a.store.append(A, DeploymentSucceeded(deployment_id="d1"), key="ok:a")
+        st = b.status(A, offline=True)  # the cache alone: still pending
+        assert st.state == "pending" and st.shared_log is not None
+        assert st.shared_log["offline"] and not st.shared_log["pulled"]
+        st = b.status(A)
+        assert st.state == "succeeded" and st.exit_code == 0
+        assert b.status(A).shared_log["pulled"] is False  # type: ignore[index]  # 0: no pull
+        mariadb.kill()
+        try:
+            a.record_push(B, branch="main", monitor=False)  # appended locally, waits
+            st = a.status(B)
+            assert st.state == "pending" and st.shared_log is not None
+            assert st.shared_log["outbox"] == 1 and st.shared_log["unreachable"]
+            st = b.status(B)  # 3 locally; the pull fails: answered from the cache, and said
+            assert st.state == "not_found" and st.shared_log is not None
+            assert st.shared_log["unreachable"] and not st.shared_log["pulled"]
+            text = status_text(st)
+            assert "the shared log is unreachable: " in text and "as of " in text
+            assert b.status(A).state == "succeeded"  # the cache answers
+        finally:
+            mariadb.start()
+        st = b.status(B)
+        assert st.state == "not_found"  # not forwarded yet: only a's outbox holds it
+        assert a.store.forward() is not None
+        st = b.status(B)
+        assert st.state == "pending" and st.shared_log is not None
+        assert st.shared_log["unreachable"] is None
+    finally:
+        a.close()
+        b.close()
+
+
+def run_tracker(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tracker", *args], env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+
+
+def test_migrate_shared_and_sync_on_the_command_line(
+    mariadb: PrivateMariaDB, fresh_database: str, tmp_path: Path
+) -> None:
+    url = mariadb.url(fresh_database)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    assert run_tracker("migrate", env=env).returncode == 64  # --shared is the only kind
+    assert run_tracker("migrate", "--shared", env=env).returncode == 78
+    env["TRACKER_LOG_URL"] = url
+    assert run_tracker("migrate", env=env).returncode == 64  # --shared is the only kind
+    done = run_tracker("migrate", "--shared", env=env)
+    assert done.returncode == 0 and "ran migrations" in done.stdout, done.stderr
+    again = run_tracker("migrate", "--shared", env=env)
+    assert again.returncode == 0 and "up to date" in again.stdout
+    a_db, b_db = tmp_path / "a" / "events.db", tmp_path / "b" / "events.db"
+    writer = FleetLog.open(a_db, url, env={"TRACKER_MACHINE_ID": "a"})
+    writer.forward_on_append = False
+    writer.append(A, PushRecorded(sha=A, branch="main"), key="push:a")
+    writer.close()
+    synced = run_tracker("--db", str(a_db), "sync", env=env)
+    assert synced.returncode == 0 and "forwarded 1" in synced.stdout, synced.stderr
+    pulled = run_tracker("--db", str(b_db), "sync", env=env)
+    assert pulled.returncode == 0 and "pulled 1" in pulled.stdout, pulled.stderr
+    shown = run_tracker("--db", str(b_db), "status", A, "--offline", "--json", env=env)
+    assert shown.returncode == 2, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["state"] == "pending" and data["shared_log"]["offline"] is True
+    no_fleet = {k: v for k, v in env.items() if k != "TRACKER_LOG_URL"}
+    assert run_tracker("--db", str(b_db), "sync", env=no_fleet).returncode == 78
+    plain = run_tracker("--db", str(tmp_path / "c.db"), "status", A, "--json", env=no_fleet)
+    assert json.loads(plain.stdout)["shared_log"] is None  # a single machine: as before

@@ -32,6 +32,7 @@ import json
 import os
 import socket
 import sqlite3
+import threading
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tracker.clock import SYSTEM_CLOCK, Clock, iso
-from tracker.errors import LogError
+from tracker.errors import LogError, TrackerError
 from tracker.events import Event, event_from
 from tracker.log import lock, rows
 from tracker.log.base import Append, LogCheck, QueryRows, RebuildReport
@@ -54,9 +55,11 @@ if TYPE_CHECKING:
     from tracker.log.mysql import MySQLLog
     from tracker.read.stats import StatsQueries
 
-__all__ = ["FleetLog", "SyncState", "machine_id"]
+__all__ = ["FleetLog", "SyncState", "machine_id", "sync_deadline"]
 
 MACHINE_ID_ENV = "TRACKER_MACHINE_ID"
+SYNC_DEADLINE_ENV = "TRACKER_SYNC_DEADLINE"
+DEFAULT_SYNC_DEADLINE_S = 1.0
 PAGE = 1000  # events pulled per read
 _OUTBOX_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS outbox ("
@@ -77,6 +80,16 @@ class SyncState:
     pulled_at: float | None  # the last successful pull (any process of this machine)
     error: str | None  # why the last attempt to reach the shared log failed; None when it worked
     outbox: int  # events waiting to be forwarded
+
+
+def sync_deadline(env: Mapping[str, str] | None = None) -> float:
+    """`TRACKER_SYNC_DEADLINE` (default 1 s): how long `status` may wait for its one pull."""
+    from tracker.config import parse_duration
+
+    value = (os.environ if env is None else env).get(SYNC_DEADLINE_ENV, "").strip()
+    if not value:
+        return DEFAULT_SYNC_DEADLINE_S
+    return parse_duration(value, SYNC_DEADLINE_ENV, positive=True, maximum=60.0, example="1 or 2s")
 
 
 def machine_id(log_path: Path, env: Mapping[str, str] | None = None) -> str:
@@ -322,6 +335,64 @@ class FleetLog:
             return None
         self._note(pulled_at=repr(self.clock.now()), error=None)
         return count
+
+    @contextmanager
+    def local_appends(self) -> Iterator[None]:
+        """Within it, appends only go to the outbox (a reader taking in the spool never waits
+        for the network: what it appends is forwarded by the next append or sync)."""
+        saved, self.forward_on_append = self.forward_on_append, False
+        try:
+            yield
+        finally:
+            self.forward_on_append = saved
+
+    def pull_within(self, seconds: float) -> int | None:
+        """One pull that gives up after `seconds` (`status`'s bounded pull): run on connections
+        of its own in a thread left behind if the shared log does not answer in time (it then
+        finishes or fails on its own; the cache takes a pull whole or not at all). None when it
+        could not pull in time; the reason is kept for `sync_state`."""
+        from tracker.log.mysql import MySQLLog
+
+        done: list[int | None] = []
+
+        def work() -> None:
+            other = FleetLog(
+                SQLiteLog(self.cache.path, clock=self.clock, lock_timeout=seconds),
+                MySQLLog(
+                    self.shared.settings, clock=self.clock, lock_timeout=seconds,
+                    origin=self.machine, retry_for=0.0, io_timeout=seconds,
+                ),
+                machine=self.machine,
+            )  # fmt: skip
+            try:
+                done.append(other.pull())
+            except TrackerError as exc:
+                other._failed(exc)
+                done.append(None)
+            finally:
+                other.close()
+
+        thread = threading.Thread(target=work, name="tracker-pull", daemon=True)
+        thread.start()
+        thread.join(seconds)
+        if not done:
+            self._failed(LogError(f"no answer from {self.shared.url} within {seconds:g} s"))
+            return None
+        return done[0]
+
+    def shared_report(self, *, pulled: bool, offline: bool = False) -> dict[str, Any]:
+        """What `status` says of the shared log: which machine this is, as of when the cache
+        is (its last pull), whether this answer pulled, why the shared log is unreachable (the
+        last attempt's failure), and how many events wait in the outbox."""
+        state = self.sync_state()
+        return {
+            "machine": self.machine,
+            "as_of": None if state.pulled_at is None else iso(state.pulled_at),
+            "pulled": pulled,
+            "offline": offline,
+            "unreachable": state.error,
+            "outbox": state.outbox,
+        }
 
     # -- reading ------------------------------------------------------------------------------
 
