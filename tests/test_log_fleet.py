@@ -301,3 +301,48 @@ def test_migrate_shared_and_sync_on_the_command_line(
     assert run_tracker("--db", str(b_db), "sync", env=no_fleet).returncode == 78
     plain = run_tracker("--db", str(tmp_path / "c.db"), "status", A, "--json", env=no_fleet)
     assert json.loads(plain.stdout)["shared_log"] is None  # a single machine: as before
+
+
+def test_the_confirmer_appends_to_the_outbox_and_forwards_and_waits_when_the_server_is_down(
+    mariadb: PrivateMariaDB, url: str, tmp_path: Path
+) -> None:
+    from tests.support.gitrepo import base_env, make_repo
+    from tests.test_confirm import confirm, record_for
+    from tracker.push.spool import record_paths, write_record
+
+    repo = make_repo(tmp_path)
+    env = base_env(TRACKER_LOG_URL=url, TRACKER_MACHINE_ID="a")
+    sha = repo.commit()
+    repo.git("push", "-q", "--no-verify", "origin", "HEAD:main")
+    done = confirm(write_record(repo.spool, record_for(repo, sha)), env=env)
+    assert done.returncode == 0, done.stderr
+    shared = MySQLLog.from_url(url, env={})
+    try:
+        assert [e.type for e in shared.events(stream=sha)] == ["PushRecorded", "PushConfirmed"]
+    finally:
+        shared.close()
+    second = repo.commit()
+    repo.git("push", "-q", "--no-verify", "origin", "HEAD:main")
+    mariadb.kill()
+    try:
+        path = write_record(repo.spool, record_for(repo, second))
+        done = confirm(path, env=env)
+        assert done.returncode == 0, done.stderr
+        assert not record_paths(repo.spool)  # decided: the verdict waits in the outbox
+        log = FleetLog.open(repo.db, url, env={"TRACKER_MACHINE_ID": "a"}, retry_for=0.2)
+        try:
+            assert log.sync_state().outbox == 2
+            row = log.deployment(second)
+            assert row is not None and row.state == "pending"
+        finally:
+            log.close()
+    finally:
+        mariadb.start()
+    log = FleetLog.open(repo.db, url, env={"TRACKER_MACHINE_ID": "a"})
+    try:
+        sent = log.forward()
+        assert sent is not None and len(sent) == 2 and log.sync_state().outbox == 0
+        assert [e.seq for e in log.events()] == [1, 2, 3, 4]
+        assert len({e.key for e in log.events()}) == 4 and log.rebuild().clean
+    finally:
+        log.close()
