@@ -346,3 +346,24 @@ def test_the_confirmer_appends_to_the_outbox_and_forwards_and_waits_when_the_ser
         assert len({e.key for e in log.events()}) == 4 and log.rebuild().clean
     finally:
         log.close()
+
+
+def test_a_log_kept_before_fleet_mode_or_for_another_shared_log_is_not_mixed_in(
+    machine: Machine, url: str, tmp_path: Path, fresh_database: str
+) -> None:
+    from tracker.log.fleet import NotACacheError
+    from tracker.log.sqlite import SQLiteLog
+
+    with SQLiteLog(tmp_path / "old" / "events.db") as old:
+        old.append(A, PushRecorded(sha=A, branch="main"), key="push:old")
+    log = machine("old")
+    with pytest.raises(NotACacheError, match="1 events recorded without fleet mode"):
+        log.pull()
+    assert machine("fresh").pull() == 0
+    moved = FleetLog.open(tmp_path / "fresh" / "events.db", url.replace(fresh_database, "x"),
+                          env={"TRACKER_MACHINE_ID": "fresh"})  # fmt: skip
+    try:
+        with pytest.raises(NotACacheError, match="is the cache of the shared log"):
+            moved.pull()
+    finally:
+        moved.close()

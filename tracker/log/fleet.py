@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from tracker.log.mysql import MySQLLog
     from tracker.read.stats import StatsQueries
 
-__all__ = ["FleetLog", "SyncState", "machine_id", "sync_deadline"]
+__all__ = ["FleetLog", "NotACacheError", "SyncState", "machine_id", "sync_deadline"]
 
 MACHINE_ID_ENV = "TRACKER_MACHINE_ID"
 SYNC_DEADLINE_ENV = "TRACKER_SYNC_DEADLINE"
@@ -71,6 +71,10 @@ _OUTBOX_SCHEMA = (
     " at REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS sync_state ( name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
+
+
+class NotACacheError(LogError):
+    """The local log is not (or cannot become) the cache of this shared log."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,7 @@ class FleetLog:
         self.forward_on_append = forward_on_append
         self._outbox: sqlite3.Connection | None = None
         self._pid = os.getpid()
+        self._mirror_checked = False
 
     @classmethod
     def open(
@@ -294,6 +299,7 @@ class FleetLog:
         """Send the outbox to the shared log in one batch (keyed: a batch sent again after a
         lost connection is stored once), pull, and delete what was sent. Returns the events the
         shared log stored now; None when it could not be reached (the outbox is kept)."""
+        self._check_mirror()
         waiting = self._waiting()
         if not waiting:
             return [] if self.pull() is not None else None
@@ -320,6 +326,7 @@ class FleetLog:
         """Bring the shared log's events after the cache's last global position into the cache,
         in global order, folded as they come. Returns how many; None when the shared log could
         not be reached (the failure is kept for `sync_state`)."""
+        self._check_mirror()
         count = 0
         try:
             while limit is None or count < limit:
@@ -393,6 +400,34 @@ class FleetLog:
             "unreachable": state.error,
             "outbox": state.outbox,
         }
+
+    def _check_mirror(self) -> None:
+        """The cache mirrors one shared log from its first position: a local log that holds
+        events of its own (kept before fleet mode) or another shared log's is refused, never
+        mixed (its positions are not the global ones)."""
+        if self._mirror_checked:
+            return
+        s = self.shared.settings
+        ours = f"{s.host}:{s.port}/{s.database}"
+        with log_errors(self.outbox_path, "read"):
+            found = self.outbox.execute(
+                "SELECT value FROM sync_state WHERE name = 'mirror_of'"
+            ).fetchone()
+        if found is None:
+            held = self.cache.last_seq()
+            if held:
+                raise NotACacheError(
+                    f"the local log {self.cache.path} holds {held} events recorded without"
+                    f" fleet mode: it cannot become the cache of the shared log {ours}; move it"
+                    " aside (it stays readable with TRACKER_LOG_URL unset) and sync again"
+                )
+            self._note(mirror_of=ours)
+        elif found[0] != ours:
+            raise NotACacheError(
+                f"the local log {self.cache.path} is the cache of the shared log {found[0]},"
+                f" not of {ours}: move it aside, or set TRACKER_LOG_URL back"
+            )
+        self._mirror_checked = True
 
     # -- reading ------------------------------------------------------------------------------
 
