@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -160,7 +161,9 @@ def test_with_the_server_stopped_appends_wait_in_the_outbox_and_drain_once_after
                 key=f"poll:{n}",
             )  # fmt: skip
             assert stored is not None  # appended locally
+        started = time.monotonic()
         a.append(B, PushRecorded(sha=B, branch="main"))  # keyless: the outbox gives it a key
+        assert time.monotonic() - started < 0.5  # just failed: outboxed, not tried again
         assert a.sync_state().outbox == 4
         state = a.sync_state()
         assert state.error is not None and state.pulled_at is not None

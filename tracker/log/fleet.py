@@ -60,6 +60,7 @@ __all__ = ["FleetLog", "NotACacheError", "SyncState", "machine_id", "sync_deadli
 MACHINE_ID_ENV = "TRACKER_MACHINE_ID"
 SYNC_DEADLINE_ENV = "TRACKER_SYNC_DEADLINE"
 DEFAULT_SYNC_DEADLINE_S = 1.0
+FORWARD_BACKOFF_S = 5.0  # after a failure, appends only outbox for this long
 PAGE = 1000  # events pulled per read
 _OUTBOX_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS outbox ("
@@ -245,7 +246,7 @@ class FleetLog:
         if not batch:
             return []
         written = self._to_outbox(batch)
-        if not written or not self.forward_on_append:
+        if not written or not self.forward_on_append or self._backing_off():
             return written
         sent = self.forward()
         if sent is None:
@@ -320,7 +321,22 @@ class FleetLog:
 
     def _failed(self, exc: BaseException) -> None:
         with contextlib.suppress(LogError):
-            self._note(error=str(exc) or type(exc).__name__)
+            self._note(error=str(exc) or type(exc).__name__, failed_at=repr(self.clock.now()))
+
+    def _backing_off(self) -> bool:
+        """Whether the shared log failed (in any process here) less than `FORWARD_BACKOFF_S`
+        ago: an append then only outboxes, rather than wait out the connection's retries again
+        (a monitor's polls stay on time; `forward`, `sync` and the next append after it try)."""
+        with log_errors(self.outbox_path, "read"):
+            found = self.outbox.execute(
+                "SELECT value FROM sync_state WHERE name = 'error'"
+            ).fetchone()
+            when = self.outbox.execute(
+                "SELECT value FROM sync_state WHERE name = 'failed_at'"
+            ).fetchone()
+        if found is None or when is None:
+            return False
+        return self.clock.now() - float(when[0]) < FORWARD_BACKOFF_S
 
     def pull(self, *, limit: int | None = None) -> int | None:
         """Bring the shared log's events after the cache's last global position into the cache,
@@ -340,7 +356,7 @@ class FleetLog:
         except LogError as exc:
             self._failed(exc)
             return None
-        self._note(pulled_at=repr(self.clock.now()), error=None)
+        self._note(pulled_at=repr(self.clock.now()), error=None, failed_at=None)
         return count
 
     @contextmanager
