@@ -24,6 +24,7 @@ from tracker.clock import FakeClock
 from tracker.config import load_settings
 from tracker.events import DeploymentFailed, DeploymentPolled, DeploymentSucceeded, PushRecorded
 from tracker.log import EventLog
+from tracker.log.base import Append
 from tracker.log.fleet import FleetLog, machine_id
 from tracker.log.mysql import MySQLLog, migrate
 
@@ -370,3 +371,23 @@ def test_a_log_kept_before_fleet_mode_or_for_another_shared_log_is_not_mixed_in(
             moved.pull()
     finally:
         moved.close()
+
+
+def test_a_long_outbox_drains_in_batches_in_order_each_event_once(machine: Machine) -> None:
+    a, b = machine("a"), machine("b")
+    a.forward_on_append = False  # as after a long outage
+    a.append(A, PushRecorded(sha=A, branch="main"), key="push:a")
+    polls = [
+        Append(A, DeploymentPolled(source="digitalocean", ok=True, latency_ms=n), f"p:{n}")
+        for n in range(449)
+    ]
+    a.append_all(polls)
+    assert a.sync_state().outbox == 450
+    sent = a.forward()
+    assert sent is not None and len(sent) == 450 and a.sync_state().outbox == 0
+    assert b.pull() == 450
+    found = b.events()
+    assert [e.seq for e in found] == list(range(1, 451))
+    assert [e.key for e in found] == ["push:a", *(f"p:{n}" for n in range(449))]
+    row = b.deployment(A)
+    assert row is not None and row.polls == 449 and dump(a) == dump(b)

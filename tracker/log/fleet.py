@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tracker.clock import SYSTEM_CLOCK, Clock, iso
-from tracker.errors import LogError, TrackerError
+from tracker.errors import LockTimeoutError, LogError, TrackerError
 from tracker.events import Event, event_from
 from tracker.log import lock, rows
 from tracker.log.base import Append, LogCheck, QueryRows, RebuildReport
@@ -60,6 +60,7 @@ __all__ = ["FleetLog", "NotACacheError", "SyncState", "machine_id", "sync_deadli
 MACHINE_ID_ENV = "TRACKER_MACHINE_ID"
 SYNC_DEADLINE_ENV = "TRACKER_SYNC_DEADLINE"
 DEFAULT_SYNC_DEADLINE_S = 1.0
+FORWARD_BATCH = 200  # events forwarded in one round trip
 FORWARD_BACKOFF_S = 5.0  # after a failure, appends only outbox for this long
 PAGE = 1000  # events pulled per read
 _OUTBOX_SCHEMA = (
@@ -248,7 +249,11 @@ class FleetLog:
         written = self._to_outbox(batch)
         if not written or not self.forward_on_append or self._backing_off():
             return written
-        sent = self.forward()
+        try:
+            sent = self.forward()
+        except TrackerError as exc:  # in the outbox all the same: said by `status` and `sync`
+            self._failed(exc)
+            return written
         if sent is None:
             return written
         by_key = {s.key: s for s in sent}
@@ -297,26 +302,30 @@ class FleetLog:
         return int(self.outbox.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     def forward(self) -> list[StoredEvent] | None:
-        """Send the outbox to the shared log in one batch (keyed: a batch sent again after a
-        lost connection is stored once), pull, and delete what was sent. Returns the events the
-        shared log stored now; None when it could not be reached (the outbox is kept)."""
+        """Send the outbox to the shared log, `FORWARD_BATCH` events a round trip (keyed: a
+        batch sent again after a lost connection is stored once), pulling and deleting what was
+        sent after each. Returns the events the shared log stored now; None when it could not
+        be reached (what was not sent stays in the outbox)."""
         self._check_mirror()
         waiting = self._waiting()
         if not waiting:
             return [] if self.pull() is not None else None
-        batch = [
-            Append(stream, event_from(kind, json.loads(data)), key, at)
-            for _, key, stream, kind, data, at in waiting
-        ]
-        try:
-            sent = self.shared.append_all(batch)
-        except LogError as exc:
-            self._failed(exc)
-            return None
-        if self.pull() is None:
-            return None  # stored, not yet in the cache: kept, and sent again (once) later
-        with log_errors(self.outbox_path, "write"):
-            self.outbox.execute("DELETE FROM outbox WHERE n <= ?", (waiting[-1][0],))
+        sent: list[StoredEvent] = []
+        for start in range(0, len(waiting), FORWARD_BATCH):
+            chunk = waiting[start : start + FORWARD_BATCH]
+            batch = [
+                Append(stream, event_from(kind, json.loads(data)), key, at)
+                for _, key, stream, kind, data, at in chunk
+            ]
+            try:
+                sent += self.shared.append_all(batch)
+            except (LogError, LockTimeoutError) as exc:
+                self._failed(exc)
+                return None
+            if self.pull() is None:
+                return None  # stored, not yet in the cache: kept, and sent again (once) later
+            with log_errors(self.outbox_path, "write"):
+                self.outbox.execute("DELETE FROM outbox WHERE n <= ?", (chunk[-1][0],))
         return sent
 
     def _failed(self, exc: BaseException) -> None:
@@ -344,18 +353,18 @@ class FleetLog:
         not be reached (the failure is kept for `sync_state`)."""
         self._check_mirror()
         count = 0
-        try:
-            while limit is None or count < limit:
-                after = self.cache.last_seq()
-                page = PAGE if limit is None else min(PAGE, limit - count)
+        while limit is None or count < limit:
+            after = self.cache.last_seq()
+            page = PAGE if limit is None else min(PAGE, limit - count)
+            try:
                 found = self.shared.events(after_seq=after, limit=page)
-                if found:
-                    count += self.cache.transaction(partial(_mirror_all, found=found))
-                if len(found) < page:
-                    break
-        except LogError as exc:
-            self._failed(exc)
-            return None
+            except (LogError, LockTimeoutError) as exc:
+                self._failed(exc)
+                return None
+            if found:  # a local failure (the cache's lock, a gap) is raised, not noted
+                count += self.cache.transaction(partial(_mirror_all, found=found))
+            if len(found) < page:
+                break
         self._note(pulled_at=repr(self.clock.now()), error=None, failed_at=None)
         return count
 
