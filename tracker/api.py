@@ -15,6 +15,7 @@ from tracker import gitutil
 from tracker.clock import SYSTEM_CLOCK, Clock, iso
 from tracker.errors import TrackerError, UsageError
 from tracker.events import PushRecorded
+from tracker.log import fleet_url
 from tracker.log.sqlite import SQLiteLog
 from tracker.procs import host, monitor_alive
 from tracker.projections import TERMINAL_STATES, DeploymentRow, exit_code_of, starts_attempt
@@ -31,6 +32,7 @@ from tracker.words import count, seconds
 
 if TYPE_CHECKING:
     from tracker.config import ReadSettings, Settings
+    from tracker.log.fleet import FleetLog
     from tracker.log.sqlite import RebuildReport
     from tracker.read.stats import Stats
 
@@ -60,12 +62,24 @@ class Tracker:
         self._settings = settings
         self._read_settings: ReadSettings | None = None
         self._source_names: list[str] | None = None
-        self.store = SQLiteLog(
-            self.db_path,
-            clock=clock,
-            lock_timeout=self.read_settings.lock_timeout,
-            synchronous=self.read_settings.synchronous,
-        )
+        url = fleet_url()
+        if url is None:
+            self.store: SQLiteLog | FleetLog = SQLiteLog(
+                self.db_path,
+                clock=clock,
+                lock_timeout=self.read_settings.lock_timeout,
+                synchronous=self.read_settings.synchronous,
+            )
+        else:  # fleet mode (SPEC §10): the log is the cache of the shared one, plus an outbox
+            from tracker.log.fleet import FleetLog
+
+            self.store = FleetLog.open(
+                self.db_path,
+                url,
+                clock=clock,
+                lock_timeout=self.read_settings.lock_timeout,
+                synchronous=self.read_settings.synchronous,
+            )
 
     @classmethod
     def open(
@@ -171,12 +185,35 @@ class Tracker:
         where = f"the repository at {self.repo}" if self.repo else "the log"
         raise UsageError(f"{gitutil.shown(ref)} does not name a commit in {where}")
 
-    def status(self, ref: str = "HEAD", *, recent: int = 5) -> DeploymentStatus:
+    def status(
+        self, ref: str = "HEAD", *, recent: int = 5, offline: bool = False
+    ) -> DeploymentStatus:
         """The status of the commit `ref` names, answered from the log alone (no network).
 
         Reading needs no lock (WAL). When the log is too busy to take the spool in (its lock
         held, a writer stopped, another client's write transaction), a push still in the spool
-        answers `pending`; `LockTimeoutError` (75) only when nothing can be read at all."""
+        answers `pending`; `LockTimeoutError` (75) only when nothing can be read at all.
+
+        In fleet mode (SPEC §10) the answer is from the cache plus the outbox, with one pull
+        bounded by `TRACKER_SYNC_DEADLINE` only when it would be 2 or 3 (never with `offline`);
+        `shared_log` says as of when, and why the shared log could not be reached."""
+        store = self.store
+        if isinstance(store, SQLiteLog):
+            return self._local_status(ref, recent)
+        from tracker.log.fleet import sync_deadline
+
+        with store.local_appends():
+            st = self._local_status(ref, recent)
+            pulled = False
+            if st.exit_code in (2, NOT_FOUND) and not offline:  # pending, in progress, stale
+                pulled = store.pull_within(sync_deadline()) is not None
+                if pulled:
+                    st = self._local_status(ref, recent)
+        return dataclasses.replace(
+            st, shared_log=store.shared_report(pulled=pulled, offline=offline)
+        )
+
+    def _local_status(self, ref: str, recent: int) -> DeploymentStatus:
         self.take_in_spool(wait=READ_WAIT_S)
         sha = self.resolve(ref)
         if self._no_log():  # a mistyped TRACKER_DB is not created by a read

@@ -76,7 +76,9 @@ def parse_since(text: str, now: float) -> float:
 
 
 @app.command(usage="Usage: tracker status [REF] [OPTIONS]")
-def status(ref: str = "HEAD", /, *, json: bool = False, log: Injected) -> int:
+def status(
+    ref: str = "HEAD", /, *, json: bool = False, offline: bool = False, log: Injected
+) -> int:
     """Show whether the deployment of a commit is live.
 
     Exit codes: 0 live (or superseded by a live successor that contains it), 1
@@ -89,8 +91,10 @@ def status(ref: str = "HEAD", /, *, json: bool = False, log: Injected) -> int:
         A full or abbreviated SHA, or any git revision.
     json
         Print the status as one JSON object.
+    offline
+        Fleet mode: answer from this machine's cache and outbox only, never pulling.
     """
-    return status_command(ref, as_json=json, log=log)
+    return status_command(ref, as_json=json, log=log, offline=offline)
 
 
 @app.command(usage="Usage: tracker wait [REF] [OPTIONS]")
@@ -218,6 +222,44 @@ def rebuild(*, log: Injected) -> int:
     else:
         say("the projections matched the log exactly")
     return 0
+
+
+@app.command
+def migrate(*, shared: bool = False) -> int:
+    """Run the fleet's shared log's schema migrations (an administrator's step).
+
+    Exit codes: 0, 64 without --shared, 74 the shared log unreachable, 75 another
+    migration holds the lock, 78 fleet mode off (TRACKER_LOG_URL unset).
+
+    Parameters
+    ----------
+    shared
+        Migrate the shared log at TRACKER_LOG_URL (under a named lock).
+    """
+    from tracker.cli.fleet import migrate_command
+
+    return migrate_command(shared=shared)
+
+
+@app.command
+def sync(*, follow: bool = False, interval: str = "2s", log: Injected) -> int:
+    """Forward this machine's outbox to the shared log and pull it into the cache.
+
+    Exit codes: 0, 74 the shared log unreachable (without --follow), 78 fleet
+    mode off (TRACKER_LOG_URL unset).
+
+    Parameters
+    ----------
+    follow
+        Keep syncing every --interval until interrupted (keeps a cache warm).
+    interval
+        How often --follow syncs.
+    """
+    from tracker.cli.fleet import sync_command
+    from tracker.config import parse_duration
+
+    every = parse_duration(interval, "--interval", positive=True, error=UsageError, example="2s")
+    return sync_command(follow=follow, interval=every, log=log)
 
 
 @app.command

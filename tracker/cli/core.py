@@ -107,9 +107,9 @@ def colour() -> bool:
 # -- tracker status ---------------------------------------------------------------------------
 
 
-def status_command(ref: str, *, as_json: bool, log: Log) -> int:
+def status_command(ref: str, *, as_json: bool, log: Log, offline: bool = False) -> int:
     with log.open() as tracker:
-        st = tracker.status(ref)
+        st = tracker.status(ref, offline=offline)
     return print_status(st, as_json=as_json)
 
 

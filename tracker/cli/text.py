@@ -122,6 +122,8 @@ def already_recorded(st: DeploymentStatus) -> str:
 def status_text(st: DeploymentStatus, colour: bool = False) -> str:
     """`tracker status`: the verdict, then details."""
     lines = [paint(verdict(st), _STATE_COLOUR.get(st.state, "bold"), colour)]
+    if st.shared_log is not None:  # fleet mode: as of when, and why not newer
+        lines.append(shared_log_line(st.shared_log))
     if st.state == "not_found":
         return "\n".join(lines)
     if st.spooled:
@@ -149,6 +151,19 @@ def status_text(st: DeploymentStatus, colour: bool = False) -> str:
         lines.append(f"last {len(st.recent_events)} events:")
         lines += [f"  {event_line(e)}" for e in st.recent_events]
     return "\n".join(lines)
+
+
+def shared_log_line(shared: dict[str, Any]) -> str:
+    """Fleet mode (SPEC §10): as of when this machine's cache is, and why it is not newer."""
+    as_of = shared.get("as_of") or "never pulled"
+    waiting = int(shared.get("outbox") or 0)
+    outbox = f"; {count(waiting, 'event')} waiting in the outbox" if waiting else ""
+    if shared.get("unreachable"):
+        why = clip(str(shared["unreachable"]), 300)
+        return f"as of {as_of}; the shared log is unreachable: {why}{outbox}"
+    if shared.get("offline"):
+        return f"as of {as_of} (offline: not pulled){outbox}"
+    return f"as of {as_of}{outbox}"
 
 
 def _times(st: DeploymentStatus) -> list[tuple[str, str | None]]:

@@ -5,11 +5,14 @@ migrate, append, read), `schema` (schema.sql and its migrations), `lock` (the fl
 projection rows are written), `rebuild` (replay and repair), `sqlite_stats` (the stats queries),
 `sqlite_query` (`tracker query`'s read-only statement); the fleet's shared log: `mysql`
 (`MySQLLog`: append, fold, read, check), `mysql_server` (connect, errors, `migrate --shared`),
-`mysql_stats` (the stats queries over the folded projections), `mysql_query` (`tracker query`).
+`mysql_stats` (the stats queries over the folded projections), `mysql_query` (`tracker query`);
+`fleet` (`FleetLog`: this machine's SQLite log as a cache of the shared one, plus an outbox).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +22,18 @@ from tracker.log.base import Append, EventLog, LogCheck, QueryRows, RebuildRepor
 if TYPE_CHECKING:
     from tracker.clock import Clock
 
-__all__ = ["Append", "EventLog", "LogCheck", "QueryRows", "RebuildReport", "open_log"]
+__all__ = [
+    "Append", "EventLog", "LogCheck", "QueryRows", "RebuildReport", "fleet_url", "open_log"
+]  # fmt: skip
+
+LOG_URL_ENV = "TRACKER_LOG_URL"
+
+
+def fleet_url(env: Mapping[str, str] | None = None) -> str | None:
+    """`TRACKER_LOG_URL` when it is set (fleet mode, SPEC §10); None: this machine's log alone,
+    exactly as without fleet mode."""
+    found = (os.environ if env is None else env).get(LOG_URL_ENV, "").strip()
+    return found or None
 
 
 def open_log(
@@ -46,6 +60,14 @@ def open_log(
             f"a log at a {scheme}:// URL is not supported: give a file path or mysql://"
         )
     from tracker.clock import SYSTEM_CLOCK
+
+    url = fleet_url()
+    if url is not None:
+        from tracker.log.fleet import FleetLog
+
+        return FleetLog.open(
+            Path(text), url, clock=clock or SYSTEM_CLOCK, lock_timeout=lock_timeout, **options
+        )
     from tracker.log.sqlite import SQLiteLog
 
     return SQLiteLog(Path(text), clock=clock or SYSTEM_CLOCK, lock_timeout=lock_timeout, **options)

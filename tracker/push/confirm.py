@@ -12,14 +12,19 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tracker.clock import SYSTEM_CLOCK, Clock
 from tracker.errors import LockTimeoutError, LogError, TrackerError
+from tracker.log import fleet_url
 from tracker.log.sqlite import Append, SQLiteLog
 from tracker.procs import detach, exec_monitor, process_alive
 from tracker.push.intake import recorded, verdict_append, wants_monitor
 from tracker.push.settle import BUDGET_S, Verdict, settle
 from tracker.push.spool import PushRecord, held, note, read_record
+
+if TYPE_CHECKING:
+    from tracker.log.fleet import FleetLog
 
 POLL_S = 0.1
 APPEAR_S = 10.0  # the hook starts us before it renames the record into place
@@ -38,6 +43,18 @@ def wait_for_record(path: Path, clock: Clock) -> PushRecord | None:
         clock.sleep(0.01)
 
 
+def local_or_fleet(db: str, clock: Clock) -> SQLiteLog | FleetLog:
+    """The log at `db`; in fleet mode (`TRACKER_LOG_URL`, SPEC §10) the fleet log over it, so
+    that what the confirmer appends goes to the outbox and is forwarded (the hook itself never
+    talks to the shared log: this process is detached)."""
+    url = fleet_url()
+    if url is None:
+        return SQLiteLog(db, clock=clock, lock_timeout=LOCK_WAIT_S)
+    from tracker.log.fleet import FleetLog
+
+    return FleetLog.open(db, url, clock=clock, lock_timeout=LOCK_WAIT_S)
+
+
 class Confirmer:
     """Follows one spooled push to its verdict."""
 
@@ -46,7 +63,7 @@ class Confirmer:
         self.record = record
         self.clock = clock
         self.log_dir = Path(record.db).parent if record.db else path.parent.parent
-        self.store = SQLiteLog(record.db, clock=clock, lock_timeout=LOCK_WAIT_S)
+        self.store = local_or_fleet(record.db, clock)
         self.deadline = clock.monotonic() + BUDGET_S
 
     def log(self, message: str) -> None:

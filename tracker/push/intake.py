@@ -11,6 +11,7 @@ import contextlib
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from tracker.clock import iso
 from tracker.errors import LockTimeoutError, TrackerError
@@ -28,6 +29,13 @@ from tracker.push.spool import (
     record_paths,
     spool_dir,
     write_record,
+)
+
+if TYPE_CHECKING:
+    from tracker.log.fleet import FleetLog
+
+Store: TypeAlias = (
+    "SQLiteLog | FleetLog"  # the local log, or in fleet mode its cache plus the outbox
 )
 
 
@@ -64,7 +72,7 @@ def verdict_append(record: PushRecord, verdict: Verdict) -> Append | None:
 # -- take_in ----------------------------------------------------------------------------------
 
 
-def take_in(store: SQLiteLog, log_dir: Path) -> int:
+def take_in(store: Store, log_dir: Path) -> int:
     """Move spooled pushes into the log; returns how many events were appended.
 
     Every reader calls this first, so `status` right after `git push` says pending. Records
@@ -89,7 +97,7 @@ def take_in(store: SQLiteLog, log_dir: Path) -> int:
     return count
 
 
-def unread(store: SQLiteLog, log_dir: Path, sha: str) -> list[PushRecord]:
+def unread(store: Store, log_dir: Path, sha: str) -> list[PushRecord]:
     """The spooled pushes of `sha` that the log does not hold yet (oldest first), for a reader
     that could not take the spool in (the log's lock or SQLite's write lock held elsewhere).
     Reading needs no lock; when even that is impossible (the log is not created or migrated
@@ -125,7 +133,7 @@ def _readable(paths: list[Path], db: Path) -> list[tuple[Path, PushRecord]]:
     return found
 
 
-def _decide_orphan(store: SQLiteLog, path: Path, record: PushRecord) -> int:
+def _decide_orphan(store: Store, path: Path, record: PushRecord) -> int:
     """Decide a record nobody is confirming any more (git and its confirmer both gone)."""
     if process_alive(record.git_pid, "git") or confirmer_alive(record.confirmer_pid):
         return 0
@@ -171,7 +179,7 @@ def wants_monitor(record: PushRecord, log_dir: Path) -> bool:
         return False
 
 
-def watch(record: PushRecord, store: SQLiteLog) -> int | None:
+def watch(record: PushRecord, store: Store) -> int | None:
     """Make sure a monitor follows a confirmed push: start one detached unless no source is
     configured or the commit is decided already; its pid. Whoever settles a record as
     confirmed calls this. Starting one more is harmless: it joins the app's watcher (one per

@@ -85,6 +85,8 @@ class DeploymentStatus:
     previous_attempts: list[AttemptRecord] = field(default_factory=list)  # oldest first
     already_recorded: bool = False  # record_push: this push was in the log already
     not_watched: str | None = None  # why nothing watches it, and the fix (when `watched` is False)
+    # fleet mode (SPEC §10): machine, as_of, pulled, offline, unreachable, outbox; None without it
+    shared_log: dict[str, Any] | None = None
 
     @property
     def terminal(self) -> bool:

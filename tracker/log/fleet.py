@@ -1,0 +1,622 @@
+"""The fleet log (`FleetLog`, SPEC §10): this machine's SQLite log as a cache of the shared MySQL
+log, in global order, plus an outbox of what this machine has not forwarded yet.
+
+- **The cache** is an ordinary `SQLiteLog` whose `events` hold exactly the shared log's events,
+  each at its global position (`seq`), version, time and key, folded through the same pure
+  projections as any append (`tracker.projections`). Only `pull` writes it, in global order, so
+  `rebuild` gives the same rows on every machine, and the first verdict in global order wins
+  everywhere (the shared log drops a later one; the cache never sees it).
+- **The outbox** is a separate SQLite file beside the log (`events.db.outbox`), not a table of
+  the log. Chosen so: the log's schema (schema.sql and its migrations) and the single-machine
+  path stay exactly as they are; an append to the outbox never waits for the log's lock (held by
+  a pull, a rebuild or a monitor's append); and the cache's `events` table stays a pure mirror
+  of the global log (every row has its global position; a row of this machine's own that is not
+  yet global cannot be mistaken for one). Every outbox event has an idempotency key (the
+  caller's, else one made of the machine id and a random part), so forwarding it again after a
+  lost connection stores it once.
+- **An append** goes to the outbox at once (one local transaction), then `forward` sends the
+  outbox to the shared log in one batch (one round trip) and `pull` brings the result into the
+  cache; only then are the sent entries deleted. With MySQL unreachable the append still
+  succeeds: the event waits in the outbox until a later `forward` (any append, `tracker sync`).
+  An outbox verdict that lost to another machine's is dropped by the shared log and deleted from
+  the outbox: superseded on pull, never applied twice.
+- **Reads** answer from the cache plus the outbox: a commit's row is the cache's row with this
+  machine's unsent events folded on top (provisional positions after the cache's last). `events`
+  and `last_seq` are the global positions only (the cache): a follower's position stays stable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sqlite3
+import threading
+import uuid
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tracker.clock import SYSTEM_CLOCK, Clock, iso
+from tracker.errors import LockTimeoutError, LogError, TrackerError
+from tracker.events import Event, event_from
+from tracker.log import lock, rows
+from tracker.log.base import Append, LogCheck, QueryRows, RebuildReport
+from tracker.log.errors import log_errors
+from tracker.log.rows import PROJECTION
+from tracker.log.sqlite import SQLiteLog
+from tracker.projections import DeploymentRow, StoredEvent, apply, measure_rows, source_call
+
+if TYPE_CHECKING:
+    from tracker.log.mysql import MySQLLog
+    from tracker.read.stats import StatsQueries
+
+__all__ = ["FleetLog", "NotACacheError", "SyncState", "machine_id", "sync_deadline"]
+
+MACHINE_ID_ENV = "TRACKER_MACHINE_ID"
+SYNC_DEADLINE_ENV = "TRACKER_SYNC_DEADLINE"
+DEFAULT_SYNC_DEADLINE_S = 1.0
+FORWARD_BATCH = 200  # events forwarded in one round trip
+FORWARD_BACKOFF_S = 5.0  # after a failure, appends only outbox for this long
+PAGE = 1000  # events pulled per read
+_OUTBOX_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS outbox ("
+    " n INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " key TEXT NOT NULL UNIQUE,"
+    " stream TEXT NOT NULL,"
+    " type TEXT NOT NULL,"
+    " data TEXT NOT NULL CHECK (json_valid(data)),"
+    " at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS sync_state ( name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
+
+class NotACacheError(LogError):
+    """The local log is not (or cannot become) the cache of this shared log."""
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """When this machine last reached the shared log, and what stopped it since (if anything)."""
+
+    pulled_at: float | None  # the last successful pull (any process of this machine)
+    error: str | None  # why the last attempt to reach the shared log failed; None when it worked
+    outbox: int  # events waiting to be forwarded
+
+
+def sync_deadline(env: Mapping[str, str] | None = None) -> float:
+    """`TRACKER_SYNC_DEADLINE` (default 1 s): how long `status` may wait for its one pull."""
+    from tracker.config import parse_duration
+
+    value = (os.environ if env is None else env).get(SYNC_DEADLINE_ENV, "").strip()
+    if not value:
+        return DEFAULT_SYNC_DEADLINE_S
+    return parse_duration(value, SYNC_DEADLINE_ENV, positive=True, maximum=60.0, example="1 or 2s")
+
+
+def machine_id(log_path: Path, env: Mapping[str, str] | None = None) -> str:
+    """`TRACKER_MACHINE_ID`, else the id kept in a file beside the local log (made once, at
+    random, owner-only: every process of this clone gives the same id)."""
+    env = os.environ if env is None else env
+    given = env.get(MACHINE_ID_ENV, "").strip()
+    if given:
+        return given
+    path = log_path.with_name(log_path.name + ".machine-id")
+    with contextlib.suppress(FileNotFoundError):
+        found = path.read_text(encoding="utf-8").strip()
+        if found:
+            return found
+    made = f"{socket.gethostname()[:40]}-{uuid.uuid4().hex[:12]}"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except FileExistsError:  # another process made it first: theirs is the id
+        return path.read_text(encoding="utf-8").strip() or made
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(made + "\n")
+    return made
+
+
+class FleetLog:
+    """The fleet log: `cache` (this machine's `SQLiteLog`) plus an outbox beside it, over the
+    shared `MySQLLog` (see the module's docstring)."""
+
+    def __init__(
+        self,
+        cache: SQLiteLog,
+        shared: MySQLLog,
+        *,
+        machine: str | None = None,
+        forward_on_append: bool = True,
+    ) -> None:
+        self.cache = cache
+        self.shared = shared
+        self.path = cache.path  # what the spool intake and the read side name
+        self.lock_path = cache.lock_path
+        self.clock: Clock = cache.clock
+        self.outbox_path = cache.path.with_name(cache.path.name + ".outbox")
+        self.machine = machine or machine_id(cache.path)
+        self.forward_on_append = forward_on_append
+        self._outbox: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._mirror_checked = False
+
+    @classmethod
+    def open(
+        cls,
+        path: Path | str,
+        url: str,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        lock_timeout: float = 10.0,
+        env: Mapping[str, str] | None = None,
+        retry_for: float = 2.0,
+        io_timeout: float = 10.0,
+        **options: Any,
+    ) -> FleetLog:
+        """The fleet log of the local log at `path` and the shared log at `url` (password from
+        the environment). A shared log that cannot be reached now is no error here."""
+        from tracker.log.mysql import MySQLLog
+
+        env = os.environ if env is None else env
+        cache = SQLiteLog(Path(path), clock=clock, lock_timeout=lock_timeout, **options)
+        machine = machine_id(cache.path, env)
+        shared = MySQLLog.from_url(
+            url, env=env, clock=clock, lock_timeout=lock_timeout, origin=machine,
+            retry_for=retry_for, io_timeout=io_timeout,
+        )  # fmt: skip
+        return cls(cache, shared, machine=machine)
+
+    def __repr__(self) -> str:
+        return f"FleetLog({self.cache.path}, {self.shared.url})"
+
+    # -- the outbox file ----------------------------------------------------------------------
+
+    @property
+    def outbox(self) -> sqlite3.Connection:
+        if self._outbox is None or self._pid != os.getpid():
+            with log_errors(self.outbox_path, "open"):
+                lock.create_private(self.outbox_path)
+                conn = sqlite3.connect(
+                    self.outbox_path, isolation_level=None, timeout=30.0, check_same_thread=False
+                )
+                conn.execute("PRAGMA busy_timeout = 30000")
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = FULL")
+                for statement in _OUTBOX_SCHEMA:
+                    conn.execute(statement)
+            self._outbox, self._pid = conn, os.getpid()
+        return self._outbox
+
+    def _waiting(self, stream: str | None = None) -> list[tuple[int, str, str, str, str, float]]:
+        sql = "SELECT n, key, stream, type, data, at FROM outbox"
+        args: list[Any] = []
+        if stream is not None:
+            sql += " WHERE stream = ?"
+            args.append(stream)
+        with log_errors(self.outbox_path, "read"):
+            return list(self.outbox.execute(sql + " ORDER BY n", args).fetchall())
+
+    def outbox_events(self) -> list[Append]:
+        """What waits to be forwarded, oldest first (each with its key and its time)."""
+        return [
+            Append(stream, event_from(kind, json.loads(data)), key, at)
+            for _, key, stream, kind, data, at in self._waiting()
+        ]
+
+    def _note(self, **values: str | None) -> None:
+        with log_errors(self.outbox_path, "write"):
+            for name, value in values.items():
+                if value is None:
+                    self.outbox.execute("DELETE FROM sync_state WHERE name = ?", (name,))
+                else:
+                    self.outbox.execute(
+                        "INSERT INTO sync_state (name, value) VALUES (?, ?) ON CONFLICT (name)"
+                        " DO UPDATE SET value = excluded.value",
+                        (name, value),
+                    )
+
+    def sync_state(self) -> SyncState:
+        """When the shared log was last pulled (by any process here), and the last failure."""
+        with log_errors(self.outbox_path, "read"):
+            found = dict(self.outbox.execute("SELECT name, value FROM sync_state").fetchall())
+            waiting = int(self.outbox.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        pulled = found.get("pulled_at")
+        return SyncState(float(pulled) if pulled else None, found.get("error"), waiting)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def append(
+        self, stream: str, event: Event, *, key: str | None = None, at: float | None = None
+    ) -> StoredEvent | None:
+        """Append one event; None when its key was recorded already (or a late verdict)."""
+        stored = self.append_all([Append(stream, event, key, at)])
+        return stored[0] if stored else None
+
+    def append_all(self, batch: Sequence[Append]) -> list[StoredEvent]:
+        """Put the events in the outbox at once (one local transaction), then forward them
+        (a shared log that cannot be reached leaves them waiting: no error). Returns the events
+        as the shared log stored them when forwarded, else as they wait (provisional positions
+        after the cache's last); a repeated key or a late verdict (by this machine's view) is
+        skipped, as every backend skips it."""
+        if not batch:
+            return []
+        written = self._to_outbox(batch)
+        if not written or not self.forward_on_append or self._backing_off():
+            return written
+        try:
+            sent = self.forward()
+        except TrackerError as exc:  # in the outbox all the same: said by `status` and `sync`
+            self._failed(exc)
+            return written
+        if sent is None:
+            return written
+        by_key = {s.key: s for s in sent}
+        return [by_key[s.key] for s in written if s.key in by_key]
+
+    def _to_outbox(self, batch: Sequence[Append]) -> list[StoredEvent]:
+        conn = self.outbox
+        made: list[StoredEvent] = []
+        with log_errors(self.outbox_path, "append to"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                keys = [a.key for a in batch if a.key is not None]
+                known = self.cache.known_keys(keys) if keys else set()
+                views: dict[str, DeploymentRow | None] = {}
+                base = self.cache.last_seq() + self._count()
+                for item in batch:
+                    key = item.key or f"{self.machine}:{uuid.uuid4().hex}"
+                    if (
+                        key in known
+                        or conn.execute("SELECT 1 FROM outbox WHERE key = ?", (key,)).fetchone()
+                    ):
+                        continue
+                    if item.stream not in views:
+                        views[item.stream] = self.deployment(item.stream)
+                    row = views[item.stream]
+                    if item.event.TERMINAL and row is not None and row.terminal:
+                        continue  # the outcome is recorded once
+                    at = self.clock.now() if item.at is None else item.at
+                    data = item.event.to_data()
+                    conn.execute(
+                        "INSERT INTO outbox (key, stream, type, data, at) VALUES (?, ?, ?, ?, ?)",
+                        (key, item.stream, item.event.TYPE, rows.dumps(data), at),
+                    )
+                    base += 1
+                    stored = StoredEvent(base, item.stream, 0, item.event.TYPE, iso(at), data, key)
+                    views[item.stream] = apply(row, item.event, stored) or row
+                    made.append(stored)
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        return made
+
+    def _count(self) -> int:
+        return int(self.outbox.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def forward(self) -> list[StoredEvent] | None:
+        """Send the outbox to the shared log, `FORWARD_BATCH` events a round trip (keyed: a
+        batch sent again after a lost connection is stored once), pulling and deleting what was
+        sent after each. Returns the events the shared log stored now; None when it could not
+        be reached (what was not sent stays in the outbox)."""
+        self._check_mirror()
+        waiting = self._waiting()
+        if not waiting:
+            return [] if self.pull() is not None else None
+        sent: list[StoredEvent] = []
+        for start in range(0, len(waiting), FORWARD_BATCH):
+            chunk = waiting[start : start + FORWARD_BATCH]
+            batch = [
+                Append(stream, event_from(kind, json.loads(data)), key, at)
+                for _, key, stream, kind, data, at in chunk
+            ]
+            try:
+                sent += self.shared.append_all(batch)
+            except (LogError, LockTimeoutError) as exc:
+                self._failed(exc)
+                return None
+            if self.pull() is None:
+                return None  # stored, not yet in the cache: kept, and sent again (once) later
+            with log_errors(self.outbox_path, "write"):
+                self.outbox.execute("DELETE FROM outbox WHERE n <= ?", (chunk[-1][0],))
+        return sent
+
+    def _failed(self, exc: BaseException) -> None:
+        with contextlib.suppress(LogError):
+            self._note(error=str(exc) or type(exc).__name__, failed_at=repr(self.clock.now()))
+
+    def _backing_off(self) -> bool:
+        """Whether the shared log failed (in any process here) less than `FORWARD_BACKOFF_S`
+        ago: an append then only outboxes, rather than wait out the connection's retries again
+        (a monitor's polls stay on time; `forward`, `sync` and the next append after it try)."""
+        with log_errors(self.outbox_path, "read"):
+            found = self.outbox.execute(
+                "SELECT value FROM sync_state WHERE name = 'error'"
+            ).fetchone()
+            when = self.outbox.execute(
+                "SELECT value FROM sync_state WHERE name = 'failed_at'"
+            ).fetchone()
+        if found is None or when is None:
+            return False
+        return self.clock.now() - float(when[0]) < FORWARD_BACKOFF_S
+
+    def pull(self, *, limit: int | None = None) -> int | None:
+        """Bring the shared log's events after the cache's last global position into the cache,
+        in global order, folded as they come. Returns how many; None when the shared log could
+        not be reached (the failure is kept for `sync_state`)."""
+        self._check_mirror()
+        count = 0
+        while limit is None or count < limit:
+            after = self.cache.last_seq()
+            page = PAGE if limit is None else min(PAGE, limit - count)
+            try:
+                found = self.shared.events(after_seq=after, limit=page)
+            except (LogError, LockTimeoutError) as exc:
+                self._failed(exc)
+                return None
+            if found:  # a local failure (the cache's lock, a gap) is raised, not noted
+                count += self.cache.transaction(partial(_mirror_all, found=found))
+            if len(found) < page:
+                break
+        self._note(pulled_at=repr(self.clock.now()), error=None, failed_at=None)
+        return count
+
+    @contextmanager
+    def local_appends(self) -> Iterator[None]:
+        """Within it, appends only go to the outbox (a reader taking in the spool never waits
+        for the network: what it appends is forwarded by the next append or sync)."""
+        saved, self.forward_on_append = self.forward_on_append, False
+        try:
+            yield
+        finally:
+            self.forward_on_append = saved
+
+    def pull_within(self, seconds: float) -> int | None:
+        """One pull that gives up after `seconds` (`status`'s bounded pull): run on connections
+        of its own in a thread left behind if the shared log does not answer in time (it then
+        finishes or fails on its own; the cache takes a pull whole or not at all). None when it
+        could not pull in time; the reason is kept for `sync_state`."""
+        from tracker.log.mysql import MySQLLog
+
+        done: list[int | None] = []
+
+        def work() -> None:
+            other = FleetLog(
+                SQLiteLog(self.cache.path, clock=self.clock, lock_timeout=seconds),
+                MySQLLog(
+                    self.shared.settings, clock=self.clock, lock_timeout=seconds,
+                    origin=self.machine, retry_for=0.0, io_timeout=seconds,
+                ),
+                machine=self.machine,
+            )  # fmt: skip
+            try:
+                done.append(other.pull())
+            except TrackerError as exc:
+                other._failed(exc)
+                done.append(None)
+            finally:
+                other.close()
+
+        thread = threading.Thread(target=work, name="tracker-pull", daemon=True)
+        thread.start()
+        thread.join(seconds)
+        if not done:
+            self._failed(LogError(f"no answer from {self.shared.url} within {seconds:g} s"))
+            return None
+        return done[0]
+
+    def shared_report(self, *, pulled: bool, offline: bool = False) -> dict[str, Any]:
+        """What `status` says of the shared log: which machine this is, as of when the cache
+        is (its last pull), whether this answer pulled, why the shared log is unreachable (the
+        last attempt's failure), and how many events wait in the outbox."""
+        state = self.sync_state()
+        return {
+            "machine": self.machine,
+            "as_of": None if state.pulled_at is None else iso(state.pulled_at),
+            "pulled": pulled,
+            "offline": offline,
+            "unreachable": state.error,
+            "outbox": state.outbox,
+        }
+
+    def _check_mirror(self) -> None:
+        """The cache mirrors one shared log from its first position: a local log that holds
+        events of its own (kept before fleet mode) or another shared log's is refused, never
+        mixed (its positions are not the global ones)."""
+        if self._mirror_checked:
+            return
+        s = self.shared.settings
+        ours = f"{s.host}:{s.port}/{s.database}"
+        with log_errors(self.outbox_path, "read"):
+            found = self.outbox.execute(
+                "SELECT value FROM sync_state WHERE name = 'mirror_of'"
+            ).fetchone()
+        if found is None:
+            held = self.cache.last_seq()
+            if held:
+                raise NotACacheError(
+                    f"the local log {self.cache.path} holds {held} events recorded without"
+                    f" fleet mode: it cannot become the cache of the shared log {ours}; move it"
+                    " aside (it stays readable with TRACKER_LOG_URL unset) and sync again"
+                )
+            self._note(mirror_of=ours)
+        elif found[0] != ours:
+            raise NotACacheError(
+                f"the local log {self.cache.path} is the cache of the shared log {found[0]},"
+                f" not of {ours}: move it aside, or set TRACKER_LOG_URL back"
+            )
+        self._mirror_checked = True
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def deployment(self, sha: str) -> DeploymentRow | None:
+        """The cache's row of `sha` with this machine's unsent events of it folded on top."""
+        row = self.cache.deployment(sha)
+        waiting = self._waiting(sha)
+        if not waiting:
+            return row
+        known = self.cache.known_keys([w[1] for w in waiting])
+        base = self.cache.last_seq()
+        for n, (_, key, stream, kind, text, at) in enumerate(waiting, start=1):
+            if key in known:
+                continue  # pulled already: folded in the cache
+            event = event_from(kind, json.loads(text))
+            if event.TERMINAL and row is not None and row.terminal:
+                continue
+            stored = StoredEvent(base + n, stream, 0, kind, iso(at), json.loads(text), key)
+            row = apply(row, event, stored) or row
+        return row
+
+    def deployments(
+        self, *, since: float | None = None, branch: str | None = None
+    ) -> list[DeploymentRow]:
+        """The cache's rows, each with this machine's unsent events folded on top (as
+        `deployment`), plus commits only the outbox knows yet, in the cache's order."""
+        rows = {r.sha: r for r in self.cache.deployments(since=since, branch=branch)}
+        with log_errors(self.outbox_path, "read"):
+            waiting = {r[0] for r in self.outbox.execute("SELECT DISTINCT stream FROM outbox")}
+        for sha in waiting:
+            row = self.deployment(sha)
+            if row is None:
+                continue
+            pushed = row.pushed_at if row.pushed_at is not None else row.last_event_at
+            if (since is None or (pushed is not None and pushed >= since)) and (
+                branch is None or row.branch == branch
+            ):
+                rows[sha] = row
+            else:
+                rows.pop(sha, None)
+        return sorted(
+            rows.values(), key=lambda r: (r.pushed_at is not None, r.pushed_at or 0.0, r.sha)
+        )
+
+    def events(
+        self,
+        *,
+        stream: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
+        newest: bool = False,
+    ) -> list[StoredEvent]:
+        """The cache's events: the global log as far as pulled, at global positions."""
+        return self.cache.events(stream=stream, after_seq=after_seq, limit=limit, newest=newest)
+
+    def last_seq(self) -> int:
+        return self.cache.last_seq()
+
+    def shas_with_prefix(self, prefix: str, limit: int = 2) -> list[str]:
+        found = self.cache.shas_with_prefix(prefix, limit)
+        upper = prefix + "g"
+        with log_errors(self.outbox_path, "read"):
+            more = self.outbox.execute(
+                "SELECT DISTINCT stream FROM outbox WHERE stream >= ? AND stream < ? LIMIT ?",
+                (prefix, upper, limit),
+            ).fetchall()
+        for (stream,) in more:
+            if stream not in found and len(stream) == 40:
+                found.append(stream)
+        return found[:limit]
+
+    def known_keys(self, keys: Collection[str]) -> set[str]:
+        if not keys:
+            return set()
+        found = self.cache.known_keys(keys)
+        rest = [k for k in keys if k not in found]
+        if rest:
+            marks = ", ".join("?" for _ in rest)
+            with log_errors(self.outbox_path, "read"):
+                found |= {
+                    r[0]
+                    for r in self.outbox.execute(
+                        f"SELECT key FROM outbox WHERE key IN ({marks})", rest
+                    ).fetchall()
+                }
+        return found
+
+    def api_calls_by_window(self, now: float) -> tuple[int, int]:
+        return self.cache.api_calls_by_window(now)
+
+    def stats_queries(self) -> AbstractContextManager[StatsQueries]:
+        return self.cache.stats_queries()
+
+    def query(
+        self, sql: str, params: Mapping[str, Any] | None = None
+    ) -> AbstractContextManager[QueryRows]:
+        return self.cache.query(sql, params)
+
+    @contextmanager
+    def patience(self, seconds: float) -> Iterator[None]:
+        with self.cache.patience(seconds), self.shared.patience(seconds):
+            yield
+
+    def rebuild(self, *, workers: int | None = None) -> RebuildReport:
+        """The cache's rebuild: the same rows on every machine that pulled as far."""
+        return self.cache.rebuild(workers=workers)
+
+    def check(self) -> LogCheck:
+        return self.cache.check()
+
+    def close(self) -> None:
+        self.cache.close()
+        self.shared.close()
+        if self._outbox is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._outbox.close()
+            self._outbox = None
+
+    def __enter__(self) -> FleetLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _mirror_all(conn: sqlite3.Connection, *, found: Sequence[StoredEvent]) -> int:
+    """Insert the shared log's events into the cache at their global positions, folding each
+    as an append does (`SQLiteLog._insert`); those another process pulled first are skipped."""
+    last = int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+    count = 0
+    for stored in found:
+        if stored.seq <= last:
+            continue
+        if stored.seq != last + 1:
+            raise LogError(
+                f"the shared log skipped from position {last} to {stored.seq}: not mirrored"
+            )
+        _mirror(conn, stored)
+        last = stored.seq
+        count += 1
+    return count
+
+
+def _mirror(conn: sqlite3.Connection, stored: StoredEvent) -> None:
+    event = event_from(stored.type, stored.data)
+    row = rows.read_row(conn, stored.stream)
+    conn.execute(
+        "INSERT INTO events (seq, stream, version, type, recorded_at, data, key)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (stored.seq, stored.stream, stored.version, stored.type, stored.recorded_at,
+         rows.dumps(stored.data), stored.key),
+    )  # fmt: skip
+    new_row = apply(row, event, stored)
+    if new_row is not None:
+        rows.write_row(conn, row, new_row)
+        old, new = measure_rows(row), measure_rows(new_row)
+        if old != new:
+            rows.write_measures(conn, old - new, new - old)
+    call = source_call(event, stored, new_row)
+    if call is not None:
+        rows.insert_calls(conn, [call])
+    conn.execute(
+        "INSERT INTO projection_checkpoints (name, last_seq) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq"
+        " WHERE excluded.last_seq > projection_checkpoints.last_seq",
+        (PROJECTION, stored.seq),
+    )
