@@ -8,7 +8,6 @@ doing so every `--interval`, keeping a cache warm for fast `status` answers.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from tracker.cli.output import say
@@ -67,7 +66,7 @@ def sync_command(*, follow: bool, interval: float, log: Log) -> int:
             if line != last:
                 say(line)
                 last = line
-            time.sleep(interval)
+            tracker.clock.sleep(interval)
 
 
 def _sync_once(store: FleetLog) -> tuple[bool, str]:
