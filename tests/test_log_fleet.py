@@ -391,3 +391,51 @@ def test_a_long_outbox_drains_in_batches_in_order_each_event_once(machine: Machi
     assert [e.key for e in found] == ["push:a", *(f"p:{n}" for n in range(449))]
     row = b.deployment(A)
     assert row is not None and row.polls == 449 and dump(a) == dump(b)
+
+
+def test_three_machines_two_processes_each_appending_at_once_agree_on_one_log(
+    url: str, tmp_path: Path
+) -> None:
+    """Pushes and polls from every machine at once: each key stored once, positions 1..n, and
+    every machine's cache (two processes of it forwarding and pulling together) the same."""
+    barrier = tmp_path / "go"
+    writer = Path(__file__).resolve().parent / "support" / "fleet_writer.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+    names = ("a", "b", "c")
+    procs = []
+    for name in names:
+        for _ in range(2):
+            args = [str(tmp_path / name / "events.db"), url, name, "20", str(barrier)]
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(writer), *args],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+            )
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    barrier.touch()
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and out.strip() == "done"
+    shared = MySQLLog.from_url(url, env={})
+    try:
+        everything = shared.events()
+    finally:
+        shared.close()
+    keys = [e.key for e in everything]
+    assert len(everything) == 3 + 3 * 2 * 20 and len(set(keys)) == len(keys)
+    assert [e.seq for e in everything] == list(range(1, len(everything) + 1))
+    dumps = []
+    for name in names:
+        log = FleetLog.open(tmp_path / name / "events.db", url, env={"TRACKER_MACHINE_ID": name})
+        try:
+            assert log.pull() is not None and log.sync_state().outbox == 0
+            assert [(e.seq, e.key) for e in log.events()] == [(e.seq, e.key) for e in everything]
+            assert log.rebuild().clean
+            dumps.append(dump(log))
+        finally:
+            log.close()
+    assert dumps[0] == dumps[1] == dumps[2]
