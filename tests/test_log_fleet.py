@@ -402,24 +402,18 @@ def test_three_machines_two_processes_each_appending_at_once_agree_on_one_log(
     writer = Path(__file__).resolve().parent / "support" / "fleet_writer.py"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
     names = ("a", "b", "c")
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(writer),
-                str(tmp_path / name / "events.db"),
-                url,
-                name,
-                "20",
-                str(barrier),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )  # fmt: skip
-        for name in names
-        for _ in range(2)
-    ]
+    procs = []
+    for name in names:
+        for _ in range(2):
+            args = [str(tmp_path / name / "events.db"), url, name, "20", str(barrier)]
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(writer), *args],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+            )
     for proc in procs:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     barrier.touch()
@@ -445,3 +439,37 @@ def test_three_machines_two_processes_each_appending_at_once_agree_on_one_log(
         finally:
             log.close()
     assert dumps[0] == dumps[1] == dumps[2]
+
+
+def test_events_follow_on_one_machine_shows_another_machines_appends(
+    url: str, tmp_path: Path
+) -> None:
+    import threading
+
+    from tests.support.gitrepo import wait_until
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1]), TRACKER_LOG_URL=url)
+    env["TRACKER_MACHINE_ID"] = "b"
+    b_db = tmp_path / "b" / "events.db"
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "tracker", "--db", str(b_db), "events", "--follow", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    lines: list[str] = []
+    assert follower.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(follower.stdout or []), daemon=True)
+    reader.start()
+    a = FleetLog.open(tmp_path / "a" / "events.db", url, env={"TRACKER_MACHINE_ID": "a"})
+    try:
+        a.append(A, PushRecorded(sha=A, branch="main"), key="push:a")
+        a.append(A, DeploymentSucceeded(deployment_id="d1"), key="ok:a")
+        wait_until(lambda: len(lines) >= 2, timeout=30)
+        assert [json.loads(line)["type"] for line in lines[:2]] == [
+            "PushRecorded",
+            "DeploymentSucceeded",
+        ]
+    finally:
+        a.close()
+        follower.terminate()
+        follower.wait(timeout=30)

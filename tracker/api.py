@@ -213,6 +213,16 @@ class Tracker:
             st, shared_log=store.shared_report(pulled=pulled, offline=offline)
         )
 
+    def pull_shared(self) -> bool:
+        """Fleet mode: one pull of the shared log bounded by `TRACKER_SYNC_DEADLINE` (what
+        `events --follow` does as it goes); False without fleet mode or when it could not."""
+        store = self.store
+        if isinstance(store, SQLiteLog):
+            return False
+        from tracker.log.fleet import sync_deadline
+
+        return store.pull_within(sync_deadline()) is not None
+
     def _local_status(self, ref: str, recent: int) -> DeploymentStatus:
         self.take_in_spool(wait=READ_WAIT_S)
         sha = self.resolve(ref)

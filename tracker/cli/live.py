@@ -86,6 +86,7 @@ def events_command(
     try:
         while True:
             tracker.clock.sleep(FOLLOW_EVERY_S)
+            tracker.pull_shared()  # fleet mode: the other machines' events too
             for event in tracker.events(ref, after_seq=after):
                 show(fmt(event), flush=True)
                 after = event.seq

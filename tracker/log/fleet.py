@@ -6,7 +6,8 @@ log, in global order, plus an outbox of what this machine has not forwarded yet.
   projections as any append (`tracker.projections`). Only `pull` writes it, in global order, so
   `rebuild` gives the same rows on every machine, and the first verdict in global order wins
   everywhere (the shared log drops a later one; the cache never sees it).
-- **The outbox** is a separate SQLite file beside the log (`events.db.outbox`), not a table of
+- **The outbox** is a separate SQLite file beside the log (`events.db.outbox`, its tables in
+  `schema.outbox.sql`), not a table of
   the log. Chosen so: the log's schema (schema.sql and its migrations) and the single-machine
   path stay exactly as they are; an append to the outbox never waits for the log's lock (held by
   a pull, a rebuild or a monitor's append); and the cache's `events` table stays a pure mirror
@@ -48,6 +49,7 @@ from tracker.log import lock, rows
 from tracker.log.base import Append, LogCheck, QueryRows, RebuildReport
 from tracker.log.errors import log_errors
 from tracker.log.rows import PROJECTION
+from tracker.log.schema import migrations, statements
 from tracker.log.sqlite import SQLiteLog
 from tracker.projections import DeploymentRow, StoredEvent, apply, measure_rows, source_call
 
@@ -63,16 +65,6 @@ DEFAULT_SYNC_DEADLINE_S = 1.0
 FORWARD_BATCH = 200  # events forwarded in one round trip
 FORWARD_BACKOFF_S = 5.0  # after a failure, appends only outbox for this long
 PAGE = 1000  # events pulled per read
-_OUTBOX_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS outbox ("
-    " n INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " key TEXT NOT NULL UNIQUE,"
-    " stream TEXT NOT NULL,"
-    " type TEXT NOT NULL,"
-    " data TEXT NOT NULL CHECK (json_valid(data)),"
-    " at REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS sync_state ( name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-)
 
 
 class NotACacheError(LogError):
@@ -188,8 +180,7 @@ class FleetLog:
                 if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                     conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = FULL")
-                for statement in _OUTBOX_SCHEMA:
-                    conn.execute(statement)
+                _migrate_outbox(conn)
             self._outbox, self._pid = conn, os.getpid()
         return self._outbox
 
@@ -620,3 +611,32 @@ def _mirror(conn: sqlite3.Connection, stored: StoredEvent) -> None:
         " WHERE excluded.last_seq > projection_checkpoints.last_seq",
         (PROJECTION, stored.seq),
     )
+
+
+def outbox_schema_text() -> str:
+    """`schema.outbox.sql`: inside the package in a wheel, at the repository's top in a checkout."""
+    here = Path(__file__).resolve().parents[1]
+    for candidate in (here / "schema.outbox.sql", here.parent / "schema.outbox.sql"):
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8")
+    raise LogError(f"schema.outbox.sql not found beside {here}: the installation is broken")
+
+
+def _migrate_outbox(conn: sqlite3.Connection) -> None:
+    """Run the outbox file's pending migrations (`PRAGMA user_version`), in one transaction."""
+    found = migrations(outbox_schema_text())
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= len(found):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        for number, sql in found:
+            if number > current:
+                for statement in statements(sql):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
