@@ -1,6 +1,6 @@
 """Measure fleet mode's reads and appends: `status` of another machine's push and the append.
 
-    .venv/bin/python bench/bench_fleet_status.py [--calls 50] [--delays 0,20]
+    .venv/bin/python -m bench.bench_fleet_status [--calls 50] [--delays 0,20]
 
 Starts a private MariaDB (tests/support/mariadb_private.py) in a temporary directory and, for
 each one-way delay (0: loopback; 20 ms: RTT 40 ms through tests/support/delay_proxy.py), two
@@ -16,23 +16,19 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.bench_fleet import percentile, start_proxy  # noqa: E402
-from tests.support.mariadb_private import create_database, start_private  # noqa: E402
-from tracker.api import Tracker  # noqa: E402
-from tracker.config import load_settings  # noqa: E402
-from tracker.events import DeploymentPolled, DeploymentSucceeded  # noqa: E402
-from tracker.log.fleet import FleetLog  # noqa: E402
-from tracker.log.mysql import migrate  # noqa: E402
-from tracker.log.sqlite import SQLiteLog  # noqa: E402
+from bench.bench_fleet import percentile, start_proxy
+from tests.support.mariadb_private import create_database, start_private
+from tracker.api import Tracker
+from tracker.config import load_settings
+from tracker.events import DeploymentPolled, DeploymentSucceeded
+from tracker.log.fleet import FleetLog
+from tracker.log.mysql import migrate
+from tracker.log.sqlite import SQLiteLog
 
 
 def timed(call: Callable[[], object], calls: int) -> tuple[float, float]:
