@@ -49,7 +49,7 @@ from tracker.log import lock, rows
 from tracker.log.base import Append, LogCheck, QueryRows, RebuildReport
 from tracker.log.errors import log_errors
 from tracker.log.rows import PROJECTION
-from tracker.log.schema import migrations, statements
+from tracker.log.schema import migrations, run_pending
 from tracker.log.sqlite import SQLiteLog
 from tracker.projections import DeploymentRow, StoredEvent, apply, measure_rows, source_call
 
@@ -629,12 +629,7 @@ def _migrate_outbox(conn: sqlite3.Connection) -> None:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        current = conn.execute("PRAGMA user_version").fetchone()[0]
-        for number, sql in found:
-            if number > current:
-                for statement in statements(sql):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number}")
+        run_pending(conn, found)
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):

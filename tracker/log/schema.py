@@ -43,3 +43,14 @@ def statements(sql: str) -> list[str]:
     if buffer.strip():
         found.append(buffer.strip())
     return found
+
+
+def run_pending(conn: sqlite3.Connection, found: list[tuple[int, str]]) -> None:
+    """Run the migrations of `found` past the file's `PRAGMA user_version`, each moving it on;
+    the caller holds the write transaction (and the lock) around it."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, sql in found:
+        if number > current:
+            for statement in statements(sql):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")

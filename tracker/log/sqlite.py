@@ -26,7 +26,7 @@ from tracker.log import lock, rows
 from tracker.log.base import Append, LogCheck, QueryRows, RebuildReport
 from tracker.log.errors import log_errors
 from tracker.log.rows import PROJECTION
-from tracker.log.schema import migrations, statements
+from tracker.log.schema import migrations, run_pending
 from tracker.projections import (
     ROW_COLUMNS,
     DeploymentRow,
@@ -119,12 +119,7 @@ class SQLiteLog:
         with self.locked():
             _begin_immediate(conn, self.path)
             try:
-                current = conn.execute("PRAGMA user_version").fetchone()[0]
-                for number, sql in pending:
-                    if number > current:
-                        for statement in statements(sql):
-                            conn.execute(statement)
-                        conn.execute(f"PRAGMA user_version = {number}")
+                run_pending(conn, pending)
                 conn.execute("COMMIT")
             except BaseException:
                 rows.rollback(conn)
