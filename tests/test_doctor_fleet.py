@@ -357,3 +357,29 @@ def test_tls_says_its_version_and_cipher_and_that_the_certificate_was_verified(
     detail: dict[str, Any] = check(as_json(repo, env), "tls")["detail"]
     assert detail["verified"] is True and detail["cipher"] and detail["mode"] == "required"
     assert line(done.stdout, "ok", "schema")
+
+
+@pytest.mark.parametrize(
+    ("text", "database", "table", "privileges"),
+    [
+        ("GRANT USAGE ON *.* TO `t`@`%` IDENTIFIED BY PASSWORD '*0123ABCD'", "x", "events",
+         {"USAGE"}),
+        ("GRANT SELECT, INSERT ON `tracker`.`events` TO 'tracker'@'%'", "tracker", "events",
+         {"SELECT", "INSERT"}),
+        ("GRANT SELECT (seq, data), UPDATE ON `tracker`.`log_head` TO `t`@`h`", "tracker",
+         "log_head", {"SELECT", "UPDATE"}),
+        ("GRANT ALL PRIVILEGES ON `team\\_%`.* TO `t`@`h` WITH GRANT OPTION", "team_a", "events",
+         {"ALL PRIVILEGES"}),
+    ],
+)  # fmt: skip
+def test_grants_are_read_from_mysql_and_mariadb_lines_without_the_password_hash(
+    text: str, database: str, table: str, privileges: set[str]
+) -> None:
+    grant = parse_grant(text)
+    assert grant is not None and grant.privileges == privileges
+    assert grant.covers(database, table)
+    assert "0123ABCD" not in repr(grant)
+    assert parse_grant("GRANT `reader` TO `t`@`h`") is None  # a role: not a table grant
+    assert parse_grant("GRANT PROXY ON ''@'%' TO 'root'@'localhost'") is None
+    escaped = parse_grant("GRANT SELECT ON `team\\_%`.* TO `t`@`h`")
+    assert escaped is not None and not escaped.covers("teamXa", "events")  # \_ is literal

@@ -19,6 +19,7 @@ from typing import Any
 from tracker.clock import SYSTEM_CLOCK, Clock
 from tracker.config import MySQLSettings
 from tracker.log.mysql_server import SchemaState, connect, error_code, explain, schema_state
+from tracker.mysqlwire import scrub
 
 # table -> the privileges the `tracker` user needs on it (README, "Append-only by privilege").
 GRANTS: Mapping[str, frozenset[str]] = {
@@ -34,6 +35,7 @@ ALL_TABLE = frozenset(
 )  # fmt: skip
 SKEW_SAMPLES = 3  # the clock is read this often; the sample with the shortest round trip counts
 _GRANT = re.compile(r"^GRANT\s+(?P<privs>.+?)\s+ON\s+(?P<what>\S+)\s+TO\s", re.IGNORECASE)
+_PRIVILEGE = re.compile(r"^[A-Z][A-Z ]{0,40}$")
 _ROLE = re.compile(r"^GRANT\s+[`'\"][^`'\"]+[`'\"]\s+TO\s", re.IGNORECASE)
 
 
@@ -119,11 +121,15 @@ def probe(settings: MySQLSettings, clock: Clock = SYSTEM_CLOCK) -> ServerFacts:
         with contextlib.suppress(Exception):
             conn.close()
     texts = [str(r[0]) for r in lines or []]
+
+    def said(value: object) -> str:  # the server's words, on one short line
+        return scrub(str(value), settings.password)
+
     return ServerFacts(
-        user=str(who[0][0]),
-        version=str(who[0][1]),
-        tls_version=status.get("Ssl_version") or None,
-        tls_cipher=status.get("Ssl_cipher") or None,
+        user=said(who[0][0]),
+        version=said(who[0][1]),
+        tls_version=said(status["Ssl_version"]) if status.get("Ssl_version") else None,
+        tls_cipher=said(status["Ssl_cipher"]) if status.get("Ssl_cipher") else None,
         grants=None if lines is None else tuple(g for g in map(parse_grant, texts) if g),
         roles=any(_ROLE.match(t) for t in texts),
         schema=schema,
@@ -172,7 +178,11 @@ def parse_grant(text: str) -> Grant | None:
     if found is None:
         return None
     privs = re.sub(r"\([^)]*\)", "", found["privs"])  # column lists: SELECT (a, b)
-    names = frozenset(" ".join(p.split()).upper() for p in privs.split(",") if p.strip())
+    names = frozenset(
+        name
+        for name in (" ".join(p.split()).upper() for p in privs.split(","))
+        if _PRIVILEGE.match(name)  # a word or two, nothing a hostile server could smuggle
+    )
     if "PROXY" in names:
         return None
     database, _, table = found["what"].partition(".")
