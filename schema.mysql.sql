@@ -50,3 +50,20 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at DATETIME(6)  NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
     applied_by VARCHAR(255) CHARACTER SET utf8mb4 NULL
 ) ENGINE = InnoDB;
+
+-- migration: 4
+
+-- Compatibility: the oldest client (its SCHEMA_VERSION) that may still use this log. A client
+-- that finds every migration it knows applied uses the log even when newer ones are there too
+-- (additive: it ignores what it does not know), unless `min_client` is above its own version:
+-- a later migration that makes older clients unsafe (say, appends that must carry a new column)
+-- raises it, with `UPDATE schema_compat SET min_client = GREATEST(min_client, N) WHERE id = 1`,
+-- and such a client then refuses to read or append (its events wait in its outbox) and says
+-- "upgrade tracker". One row, kept by its primary key and CHECK.
+CREATE TABLE IF NOT EXISTS schema_compat (
+    id         TINYINT NOT NULL PRIMARY KEY,
+    min_client INT     NOT NULL,
+    CONSTRAINT schema_compat_one_row CHECK (id = 1)
+) ENGINE = InnoDB;
+
+INSERT IGNORE INTO schema_compat (id, min_client) VALUES (1, 1);

@@ -6,6 +6,12 @@ and without it (`--no-verify`), the caller reading git's output through pipes
 at once, checking that every push is in the log, confirmed. Run:
 
     .venv/bin/python -m bench.bench_hook [--pairs 30] [--clones 16]
+
+With `--fleet URL` (a migrated shared log; its password in TRACKER_LOG_PASSWORD) or `--fleet
+private` (a private MariaDB started here, tests/support/mariadb_private.py), it measures the hook
+in fleet mode next to single-machine mode instead: two clones, one with TRACKER_LOG_URL set,
+pushed in turn (no hook, hook; each clone), each push waiting for the last one's confirmer to
+finish first; then checks that every fleet push reached the shared log, confirmed.
 """
 
 from __future__ import annotations
@@ -37,6 +43,64 @@ def timed_push(repo: Repo, *flags: str) -> float:
     if done.returncode != 0:
         raise SystemExit(f"push failed: {done.stderr.decode()}")
     return elapsed * 1000
+
+
+def settled(repo: Repo) -> None:
+    """Wait until the last push's confirmer has taken its spool record in (so it does not
+    compete with the next timed push for the CPU)."""
+    wait_until(lambda: not record_paths(repo.spool), 120)
+
+
+def fleet_pairs(plain: Repo, fleet: Repo, count: int) -> dict[str, list[float]]:
+    """Interleaved: per round, each clone pushes without and with the hook (which clone goes
+    first alternates); every timed push starts once the confirmers are done."""
+    found: dict[str, list[float]] = {k: [] for k in ("plain", "plain+hook", "fleet", "fleet+hook")}
+    for i in range(count + 3):
+        order = [(plain, "plain"), (fleet, "fleet")]
+        for repo, name in order if i % 2 == 0 else order[::-1]:
+            settled(repo)
+            a = timed_push(repo, "--no-verify")
+            b = timed_push(repo)
+            if i >= 3:  # warm-up
+                found[name].append(a)
+                found[name + "+hook"].append(b)
+    settled(plain)
+    settled(fleet)
+    return found
+
+
+def fleet_main(tmp: Path, url: str, count: int) -> None:
+    import os
+
+    from tracker.log.mysql import MySQLLog
+
+    plain = make_repo(tmp, "plain")
+    fleet = make_repo(tmp, "fleet", TRACKER_LOG_URL=url, TRACKER_MACHINE_ID="bench-fleet")
+    if "TRACKER_LOG_PASSWORD" in os.environ:
+        fleet.env["TRACKER_LOG_PASSWORD"] = os.environ["TRACKER_LOG_PASSWORD"]
+    for repo in (plain, fleet):
+        install(repo.work, python=tracker_python())
+    shared = MySQLLog.from_url(url)
+    before = shared.last_seq()
+    found = fleet_pairs(plain, fleet, count)
+    med = {k: statistics.median(v) for k, v in found.items()}
+    print(f"git {git(tmp, 'version').stdout.split()[-1]}, {count} interleaved rounds;")
+    print("caller uses capture_output=True; medians in ms")
+    print(f"{'mode':<16} {'no hook':>9} {'hook':>9} {'added':>9}")
+    for name in ("plain", "fleet"):
+        base, hooked = med[name], med[name + "+hook"]
+        print(f"{name:<16} {base:9.1f} {hooked:9.1f} {hooked - base:+9.1f}")
+    pushes = count + 3  # the hooked pushes of the fleet clone (warm-up included)
+
+    def stored() -> tuple[int, int]:
+        kinds = [e.type for e in shared.events(after_seq=before)]
+        return kinds.count("PushRecorded"), kinds.count("PushConfirmed")
+
+    wait_until(lambda: stored()[1] >= pushes, 120)
+    recorded, confirmed = stored()
+    print(f"fleet pushes in the shared log: {recorded} recorded, {confirmed} confirmed"
+          f" of {pushes}")  # fmt: skip
+    shared.close()
 
 
 def pairs(repo: Repo, count: int) -> tuple[float, float]:
@@ -113,12 +177,35 @@ def shared_log(tmp: Path, clones: int) -> tuple[int, int]:
     return len(recorded & set(shas)), len(verdicts)
 
 
+def fleet_bench(tmp: Path, url: str, count: int) -> None:
+    if url != "private":
+        fleet_main(tmp, url, count)
+        return
+    from tests.support.mariadb_private import create_database, start_private
+    from tracker.log.mysql import migrate
+
+    server = start_private(tmp / "db")
+    try:
+        found = server.url(create_database(server))
+        migrate(found, env={})
+        fleet_main(tmp, found, count)
+    finally:
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=30)
     parser.add_argument("--clones", type=int, default=16)
+    parser.add_argument("--fleet", metavar="URL", help="a shared log's URL, or `private`")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-hook-"))
+    if args.fleet:
+        try:
+            fleet_bench(tmp, args.fleet, args.pairs)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
     try:
         plain = make_repo(tmp, "plain")
         install(plain.work, python=tracker_python())

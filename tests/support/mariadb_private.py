@@ -60,6 +60,7 @@ class PrivateMariaDB:
         self.host = "127.0.0.1"
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.options: list[str] = []  # more mariadbd options (a test's TLS certificates)
 
     @property
     def pid(self) -> int:
@@ -89,6 +90,7 @@ class PrivateMariaDB:
                 # DigitalOcean's managed MySQL refuses a table without a primary key
                 # (sql_require_primary_key); MariaDB's own switch for the same rule:
                 "--innodb-force-primary-key=ON",
+                *self.options,
                 *user,
             ],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -142,8 +144,9 @@ class PrivateMariaDB:
             return "(no error log)"
 
 
-def start_private(base: Path) -> PrivateMariaDB:
-    """Install and start a private server under `base`, or skip when the binaries are absent."""
+def start_private(base: Path, options: tuple[str, ...] = ()) -> PrivateMariaDB:
+    """Install and start a private server under `base` (with more mariadbd `options`), or skip
+    when the binaries are absent."""
     server, install = _binary(SERVER), _binary(INSTALL)
     if server is None or install is None:
         pytest.skip(
@@ -151,6 +154,7 @@ def start_private(base: Path) -> PrivateMariaDB:
             " apt-get install mariadb-server)"
         )
     db = PrivateMariaDB(base, server, install)
+    db.options = list(options)
     db.install()
     db.start()
     return db

@@ -433,9 +433,12 @@ def _say(st: DeploymentStatus) -> int:
 def doctor(*, json: bool = False, log: Injected) -> int:
     """Check the log, the lock, the hook and each deployment source; say what to fix.
 
+    In fleet mode (TRACKER_LOG_URL) also the shared log: reachable, TLS,
+    privileges, schema version, @@max_connections, clock skew, the outbox.
+
     Exit codes: 0 all well (warnings allowed), 69 a source unreachable or
-    refusing our credentials, 74 log unreadable, 75 lock busy, 78 configuration
-    error.
+    refusing our credentials, 74 log unreadable (or the shared log unusable),
+    75 lock busy, 78 configuration error.
 
     Parameters
     ----------

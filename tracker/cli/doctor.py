@@ -1,4 +1,5 @@
-"""`tracker doctor`: check the log, the lock, the hook and each source, and say what to fix.
+"""`tracker doctor`: check the log, the lock, the hook and each source, and say what to fix;
+in fleet mode the shared log too (`tracker/cli/doctor_fleet.py`).
 
 One line per check, as `gh auth status` reads (`ok    hook          .git/hooks/pre-push →
 /venv/bin/python3`), a `fix:` line under each that is not ok; `--json` gives the same checks as
@@ -14,12 +15,12 @@ from __future__ import annotations
 
 import errno
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from tracker import gitutil
+from tracker.cli.check import Check
 from tracker.errors import LockTimeoutError, TrackerError
 
 if TYPE_CHECKING:
@@ -27,42 +28,14 @@ if TYPE_CHECKING:
     from tracker.log.base import LogCheck
     from tracker.monitor.sources.base import DeploymentSource, Observation
 
-Level = Literal["ok", "warn", "fail"]
 DOCTL_APPS = "`doctl apps list --format ID,Spec.Name` lists the apps a token can see"
 API_TOKENS_PAGE = "https://cloud.digitalocean.com/account/api/tokens"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One check: its human line (`message`), what to do (`fix`) and the facts (`detail`)."""
-
-    name: str
-    level: Level
-    message: str
-    fix: str | None = None
-    exit_code: int = 0  # what this check's failure means for the whole run
-    detail: Mapping[str, Any] = field(default_factory=dict)
-    more: tuple[tuple[str, str], ...] = ()  # (key, value) lines shown under the check
-
-    @property
-    def ok(self) -> bool:
-        return self.level == "ok"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "ok": self.ok,
-            "level": self.level,
-            "message": self.message,
-            "fix": self.fix,
-            "exit_code": self.exit_code,
-            "detail": dict(self.detail),
-        }
 
 
 def run_checks(db: Path | None, repo: Path | str = ".") -> list[Check]:
     """Every check, in order; stops early only where later checks cannot run."""
     from tracker.api import locate_db
+    from tracker.log import fleet_url
 
     checks: list[Check] = []
     try:
@@ -73,6 +46,11 @@ def run_checks(db: Path | None, repo: Path | str = ".") -> list[Check]:
     report = _check_storage(path)
     checks.append(_check_log(path, report))
     checks.append(_check_lock(path, report))
+    url = fleet_url()
+    if url is not None:  # fleet mode: the shared log's own checks (doctor_fleet)
+        from tracker.cli.doctor_fleet import fleet_checks
+
+        checks.extend(fleet_checks(url, path, os.environ))
     checks.append(_check_hook(repo))
     settings_checks, settings = _check_settings(repo)
     checks.extend(settings_checks)

@@ -4,8 +4,9 @@ The wing's files, one job each: `base` (the port and its records), `sqlite` (`SQ
 migrate, append, read), `schema` (schema.sql and its migrations), `lock` (the flock), `rows` (how
 projection rows are written), `rebuild` (replay and repair), `sqlite_stats` (the stats queries),
 `sqlite_query` (`tracker query`'s read-only statement); the fleet's shared log: `mysql`
-(`MySQLLog`: append, fold, read, check), `mysql_server` (connect, errors, `migrate --shared`),
-`mysql_stats` (the stats queries over the folded projections), `mysql_query` (`tracker query`);
+(`MySQLLog`: append, fold, read, check), `mysql_server` (connect, errors, `migrate --shared`,
+the schema's compatibility), `mysql_probe` (what `tracker doctor` asks the server), `mysql_stats`
+(the stats queries over the folded projections), `mysql_query` (`tracker query`);
 `fleet` (`FleetLog`: this machine's SQLite log as a cache of the shared one, plus an outbox).
 """
 

@@ -46,14 +46,15 @@ from tracker.log.mysql_server import (
     LOCK_WAIT,
     RETRY,
     SCHEMA_VERSION,
-    applied,
     connect,
     error_code,
     explain,
     is_lost,
     migrate,
     migrations,
+    schema_state,
     schema_text,
+    too_new,
 )
 from tracker.log.mysql_stats import MeasureCache, MySQLStatsQueries, api_calls_by_window, snapshot
 from tracker.projections import (
@@ -183,17 +184,14 @@ class MySQLLog:
         return self._conn
 
     def _check_schema(self, cur: Any) -> None:
-        found = applied(cur)
-        if not found:
-            raise LogError(
-                f"the shared log {self._where()} has no schema yet: run `tracker migrate"
-                " --shared` (an administrator's step, never run by a push)"
-            )
-        if max(found) < SCHEMA_VERSION:
-            raise LogError(
-                f"the shared log {self._where()} is at schema {max(found)}, older than this"
-                f" tracker's {SCHEMA_VERSION}: run `tracker migrate --shared`"
-            )
+        """Every migration this client knows is applied, and the log does not need a newer
+        client (`SchemaState.problem`): else a `LogError` that says what to do. Refused for
+        reads and appends alike: a client that does not know the schema's rules can neither
+        write by them nor trust its fold of what they wrote (in fleet mode its events wait in
+        the outbox, and `status` answers from the cache)."""
+        problem = schema_state(cur).problem(self._where())
+        if problem is not None:
+            raise LogError(problem)
 
     def connection_id(self) -> int:
         """The server's id of our connection (for `KILL` in tests, and for diagnostics)."""
@@ -353,7 +351,10 @@ class MySQLLog:
             raise LogError(explain(self.settings, "append to", exc)) from exc
         if result is None:
             raise LogError(f"the shared log {self._where()} did not say whether it appended")
-        ok, head, *bases = result
+        ok, floor, head, *bases = result
+        if not ok and floor is not None and int(floor) > SCHEMA_VERSION:
+            self._drop()  # a migration raised the floor since we connected: the next open says it
+            raise LogError(too_new(self._where(), int(floor)))
         if not ok:
             return None
         base = {s: int(b) for s, b in zip(streams, bases, strict=True)}
@@ -637,13 +638,17 @@ class _Plan:
 
 def _batch(plan: _Plan, txn: bytes, origin: str | None) -> tuple[str, list[Any], list[str]]:
     """The multi-statement append (design/fleet.md §2.1, `locked1`): values bound by the driver,
-    names constant. Its last statement selects whether it was written, the head before it and
-    each stream's version before it (the streams, in that order, are returned too)."""
+    names constant. Its last statement selects whether it was written, the compatibility floor,
+    the head before it and each stream's version before it (the streams, in that order, are
+    returned too)."""
     # Every stream written, and every judged one (a verdict dropped there is checked too).
     streams = list(dict.fromkeys([*(s.stream for s in plan.events), *plan.expected]))
     sql = [
         "START TRANSACTION",
         "SELECT last_seq INTO @tracker_head FROM log_head WHERE id = 1 FOR UPDATE",
+        # The compatibility floor, read again in the append itself: a connection opened before
+        # a migration raised it learns so here, at no extra round trip (nothing is written).
+        "SELECT coalesce(max(min_client), 0) INTO @tracker_floor FROM schema_compat",
     ]
     args: list[Any] = []
     for n, stream in enumerate(streams):
@@ -651,7 +656,7 @@ def _batch(plan: _Plan, txn: bytes, origin: str | None) -> tuple[str, list[Any],
             f"SELECT coalesce(max(version), 0) INTO @tracker_v{n} FROM events WHERE stream = %s"
         )
         args.append(stream)
-    checks = ["TRUE"]
+    checks = [f"@tracker_floor <= {int(SCHEMA_VERSION)}"]
     for n, stream in enumerate(streams):
         if stream in plan.expected:
             checks.append(f"@tracker_v{n} = %s")
@@ -677,7 +682,7 @@ def _batch(plan: _Plan, txn: bytes, origin: str | None) -> tuple[str, list[Any],
         f"UPDATE log_head SET last_seq = @tracker_head + {len(plan.events)}"
         " WHERE id = 1 AND @tracker_ok",
         "COMMIT",
-        "SELECT @tracker_ok, @tracker_head, "
+        "SELECT @tracker_ok, @tracker_floor, @tracker_head, "
         + ", ".join(f"@tracker_v{n}" for n in range(len(streams))),
     ]
     return ";\n".join(sql), args, streams

@@ -4,9 +4,11 @@ from a refused statement, and running `schema.mysql.sql`'s migrations (`tracker 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,13 +18,14 @@ from tracker.errors import LockTimeoutError, LogError
 if TYPE_CHECKING:
     from pymysql.connections import Connection
 
-SCHEMA_VERSION = 1  # the newest migration of schema.mysql.sql this client knows
+SCHEMA_VERSION = 4  # the newest migration of schema.mysql.sql this client knows
 MIGRATE_LOCK = "tracker:migrate"
 _MIGRATION = re.compile(r"^-- migration: (\d+)\s*$", re.MULTILINE)
 # No server, server gone, lost mid-query, lost while reading, killed, shutting down.
 LOST = {2002, 2003, 2006, 2013, 2055, 1927, 1053}
 RETRY = {1213}  # a deadlock (none expected: one lock), rolled back by the server: send again
 LOCK_WAIT = 1205
+NO_TABLE = 1146
 
 
 def schema_text() -> str:
@@ -106,6 +109,80 @@ def migrate(url: str, env: Mapping[str, str] | None = None) -> list[int]:
     finally:
         conn.close()
     return done
+
+
+@functools.cache
+def known() -> frozenset[int]:
+    """The numbers of the migrations this client carries. Not 1..SCHEMA_VERSION: numbers are
+    handed out per change, so a client may know 1 and 4 before 2 and 3 reach it; "all applied"
+    is judged on this set, never on the highest number."""
+    return frozenset(n for n, _ in migrations())
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """What the shared log's schema says of itself: the migrations run, and the oldest client
+    schema version that may still use it (`schema_compat`, migration 4; None before it)."""
+
+    applied: frozenset[int]
+    min_client: int | None
+
+    @property
+    def missing(self) -> list[int]:
+        """Migrations this client knows that the log has not run: `migrate --shared` runs them."""
+        return sorted(known() - self.applied)
+
+    @property
+    def unknown(self) -> list[int]:
+        """Migrations run that this client does not know (a newer tracker's: ignored while
+        compatible)."""
+        return sorted(self.applied - known())
+
+    @property
+    def incompatible(self) -> bool:
+        return self.min_client is not None and self.min_client > SCHEMA_VERSION
+
+    def problem(self, where: str) -> str | None:
+        """Why this client may not use the log (None: it may), ending in what to do. A newer,
+        incompatible schema comes first: migrating with this tracker would not help it."""
+        if not self.applied:
+            return (
+                f"the shared log {where} has no schema yet: run `tracker migrate --shared`"
+                " (an administrator's step, never run by a push)"
+            )
+        if self.incompatible:
+            return too_new(where, self.min_client)
+        if self.missing:
+            have = ", ".join(map(str, sorted(self.applied)))
+            return (
+                f"the shared log {where} lacks migration {', '.join(map(str, self.missing))}"
+                f" of this tracker (it has {have}): run `tracker migrate --shared`"
+            )
+        return None
+
+
+def too_new(where: str, min_client: object) -> str:
+    return (
+        f"the shared log {where} needs a tracker of schema {min_client} or newer (this one is"
+        f" at {SCHEMA_VERSION}); nothing is sent or read until then: upgrade tracker"
+    )
+
+
+def schema_state(cur: Any) -> SchemaState:
+    """The log's `SchemaState` in one round trip (every connection asks); two more only for a
+    log without `schema_compat` yet (or without any schema)."""
+    try:
+        cur.execute(
+            "SELECT m.version, c.min_client FROM schema_migrations m"
+            " LEFT JOIN schema_compat c ON c.id = 1"
+        )
+    except Exception as exc:
+        if error_code(exc) != NO_TABLE:
+            raise
+        return SchemaState(frozenset(applied(cur)), None)
+    rows = cur.fetchall()
+    floor = {int(r[1]) for r in rows if r[1] is not None}
+    return SchemaState(frozenset(int(r[0]) for r in rows), max(floor) if floor else None)
 
 
 def applied(cur: Any) -> set[int]:
