@@ -196,7 +196,8 @@ class Tracker:
 
         In fleet mode (SPEC §10) the answer is from the cache plus the outbox, with one pull
         bounded by `TRACKER_SYNC_DEADLINE` only when it would be 2 or 3 (never with `offline`);
-        `shared_log` says as of when, and why the shared log could not be reached."""
+        `shared_log` says as of when, and why the shared log could not be reached. A log
+        directory that a setting names and that does not exist is not pulled into (`_may_pull`)."""
         store = self.store
         if isinstance(store, SQLiteLog):
             return self._local_status(ref, recent)
@@ -205,7 +206,7 @@ class Tracker:
         with store.local_appends():
             st = self._local_status(ref, recent)
             pulled = False
-            if st.exit_code in (2, NOT_FOUND) and not offline:  # pending, in progress, stale
+            if st.exit_code in (2, NOT_FOUND) and not offline and self._may_pull():
                 pulled = store.pull_within(sync_deadline()) is not None
                 if pulled:
                     st = self._local_status(ref, recent)
@@ -215,13 +216,27 @@ class Tracker:
 
     def pull_shared(self) -> bool:
         """Fleet mode: one pull of the shared log bounded by `TRACKER_SYNC_DEADLINE` (what
-        `events --follow` does as it goes); False without fleet mode or when it could not."""
+        `events` does first and `events --follow` as it goes); False without fleet mode or when
+        it could not (or may not: `_may_pull`)."""
         store = self.store
-        if isinstance(store, SQLiteLog):
+        if isinstance(store, SQLiteLog) or not self._may_pull():
             return False
         from tracker.log.fleet import sync_deadline
 
         return store.pull_within(sync_deadline()) is not None
+
+    def _may_pull(self) -> bool:
+        """Whether a read may pull into this machine's cache (and so create it): where the log's
+        directory exists, or where it is the repository's own (`<git common dir>/tracker`, as
+        the hook makes it: a fresh clone sees the fleet's pushes at once). A directory that
+        `TRACKER_DB` or `--db` names and that does not exist is not created by a read, as
+        without fleet mode (a mistyped path)."""
+        if self.db_path.parent.is_dir():
+            return True
+        if self.repo is None or self.db_path.parent.exists():
+            return False
+        own = gitutil.default_db_path(self.repo)
+        return own is not None and own.absolute() == self.db_path.absolute()
 
     def _local_status(self, ref: str, recent: int) -> DeploymentStatus:
         self.take_in_spool(wait=READ_WAIT_S)
