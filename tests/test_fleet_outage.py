@@ -38,7 +38,7 @@ from tests.support.mariadb_private import PrivateMariaDB
 from tracker.clock import FakeClock
 from tracker.events import DeploymentPolled, DeploymentSucceeded, PushRecorded
 from tracker.log.base import Append
-from tracker.log.fleet import FORWARD_BACKOFF_S, FleetLog
+from tracker.log.fleet import FORWARD_BACKOFF_S, FleetLog, SyncState, machine_id
 from tracker.log.mysql import MySQLLog, migrate
 from tracker.log.rows import MEASURE_COLUMNS
 from tracker.projections import StoredEvent
@@ -595,3 +595,64 @@ def test_a_fresh_clone_pulls_into_its_own_place_and_sees_another_machines_push(
     assert done.returncode == 2, done.stderr
     assert json.loads(done.stdout)["shared_log"]["pulled"] is True
     assert fresh.db.exists() and (fresh.log_dir / "events.db.machine-id").exists()
+
+
+def test_the_machine_id_is_kept_by_the_first_write_not_by_opening_or_asking(
+    mariadb: PrivateMariaDB, fresh_database: str, url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "m" / "tracker" / "events.db"
+    log = FleetLog.open(path, url, env={})
+    try:
+        assert log.sync_state() == SyncState(None, None, 0)
+        assert log.shared_report(pulled=False)["outbox"] == 0
+        assert not (tmp_path / "m").exists()  # opened and asked: nothing made
+        made = log.machine
+        stored = log.append(X, PushRecorded(sha=X, branch="main"))  # keyless: the outbox keys it
+        assert stored is not None and stored.key is not None and stored.key.startswith(made + ":")
+        assert (path.parent / "events.db.machine-id").read_text().strip() == made == log.machine
+    finally:
+        log.close()
+    assert machine_id(path, {}) == made  # every later process of the machine: the same id
+    with mariadb.admin(fresh_database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT origin FROM events")
+        assert cur.fetchall() == ((made,),)
+
+
+def test_forwards_that_keep_failing_back_off_longer_each_time_until_one_works(
+    mariadb: PrivateMariaDB, url: str, tmp_path: Path
+) -> None:
+    """With the shared log away an append only outboxes for 5 s after a failed forward, then
+    10, 20, 40 and at most 60 s (a watcher's polls are held up by one try a minute at most);
+    a forward that works starts again from 5 s."""
+    clock = FakeClock(start=1_800_000_000.0)
+    a = FleetLog.open(
+        tmp_path / "a" / "events.db", url, clock=clock, env={"TRACKER_MACHINE_ID": "a"},
+        retry_for=0.2, io_timeout=2.0, lock_timeout=2.0,
+    )  # fmt: skip
+    a.append(X, PushRecorded(sha=X, branch="main"), key="push:x")
+
+    def tried_at(seconds: list[float]) -> list[float]:
+        """Append every `seconds` (simulated): the times (since the first) it tried to forward."""
+        tried, start = [], clock.now()
+        for step in seconds:
+            clock.advance(step)
+            before = a.shared.retries["lost"]
+            a.append(X, DeploymentPolled(source="digitalocean", ok=True))
+            if a.shared.retries["lost"] > before:
+                tried.append(clock.now() - start)
+        return tried
+
+    mariadb.stop()
+    try:
+        assert tried_at([0.0] + [1.0] * 200) == [0.0, 5.0, 15.0, 35.0, 75.0, 135.0, 195.0]
+    finally:
+        mariadb.start()
+    clock.advance(60.0)
+    assert a.append(X, DeploymentPolled(source="digitalocean", ok=True)) is not None
+    assert a.sync_state().outbox == 0 and a.sync_state().error is None  # drained at once
+    mariadb.stop()
+    try:
+        assert tried_at([0.0] + [1.0] * 6) == [0.0, 5.0]  # 5 s again
+    finally:
+        mariadb.start()
+    a.close()

@@ -212,10 +212,10 @@ class FleetLog:
                     conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = FULL")
                 _migrate_outbox(conn)
+                if self._keep_id:  # the machine's first file: its id is kept beside it
+                    self.machine = keep_machine_id(self.cache.path, self.machine)
+                    self.shared.origin, self._keep_id = self.machine, False
             self._outbox, self._pid = conn, os.getpid()
-            if self._keep_id:
-                self.machine = self.shared.origin = keep_machine_id(self.cache.path, self.machine)
-                self._keep_id = False
         return self._outbox
 
     def _reading(self) -> sqlite3.Connection | None:
