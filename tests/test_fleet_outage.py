@@ -546,11 +546,12 @@ def test_events_pulls_once_as_status_does_and_says_when_it_cannot(
 
 
 @pytest.mark.parametrize("fleet", [False, True], ids=["single", "fleet"])
-def test_a_read_creates_no_log_directory_a_setting_names(
+def test_a_read_makes_no_log_below_a_missing_directory(
     fleet: bool, url: str, tmp_path: Path
 ) -> None:
-    """`TRACKER_DB` naming a directory that does not exist: every read answers (3, nothing
-    recorded, as a single machine does) and creates nothing, in fleet mode too."""
+    """`TRACKER_DB` below a directory that does not exist (a mistyped path): every read
+    answers (3, nothing recorded, as a single machine does) and makes nothing, in fleet mode
+    too; below a file, the log is unreadable (74) in both modes."""
     missing = tmp_path / "typo" / "tracker"
     env = cli_env(TRACKER_DB=str(missing / "events.db"), TRACKER_SYNC_DEADLINE="1")
     if fleet:
@@ -566,7 +567,9 @@ def test_a_read_creates_no_log_directory_a_setting_names(
         done = run_cli(*args, env=env)
         assert done.returncode == code, (args, done.stdout, done.stderr)
         if args[0] == "status":
-            assert json.loads(done.stdout)["reason"]["code"] == "no_log"
+            found = json.loads(done.stdout)
+            assert found["reason"]["code"] == "no_log"
+            assert found["shared_log"] is None or found["shared_log"]["pulled"] is False
         else:
             assert done.stdout == ""
         assert not (tmp_path / "typo").exists(), args
@@ -577,9 +580,11 @@ def test_a_read_creates_no_log_directory_a_setting_names(
     assert done.returncode == 74 and "internal error" not in done.stderr, done.stderr
 
 
-def test_a_fresh_clone_pulls_into_its_own_place_and_sees_another_machines_push(
+def test_a_new_machine_pulls_into_a_log_directory_it_makes_in_an_existing_one(
     url: str, tmp_path: Path
 ) -> None:
+    """A fresh clone (no `.git/tracker` yet) and a new `--db DIR/events.db` (DIR missing, its
+    parent there) see another machine's push at once: the pull makes the cache."""
     a = FleetLog.open(tmp_path / "a" / "events.db", url, env={"TRACKER_MACHINE_ID": "a"})
     try:
         a.append(X, PushRecorded(sha=X, branch="main"), key="push:x")
@@ -595,6 +600,11 @@ def test_a_fresh_clone_pulls_into_its_own_place_and_sees_another_machines_push(
     assert done.returncode == 2, done.stderr
     assert json.loads(done.stdout)["shared_log"]["pulled"] is True
     assert fresh.db.exists() and (fresh.log_dir / "events.db.machine-id").exists()
+    new = tmp_path / "new" / "events.db"
+    env = cli_env(TRACKER_LOG_URL=url, TRACKER_SYNC_DEADLINE="1")
+    done = run_cli("--db", str(new), "events", "--json", env=env)
+    assert done.returncode == 0 and json.loads(done.stdout)["type"] == "PushRecorded"
+    assert new.exists()
 
 
 def test_the_machine_id_is_kept_by_the_first_write_not_by_opening_or_asking(

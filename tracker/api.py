@@ -196,8 +196,8 @@ class Tracker:
 
         In fleet mode (SPEC §10) the answer is from the cache plus the outbox, with one pull
         bounded by `TRACKER_SYNC_DEADLINE` only when it would be 2 or 3 (never with `offline`);
-        `shared_log` says as of when, and why the shared log could not be reached. A log
-        directory that a setting names and that does not exist is not pulled into (`_may_pull`)."""
+        `shared_log` says as of when, and why the shared log could not be reached. A log path
+        below a missing directory is not pulled into (`_may_pull`)."""
         store = self.store
         if isinstance(store, SQLiteLog):
             return self._local_status(ref, recent)
@@ -226,17 +226,13 @@ class Tracker:
         return store.pull_within(sync_deadline()) is not None
 
     def _may_pull(self) -> bool:
-        """Whether a read may pull into this machine's cache (and so create it): where the log's
-        directory exists, or where it is the repository's own (`<git common dir>/tracker`, as
-        the hook makes it: a fresh clone sees the fleet's pushes at once). A directory that
-        `TRACKER_DB` or `--db` names and that does not exist is not created by a read, as
-        without fleet mode (a mistyped path)."""
-        if self.db_path.parent.is_dir():
-            return True
-        if self.repo is None or self.db_path.parent.exists():
-            return False
-        own = gitutil.default_db_path(self.repo)
-        return own is not None and own.absolute() == self.db_path.absolute()
+        """Whether a read may pull into this machine's cache, and so make it: where the log's
+        directory exists or can be made in one that does (as `mkdir` without `-p`: a fresh
+        clone's `<git common dir>/tracker`, a new machine's `--db DIR/events.db`). A path
+        below a missing directory (a mistyped `TRACKER_DB`) is not made by a read, as without
+        fleet mode: the answer is then this machine's, nothing recorded."""
+        parent = self.db_path.parent
+        return parent.is_dir() or (not parent.exists() and parent.parent.is_dir())
 
     def _local_status(self, ref: str, recent: int) -> DeploymentStatus:
         self.take_in_spool(wait=READ_WAIT_S)
