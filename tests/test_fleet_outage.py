@@ -244,6 +244,21 @@ def push_in_own_session(repo: Repo) -> tuple[subprocess.CompletedProcess[str], i
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), proc.pid, took
 
 
+def test_the_proxy_tells_the_process_and_session_of_each_connection(proxy: Proxy) -> None:
+    """What lets the scenarios below say the hook opened no connection: a process of another
+    session that connects is named, with its session, while it waits for the server."""
+    client = subprocess.Popen(
+        [sys.executable, "-c", "import socket, sys; socket.create_connection(('127.0.0.1',"
+         " int(sys.argv[1]))).recv(1)", str(proxy.port)],
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: (client.pid, client.pid) in proxy.clients(), timeout=60)
+    finally:
+        client.kill()
+        client.wait(timeout=30)
+
+
 @pytest.mark.parametrize("how", ["partition", "outage"])
 def test_with_the_shared_log_away_pushes_and_verdicts_go_on_and_reach_it_once_after(
     how: str,
@@ -280,8 +295,10 @@ def test_with_the_shared_log_away_pushes_and_verdicts_go_on_and_reach_it_once_af
         assert "tracker:" not in pushed.stderr  # not even a warning
         assert took < MARGIN_S  # generous: the budget is bench/bench_hook.py's
         sim.add_deployment(second, **SLOW)  # type: ignore[arg-type]
-        # the confirmer (a session of its own) tried the shared log: the proxy sees who connects
-        wait_until(lambda: any(s != session for _, s in proxy.clients()[clients:]), timeout=60)
+        # the confirmer (a session of its own) tries the shared log: the proxy tells who connects
+        wait_until(
+            lambda: any(pid and s != session for pid, s in proxy.clients()[clients:]), timeout=60
+        )
 
         # another machine's push, not in A's cache: 3 here, one bounded pull, and it says why
         st, took = status(a, other)
