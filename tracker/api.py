@@ -196,7 +196,8 @@ class Tracker:
 
         In fleet mode (SPEC §10) the answer is from the cache plus the outbox, with one pull
         bounded by `TRACKER_SYNC_DEADLINE` only when it would be 2 or 3 (never with `offline`);
-        `shared_log` says as of when, and why the shared log could not be reached."""
+        `shared_log` says as of when, and why the shared log could not be reached. A log path
+        below a missing directory is not pulled into (`_may_pull`)."""
         store = self.store
         if isinstance(store, SQLiteLog):
             return self._local_status(ref, recent)
@@ -205,7 +206,7 @@ class Tracker:
         with store.local_appends():
             st = self._local_status(ref, recent)
             pulled = False
-            if st.exit_code in (2, NOT_FOUND) and not offline:  # pending, in progress, stale
+            if st.exit_code in (2, NOT_FOUND) and not offline and self._may_pull():
                 pulled = store.pull_within(sync_deadline()) is not None
                 if pulled:
                     st = self._local_status(ref, recent)
@@ -215,13 +216,23 @@ class Tracker:
 
     def pull_shared(self) -> bool:
         """Fleet mode: one pull of the shared log bounded by `TRACKER_SYNC_DEADLINE` (what
-        `events --follow` does as it goes); False without fleet mode or when it could not."""
+        `events` does first and `events --follow` as it goes); False without fleet mode or when
+        it could not (or may not: `_may_pull`)."""
         store = self.store
-        if isinstance(store, SQLiteLog):
+        if isinstance(store, SQLiteLog) or not self._may_pull():
             return False
         from tracker.log.fleet import sync_deadline
 
         return store.pull_within(sync_deadline()) is not None
+
+    def _may_pull(self) -> bool:
+        """Whether a read may pull into this machine's cache, and so make it: where the log's
+        directory exists or can be made in one that does (as `mkdir` without `-p`: a fresh
+        clone's `<git common dir>/tracker`, a new machine's `--db DIR/events.db`). A path
+        below a missing directory (a mistyped `TRACKER_DB`) is not made by a read, as without
+        fleet mode: the answer is then this machine's, nothing recorded."""
+        parent = self.db_path.parent
+        return parent.is_dir() or (not parent.exists() and parent.parent.is_dir())
 
     def _local_status(self, ref: str, recent: int) -> DeploymentStatus:
         self.take_in_spool(wait=READ_WAIT_S)

@@ -36,6 +36,7 @@ from tracker.cli.output import say
 from tracker.errors import UsageError
 
 if TYPE_CHECKING:
+    from tracker.api import Tracker
     from tracker.read.status import DeploymentStatus
 
 MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a longer wait is a typo (milliseconds for seconds)
@@ -140,6 +141,7 @@ def events(
     follow: bool = False,
     json: bool = False,
     limit: int | None = None,
+    offline: bool = False,
     log: Injected,
 ) -> int:
     """Print the event log, one line per event, newest last.
@@ -156,15 +158,36 @@ def events(
         One JSON object per line (NDJSON).
     limit
         Only the last N events.
+    offline
+        Fleet mode: this machine's cache only, never pulling (not with --follow).
     """
     from tracker.cli.live import events_command
 
     _not_empty(ref, "a ref")
     if limit is not None and not 1 <= limit <= MAX_LIMIT:
         raise UsageError(f"--limit must be a whole number from 1 to {MAX_LIMIT}, not {limit}")
+    if offline and follow:
+        raise UsageError("--offline and --follow do not go together: --follow pulls as it goes")
     with log.open() as tracker:
+        if not offline:
+            _pull_first(tracker)
         events_command(tracker, ref, follow=follow, as_json=json, limit=limit)
     return 0
+
+
+def _pull_first(tracker: Tracker) -> None:
+    """Fleet mode: one pull bounded by `TRACKER_SYNC_DEADLINE` before the events are listed
+    (as `status` pulls: the log as far as the fleet has it, not as far as this machine last
+    looked); when it cannot, say as of when and why on stderr (stdout stays the events)."""
+    from tracker.cli.text import shared_log_line
+    from tracker.log.fleet import FleetLog
+
+    store = tracker.store
+    if not isinstance(store, FleetLog) or tracker.pull_shared():
+        return
+    report = store.shared_report(pulled=False)
+    if report["unreachable"]:
+        say(f"tracker: {shared_log_line(report)}", stream=sys.stderr)
 
 
 @app.command

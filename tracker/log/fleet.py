@@ -63,7 +63,11 @@ MACHINE_ID_ENV = "TRACKER_MACHINE_ID"
 SYNC_DEADLINE_ENV = "TRACKER_SYNC_DEADLINE"
 DEFAULT_SYNC_DEADLINE_S = 1.0
 FORWARD_BATCH = 200  # events forwarded in one round trip
-FORWARD_BACKOFF_S = 5.0  # after a failure, appends only outbox for this long
+FORWARD_BACKOFF_S = 5.0  # after a failure, appends only outbox for this long ...
+FORWARD_BACKOFF_MAX_S = 60.0  # ... doubled after each failure in a row, up to this
+# The longest an append waits for the shared log's head (held by another machine's append for
+# one round trip): a watcher's long patience is for the local log's lock, not for this.
+SHARED_LOCK_TIMEOUT_S = 10.0
 PAGE = 1000  # events pulled per read
 
 
@@ -93,24 +97,43 @@ def sync_deadline(env: Mapping[str, str] | None = None) -> float:
 def machine_id(log_path: Path, env: Mapping[str, str] | None = None) -> str:
     """`TRACKER_MACHINE_ID`, else the id kept in a file beside the local log (made once, at
     random, owner-only: every process of this clone gives the same id)."""
+    return known_machine_id(log_path, env) or keep_machine_id(log_path, new_machine_id())
+
+
+def known_machine_id(log_path: Path, env: Mapping[str, str] | None = None) -> str | None:
+    """`TRACKER_MACHINE_ID`, else the id kept beside the local log; None when none is kept yet
+    (a read makes nothing: the id is kept by the first write, `keep_machine_id`)."""
     env = os.environ if env is None else env
     given = env.get(MACHINE_ID_ENV, "").strip()
     if given:
         return given
-    path = log_path.with_name(log_path.name + ".machine-id")
-    with contextlib.suppress(FileNotFoundError):
-        found = path.read_text(encoding="utf-8").strip()
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        found = _id_path(log_path).read_text(encoding="utf-8").strip()
         if found:
             return found
-    made = f"{socket.gethostname()[:40]}-{uuid.uuid4().hex[:12]}"
+    return None
+
+
+def new_machine_id() -> str:
+    return f"{socket.gethostname()[:40]}-{uuid.uuid4().hex[:12]}"
+
+
+def keep_machine_id(log_path: Path, made: str) -> str:
+    """Keep `made` beside the local log, unless another process kept one first (theirs is the
+    id then)."""
+    path = _id_path(log_path)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
-    except FileExistsError:  # another process made it first: theirs is the id
+    except FileExistsError:
         return path.read_text(encoding="utf-8").strip() or made
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(made + "\n")
     return made
+
+
+def _id_path(log_path: Path) -> Path:
+    return log_path.with_name(log_path.name + ".machine-id")
 
 
 class FleetLog:
@@ -124,6 +147,7 @@ class FleetLog:
         *,
         machine: str | None = None,
         forward_on_append: bool = True,
+        keep_id: bool = False,
     ) -> None:
         self.cache = cache
         self.shared = shared
@@ -132,6 +156,7 @@ class FleetLog:
         self.clock: Clock = cache.clock
         self.outbox_path = cache.path.with_name(cache.path.name + ".outbox")
         self.machine = machine or machine_id(cache.path)
+        self._keep_id = keep_id  # `machine` is not kept beside the log yet: the first write does
         self.forward_on_append = forward_on_append
         self._outbox: sqlite3.Connection | None = None
         self._pid = os.getpid()
@@ -151,17 +176,23 @@ class FleetLog:
         **options: Any,
     ) -> FleetLog:
         """The fleet log of the local log at `path` and the shared log at `url` (password from
-        the environment). A shared log that cannot be reached now is no error here."""
+        the environment). A shared log that cannot be reached now is no error here.
+
+        `lock_timeout` is the local log's; the shared log's head is waited for at most
+        `SHARED_LOCK_TIMEOUT_S` (a monitor opens its log with the patience of a whole
+        deployment: with the shared log away, each forward of its appends would otherwise
+        wait that long for an answer, and its polls with it)."""
         from tracker.log.mysql import MySQLLog
 
         env = os.environ if env is None else env
         cache = SQLiteLog(Path(path), clock=clock, lock_timeout=lock_timeout, **options)
-        machine = machine_id(cache.path, env)
+        known = known_machine_id(cache.path, env)  # a read creates nothing (no id file either)
+        machine = known or new_machine_id()
         shared = MySQLLog.from_url(
-            url, env=env, clock=clock, lock_timeout=lock_timeout, origin=machine,
-            retry_for=retry_for, io_timeout=io_timeout,
+            url, env=env, clock=clock, lock_timeout=min(lock_timeout, SHARED_LOCK_TIMEOUT_S),
+            origin=machine, retry_for=retry_for, io_timeout=io_timeout,
         )  # fmt: skip
-        return cls(cache, shared, machine=machine)
+        return cls(cache, shared, machine=machine, keep_id=known is None)
 
     def __repr__(self) -> str:
         return f"FleetLog({self.cache.path}, {self.shared.url})"
@@ -181,8 +212,18 @@ class FleetLog:
                     conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = FULL")
                 _migrate_outbox(conn)
+                if self._keep_id:  # the machine's first file: its id is kept beside it
+                    self.machine = keep_machine_id(self.cache.path, self.machine)
+                    self.shared.origin, self._keep_id = self.machine, False
             self._outbox, self._pid = conn, os.getpid()
         return self._outbox
+
+    def _reading(self) -> sqlite3.Connection | None:
+        """The outbox for a read; None when there is none yet (a read creates no file, and no
+        directory: a fresh machine's outbox is empty)."""
+        if self._outbox is None and not self.outbox_path.exists():
+            return None
+        return self.outbox
 
     def _waiting(self, stream: str | None = None) -> list[tuple[int, str, str, str, str, float]]:
         sql = "SELECT n, key, stream, type, data, at FROM outbox"
@@ -191,7 +232,8 @@ class FleetLog:
             sql += " WHERE stream = ?"
             args.append(stream)
         with log_errors(self.outbox_path, "read"):
-            return list(self.outbox.execute(sql + " ORDER BY n", args).fetchall())
+            conn = self._reading()
+            return [] if conn is None else list(conn.execute(sql + " ORDER BY n", args))
 
     def outbox_events(self) -> list[Append]:
         """What waits to be forwarded, oldest first (each with its key and its time)."""
@@ -215,8 +257,11 @@ class FleetLog:
     def sync_state(self) -> SyncState:
         """When the shared log was last pulled (by any process here), and the last failure."""
         with log_errors(self.outbox_path, "read"):
-            found = dict(self.outbox.execute("SELECT name, value FROM sync_state").fetchall())
-            waiting = int(self.outbox.execute("SELECT count(*) FROM outbox").fetchone()[0])
+            conn = self._reading()
+            if conn is None:
+                return SyncState(None, None, 0)
+            found = dict(conn.execute("SELECT name, value FROM sync_state").fetchall())
+            waiting = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
         pulled = found.get("pulled_at")
         return SyncState(float(pulled) if pulled else None, found.get("error"), waiting)
 
@@ -321,22 +366,30 @@ class FleetLog:
 
     def _failed(self, exc: BaseException) -> None:
         with contextlib.suppress(LogError):
-            self._note(error=str(exc) or type(exc).__name__, failed_at=repr(self.clock.now()))
+            failures = self._state().get("failures", "0")
+            self._note(
+                error=str(exc) or type(exc).__name__,
+                failed_at=repr(self.clock.now()),
+                failures=str(int(failures) + 1 if failures.isdigit() else 1),
+            )
+
+    def _state(self) -> dict[str, str]:
+        with log_errors(self.outbox_path, "read"):
+            return dict(self.outbox.execute("SELECT name, value FROM sync_state").fetchall())
 
     def _backing_off(self) -> bool:
         """Whether the shared log failed (in any process here) less than `FORWARD_BACKOFF_S`
-        ago: an append then only outboxes, rather than wait out the connection's retries again
-        (a monitor's polls stay on time; `forward`, `sync` and the next append after it try)."""
-        with log_errors(self.outbox_path, "read"):
-            found = self.outbox.execute(
-                "SELECT value FROM sync_state WHERE name = 'error'"
-            ).fetchone()
-            when = self.outbox.execute(
-                "SELECT value FROM sync_state WHERE name = 'failed_at'"
-            ).fetchone()
-        if found is None or when is None:
+        ago, doubled for each failure in a row (up to `FORWARD_BACKOFF_MAX_S`): an append then
+        only outboxes, rather than wait out the connection's timeout again (a monitor's polls
+        stay on time through a long partition; `forward`, `sync` and the next append after it
+        try)."""
+        found = self._state()
+        if "error" not in found or "failed_at" not in found:
             return False
-        return self.clock.now() - float(when[0]) < FORWARD_BACKOFF_S
+        failures = found.get("failures", "1")
+        doubled = min(int(failures) if failures.isdigit() else 1, 8) - 1
+        wait = min(FORWARD_BACKOFF_S * 2 ** max(doubled, 0), FORWARD_BACKOFF_MAX_S)
+        return bool(self.clock.now() - float(found["failed_at"]) < wait)
 
     def pull(self, *, limit: int | None = None) -> int | None:
         """Bring the shared log's events after the cache's last global position into the cache,
@@ -356,7 +409,7 @@ class FleetLog:
                 count += self.cache.transaction(partial(_mirror_all, found=found))
             if len(found) < page:
                 break
-        self._note(pulled_at=repr(self.clock.now()), error=None, failed_at=None)
+        self._note(pulled_at=repr(self.clock.now()), error=None, failed_at=None, failures=None)
         return count
 
     @contextmanager
@@ -386,6 +439,7 @@ class FleetLog:
                     origin=self.machine, retry_for=0.0, io_timeout=seconds,
                 ),
                 machine=self.machine,
+                keep_id=self._keep_id,
             )  # fmt: skip
             try:
                 done.append(other.pull())
@@ -472,7 +526,9 @@ class FleetLog:
         `deployment`), plus commits only the outbox knows yet, in the cache's order."""
         rows = {r.sha: r for r in self.cache.deployments(since=since, branch=branch)}
         with log_errors(self.outbox_path, "read"):
-            waiting = {r[0] for r in self.outbox.execute("SELECT DISTINCT stream FROM outbox")}
+            conn = self._reading()
+            found = [] if conn is None else conn.execute("SELECT DISTINCT stream FROM outbox")
+            waiting = {r[0] for r in found}
         for sha in waiting:
             row = self.deployment(sha)
             if row is None:
@@ -506,10 +562,11 @@ class FleetLog:
         found = self.cache.shas_with_prefix(prefix, limit)
         upper = prefix + "g"
         with log_errors(self.outbox_path, "read"):
-            more = self.outbox.execute(
+            conn = self._reading()
+            more = [] if conn is None else conn.execute(
                 "SELECT DISTINCT stream FROM outbox WHERE stream >= ? AND stream < ? LIMIT ?",
                 (prefix, upper, limit),
-            ).fetchall()
+            ).fetchall()  # fmt: skip
         for (stream,) in more:
             if stream not in found and len(stream) == 40:
                 found.append(stream)
@@ -520,14 +577,13 @@ class FleetLog:
             return set()
         found = self.cache.known_keys(keys)
         rest = [k for k in keys if k not in found]
-        if rest:
+        conn = self._reading() if rest else None
+        if conn is not None:
             marks = ", ".join("?" for _ in rest)
             with log_errors(self.outbox_path, "read"):
                 found |= {
                     r[0]
-                    for r in self.outbox.execute(
-                        f"SELECT key FROM outbox WHERE key IN ({marks})", rest
-                    ).fetchall()
+                    for r in conn.execute(f"SELECT key FROM outbox WHERE key IN ({marks})", rest)
                 }
         return found
 
