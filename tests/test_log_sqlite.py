@@ -312,3 +312,66 @@ def test_only_the_log_wing_touches_sqlite_its_connection_or_its_lock() -> None:
             if reaching.search(line):
                 found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert found == []
+
+
+def test_wal_is_set_while_another_connection_writes_the_new_file(tmp_path: Path) -> None:
+    """Two processes opening a new file at once: one may be writing (in the journal mode a new
+    file starts in) when the other switches it to WAL, which SQLite refuses at once, without its
+    busy handler. `use_wal` asks again until the writer is done."""
+    from tracker.log.sqlite import use_wal
+
+    path = tmp_path / "new.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    other = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("PRAGMA journal_mode = WAL")  # what the open did before: refused at once
+    done = threading.Timer(0.3, lambda: writer.execute("COMMIT"))
+    done.start()
+    try:
+        use_wal(other, 30.0)
+    finally:
+        done.join()
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert other.execute("SELECT x FROM t").fetchall() == [(1,)]
+    other.close()
+    writer.close()
+
+
+FOLD_AND_DUMP = """
+import sys
+from pathlib import Path
+from tracker.clock import FakeClock
+from tracker.events import DeploymentPolled, DeploymentSucceeded, PushRecorded
+from tracker.log.sqlite import SQLiteLog
+import sqlite3
+sha = "a" * 40
+log = SQLiteLog(Path(sys.argv[1]), clock=FakeClock(start=1_800_000_000.0))
+log.append(sha, PushRecorded(sha=sha, branch="main"), at=1_800_000_000.0)
+for n in range(3):
+    log.append(sha, DeploymentPolled(source="digitalocean", ok=True, found=True,
+               phase="BUILDING", api_calls=1), at=1_800_000_010.0 + n)
+log.append(sha, DeploymentSucceeded(deployment_id="d1"), at=1_800_000_100.0)
+log.close()
+conn = sqlite3.connect(sys.argv[1])
+print(conn.execute("SELECT * FROM deployment_measures ORDER BY id").fetchall())
+"""
+
+
+def test_measure_rows_get_the_same_ids_in_every_process(tmp_path: Path) -> None:
+    """Every machine folds the same events into the same rows, ids included: the measure rows
+    are inserted in one order, not in a set's (which follows the process's hash seed)."""
+    dumps = set()
+    for seed in ("1", "2", "3", "4"):
+        found = subprocess.run(
+            [sys.executable, "-c", FOLD_AND_DUMP, str(tmp_path / f"log-{seed}.db")],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        dumps.add(found.stdout)
+    assert len(dumps) == 1, dumps
+    assert dumps.pop().count("'main')") >= 5  # several rows, so their order could differ

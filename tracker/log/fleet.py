@@ -50,7 +50,7 @@ from tracker.log.base import Append, LogCheck, QueryRows, RebuildReport
 from tracker.log.errors import log_errors
 from tracker.log.rows import PROJECTION
 from tracker.log.schema import migrations, run_pending
-from tracker.log.sqlite import SQLiteLog
+from tracker.log.sqlite import SQLiteLog, use_wal
 from tracker.projections import DeploymentRow, StoredEvent, apply, measure_rows, source_call
 
 if TYPE_CHECKING:
@@ -208,8 +208,7 @@ class FleetLog:
                     self.outbox_path, isolation_level=None, timeout=30.0, check_same_thread=False
                 )
                 conn.execute("PRAGMA busy_timeout = 30000")
-                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    conn.execute("PRAGMA journal_mode = WAL")
+                use_wal(conn, 30.0)
                 conn.execute("PRAGMA synchronous = FULL")
                 _migrate_outbox(conn)
                 if self._keep_id:  # the machine's first file: its id is kept beside it

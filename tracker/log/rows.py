@@ -79,9 +79,10 @@ def write_measures(
         )
     if len(updated) < len(missing):
         done = {m[:2] for m in updated}
+        # in one order on every machine: the rows' ids then agree wherever the log is folded
+        new: list[Row] = sorted((m for m in missing if m[:2] not in done), key=lambda m: m[:2])
         conn.executemany(
-            f"INSERT INTO deployment_measures ({MEASURE_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-            [m for m in missing if m[:2] not in done],
+            f"INSERT INTO deployment_measures ({MEASURE_COLUMNS}) VALUES (?, ?, ?, ?, ?)", new
         )
 
 

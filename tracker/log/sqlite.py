@@ -104,8 +104,7 @@ class SQLiteLog:
                 self.path, isolation_level=None, timeout=busy_ms / 1000, check_same_thread=False
             )
             conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
+            use_wal(conn, busy_ms / 1000)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA journal_size_limit = 67108864")
             self._migrate(conn)
@@ -388,6 +387,24 @@ class SQLiteLog:
         return LogCheck(
             str(self.path), str(self.lock_path), integrity, events, storage_error, lock_error
         )
+
+
+def use_wal(conn: sqlite3.Connection, patience: float) -> None:
+    """Put the file in WAL mode (once per file: it stays so). Two processes opening a new file
+    at once may both try; SQLite then answers the loser "database is locked" at once, without
+    its busy handler, so it is asked again until `patience` has passed."""
+    deadline = SYSTEM_CLOCK.monotonic() + patience
+    pause = 0.005
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or SYSTEM_CLOCK.monotonic() > deadline:
+                raise
+            SYSTEM_CLOCK.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
 
 def _begin_immediate(conn: sqlite3.Connection, path: Path) -> None:
