@@ -16,7 +16,7 @@ from tracker.errors import LockTimeoutError, LogError
 if TYPE_CHECKING:
     from pymysql.connections import Connection
 
-SCHEMA_VERSION = 1  # the newest migration of schema.mysql.sql this client knows
+SCHEMA_VERSION = 2  # the newest migration of schema.mysql.sql this client knows
 MIGRATE_LOCK = "tracker:migrate"
 _MIGRATION = re.compile(r"^-- migration: (\d+)\s*$", re.MULTILINE)
 # No server, server gone, lost mid-query, lost while reading, killed, shutting down.
