@@ -481,24 +481,29 @@ class FleetLog:
         finally:
             self.forward_on_append = saved
 
+    def twin(self, seconds: float) -> FleetLog:
+        """The same fleet log on connections of its own (for another thread: a bounded pull, a
+        watcher's lease renewals), each wait and retry bounded by `seconds`."""
+        from tracker.log.mysql import MySQLLog
+
+        return FleetLog(
+            SQLiteLog(self.cache.path, clock=self.clock, lock_timeout=seconds),
+            MySQLLog(
+                self.shared.settings, clock=self.clock, lock_timeout=seconds,
+                origin=self.machine, retry_for=0.0, io_timeout=seconds,
+            ),
+            machine=self.machine,
+        )  # fmt: skip
+
     def pull_within(self, seconds: float) -> int | None:
         """One pull that gives up after `seconds` (`status`'s bounded pull): run on connections
         of its own in a thread left behind if the shared log does not answer in time (it then
         finishes or fails on its own; the cache takes a pull whole or not at all). None when it
         could not pull in time; the reason is kept for `sync_state`."""
-        from tracker.log.mysql import MySQLLog
-
         done: list[int | None] = []
 
         def work() -> None:
-            other = FleetLog(
-                SQLiteLog(self.cache.path, clock=self.clock, lock_timeout=seconds),
-                MySQLLog(
-                    self.shared.settings, clock=self.clock, lock_timeout=seconds,
-                    origin=self.machine, retry_for=0.0, io_timeout=seconds,
-                ),
-                machine=self.machine,
-            )  # fmt: skip
+            other = self.twin(seconds)
             try:
                 done.append(other.pull())
             except TrackerError as exc:

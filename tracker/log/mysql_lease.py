@@ -18,6 +18,8 @@ from a thread, beside the appends of its main thread), with the server's failure
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from tracker.config import MySQLSettings
@@ -28,6 +30,8 @@ from tracker.log.mysql_server import connect, explain
 if TYPE_CHECKING:
     from pymysql.connections import Connection
 
+LEASE_TTL_ENV = "TRACKER_LEASE_TTL"
+DEFAULT_LEASE_TTL_S = 15.0
 LEASE_COLUMNS = "app, holder, host, pid, fence, TIMESTAMPDIFF(MICROSECOND, NOW(6), expires_at)"
 
 # Assignments run left to right (MySQL; MariaDB without SIMULTANEOUS_ASSIGNMENT), so each one
@@ -40,6 +44,17 @@ ON DUPLICATE KEY UPDATE
   pid = IF(expires_at < NOW(6) OR holder = VALUES(holder), VALUES(pid), pid),
   holder = IF(expires_at < NOW(6), VALUES(holder), holder),
   expires_at = IF(holder = VALUES(holder), NOW(6) + INTERVAL %s MICROSECOND, expires_at)"""
+
+
+def lease_ttl(env: Mapping[str, str] | None = None) -> float:
+    """`TRACKER_LEASE_TTL` (default 15 s): how long a watcher's lease lasts unrenewed (it is
+    renewed every third of it), so how soon another machine resumes a watcher that died."""
+    from tracker.config import parse_duration
+
+    value = (os.environ if env is None else env).get(LEASE_TTL_ENV, "").strip()
+    if not value:
+        return DEFAULT_LEASE_TTL_S
+    return parse_duration(value, LEASE_TTL_ENV, positive=True, maximum=3600.0, example="15 or 1m")
 
 
 def _micros(seconds: float) -> int:
