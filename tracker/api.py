@@ -323,11 +323,10 @@ class Tracker:
         return mine and monitor_alive(lease.pid, lease.host)
 
     def _resume_expired(self, store: FleetLog, st: DeploymentStatus) -> None:
-        """Fleet mode: start a watcher here, detached, for an open commit whose app's lease
-        has expired (stale, or pushed and never watched); once per `RESUME_GRACE_S` on this
-        machine whoever asks."""
-        orphan = st.state == "pending" and st.monitor.pid is None and not st.spooled
-        if not (st.state == "stale" or orphan) or not self._sources():
+        """Fleet mode: start a watcher here, detached, for an open commit whose watcher's
+        lease has expired (`stale`); once per `RESUME_GRACE_S` on this machine whoever asks.
+        (A push never watched yet is left to its confirmer, and to `wait`.)"""
+        if st.state != "stale" or not self._sources():
             return
         found = self._app_lease()
         if found is None or (found[1] is not None and found[1].remaining_s > 0):
@@ -567,7 +566,7 @@ class Tracker:
             self.store.append(full, event, at=now)
         if monitor and self._sources() and not (row is not None and repeat and row.terminal):
             self.start_monitor(full)  # one per commit: a second one leaves at once
-        return dataclasses.replace(self.status(full), already_recorded=repeat)
+        return dataclasses.replace(self.status(full, resume=False), already_recorded=repeat)
 
     def ingest(self, notification: Mapping[str, Any]) -> DeploymentStatus:
         """Append a deployment notification from a webhook system (see `tracker ingest`)."""
