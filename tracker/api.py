@@ -313,14 +313,15 @@ class Tracker:
         while the lease is unexpired (as last read, reckoned on this machine's clock), or when
         its holder is a watcher of this machine that still runs (its renewals cannot get
         through); else (single machine, no lease yet) the monitor's pid on this host."""
+        if row.terminal or row.monitor_pid is None or isinstance(self.store, SQLiteLog):
+            return monitor_alive(row.monitor_pid, row.monitor_host)  # (or it does not matter)
         found = self._app_lease()
         lease = found[1] if found is not None else None
         if lease is None:
             return monitor_alive(row.monitor_pid, row.monitor_host)
         if lease.remaining_s > 0:
             return True
-        mine = isinstance(self.store, SQLiteLog) or lease.machine == self.store.machine
-        return mine and monitor_alive(lease.pid, lease.host)
+        return lease.machine == self.store.machine and monitor_alive(lease.pid, lease.host)
 
     def _resume_expired(self, store: FleetLog, st: DeploymentStatus) -> None:
         """Fleet mode: start a watcher here, detached, for an open commit whose watcher's
