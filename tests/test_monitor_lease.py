@@ -22,7 +22,7 @@ from tracker.log.mysql import MySQLLog, migrate
 from tracker.log.mysql_lease import LeaseLink, lease_ttl
 from tracker.monitor.lease import AppLease, lease_key
 
-pytestmark = pytest.mark.mysql
+mysql = pytest.mark.mysql
 
 A = "a" * 40
 APP = lease_key("digitalocean", "app-1")
@@ -64,6 +64,7 @@ def test_the_ttl_comes_from_tracker_lease_ttl() -> None:
             lease_ttl({"TRACKER_LEASE_TTL": bad})
 
 
+@mysql
 def test_unreachable_at_the_start_it_runs_degraded_and_takes_the_lease_when_it_answers(
     log: FleetLog, mariadb: PrivateMariaDB
 ) -> None:
@@ -87,6 +88,7 @@ def test_unreachable_at_the_start_it_runs_degraded_and_takes_the_lease_when_it_a
     assert log.fence is None
 
 
+@mysql
 def test_another_machine_took_the_app_while_it_was_degraded_so_it_stops(
     log: FleetLog, mariadb: PrivateMariaDB, other: LeaseLink
 ) -> None:
@@ -106,6 +108,7 @@ def test_another_machine_took_the_app_while_it_was_degraded_so_it_stops(
     lease.release()
 
 
+@mysql
 def test_a_holder_cut_off_keeps_its_tenure_when_nobody_took_over_and_its_facts_get_through(
     log: FleetLog, mariadb: PrivateMariaDB, other: LeaseLink
 ) -> None:
@@ -127,3 +130,21 @@ def test_a_holder_cut_off_keeps_its_tenure_when_nobody_took_over_and_its_facts_g
     sent = log.forward()
     assert sent is not None and [s.key for s in sent] == ["push", "poll"]
     lease.release()
+
+
+def test_the_api_is_asked_with_the_machine_in_the_user_agent() -> None:
+    from tracker.monitor.sources.digitalocean import USER_AGENT, DigitalOceanSource
+    from tracker.sim.server import SimulatedPlatform
+
+    with SimulatedPlatform(token="t") as sim:
+        for machine, expected in (
+            (None, USER_AGENT),
+            ("ci-7", f"{USER_AGENT} machine/ci-7"),
+            ("b\r\nX-Evil: 1", f"{USER_AGENT} machine/b__X-Evil:_1"),  # no header injection
+        ):
+            source = DigitalOceanSource(sim.base_url, "t", sim.app_id, machine=machine)
+            try:
+                source.poll(A)
+            finally:
+                source.close()
+            assert sim.requests[-1].user_agent == expected
