@@ -107,6 +107,13 @@ def polled_by(mariadb: PrivateMariaDB, database: str, machine: str) -> bool:
     return any(t == "DeploymentPolled" and o == machine for _, _, t, o in events(mariadb, database))
 
 
+def knows_lease(env: dict[str, str], url: str, sim: SimulatedPlatform, holder: str) -> bool:
+    """Whether the machine of `env` has pulled the app's lease of `holder`."""
+    with FleetLog.open(env["TRACKER_DB"], url, env=env) as log:
+        found = log.lease(f"digitalocean:{sim.app_id}")
+    return found is not None and found.holder == holder
+
+
 def pushed(tmp_path: Path, sim: SimulatedPlatform, **phases: float) -> tuple[Repo, str]:
     repo = make_repo(tmp_path)
     sha = repo.commit("watched")
@@ -124,19 +131,31 @@ def test_kill_9_of_the_watcher_another_machines_wait_resumes_it_and_the_verdict_
     done = tracker("push", sha, "--branch", "main", "--no-monitor", env=a, cwd=repo.work)
     assert done.returncode == 0, done.stderr
     first = watcher(sha, a, repo.work)
+    waiter: subprocess.Popen[str] | None = None
     try:
         wait_until(lambda: polled_by(mariadb, fresh_database, "a"), timeout=SETTLE_S)
         held = lease(mariadb, fresh_database)
         assert held is not None and held[:2] == (f"a:{first.pid}", 1) and not held[2]
+        # b waits while a watches: b's first answer is `in progress` (a's lease is alive), so
+        # only the re-check in its loop can resume the watch
+        waiter = subprocess.Popen(
+            [sys.executable, "-m", "tracker", "wait", sha, "--timeout", "200"], env=b,
+            cwd=repo.work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        wait_until(lambda: knows_lease(b, url, sim, f"a:{first.pid}"), timeout=SETTLE_S)
         killed_at = time.monotonic()
         [(server_kill,)] = shared(mariadb, fresh_database, "SELECT NOW(6)")
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
+        out, err = waiter.communicate(timeout=300)
     finally:
-        if first.poll() is None:
-            first.kill()
-    waited = tracker("wait", sha, "--timeout", "200", env=b, cwd=repo.work)
-    assert waited.returncode == 0, (waited.stdout, waited.stderr)
+        for proc in (first, waiter):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+    assert waiter.returncode == 0, (out, err)
+    assert "in progress" in out.splitlines()[0], out
+    assert out.splitlines()[-1] == "final: succeeded (exit 0)", out
     found = events(mariadb, fresh_database)
     resumed = next(seq for seq, s, t, o in found if t == "MonitorStarted" and o == "b")
     verdicts = [(t, o) for _, s, t, o in found if s == sha and t in VERDICTS]
