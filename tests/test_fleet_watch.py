@@ -249,7 +249,7 @@ def three_machines(tmp_path: Path, url: str, sim: SimulatedPlatform) -> list[Rep
         made.append(Repo(work, first.remote, dict(first.env)))
     for repo, name in zip(made, "abc", strict=True):
         repo.env = machine_env(repo, name, url, sim)
-        repo.env["TRACKER_LEASE_TTL"] = "4"
+        repo.env["TRACKER_LEASE_TTL"] = "10"  # no takeover here: a slow renewal is no death
         install(repo.work, python=tracker_python())
     return made
 
@@ -280,6 +280,12 @@ def test_three_clones_pushing_at_once_are_polled_by_exactly_one_machine_and_agre
     for thread in pushers:
         thread.join(timeout=300)
     assert len(shas) == 3
+
+    def confirmed() -> bool:
+        found = events(mariadb, fresh_database)
+        return all((sha, "PushConfirmed") in {(s, t) for _, s, t, _ in found} for sha in shas)
+
+    wait_until(confirmed, timeout=SETTLE_S)  # every confirmer done: each machine's monitor ran
     for sha in shas:  # long enough that every push is in the shared log before any verdict
         sim.add_deployment(sha, pending_build_s=1.0, build_s=4.0, pending_deploy_s=0.5,
                            deploy_s=1.0)  # fmt: skip

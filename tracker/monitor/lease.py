@@ -50,8 +50,11 @@ class AppLease:
         self.holder = f"{log.machine}:{os.getpid()}"
         self.lost: LeaseLostError | None = None
         self.degraded: str | None = None  # why no lease is held: the shared log unreachable
-        self._link: LeaseLink = LeaseLink(log.shared.settings, timeout=max(self.every, 1.0))
-        self._side = log.twin(max(self.every, 1.0))  # the renewal thread's own connections
+        # A server slow to answer is not taken for an unreachable one (that would mean watching
+        # degraded, beside the lease's holder) unless it stays silent for seconds.
+        patience = max(self.every, 5.0)
+        self._link: LeaseLink = LeaseLink(log.shared.settings, timeout=patience)
+        self._side = log.twin(patience)  # the renewal thread's own connections
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
