@@ -517,8 +517,8 @@ class Tracker:
         if not (st.watched or self.monitor_ready()):
             return resumed
         mark = (self.store.last_seq(), self.clock.monotonic() + RESUME_GRACE_S)
-        if isinstance(self.store, SQLiteLog):
-            self.start_monitor(sha)
+        if isinstance(self.store, SQLiteLog) or st.state != "stale":
+            self.start_monitor(sha)  # (a stale one in fleet mode: `status` saw to it)
         return mark
 
     def _resuming(self, sha: str, resumed: tuple[int, float] | None) -> bool:
