@@ -51,6 +51,22 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_by VARCHAR(255) CHARACTER SET utf8mb4 NULL
 ) ENGINE = InnoDB;
 
+-- migration: 2
+
+-- One watcher per app fleet-wide (SPEC §10, design/fleet.md §2.3): the lease of an app
+-- (`platform:app_id`), held by one watcher process (`holder`: machine id and pid) until
+-- `expires_at`, on the server's clock (NOW(6): the clients' clocks never count). Taking over an
+-- expired lease moves `fence` on; an append fenced with an older (holder, fence) is refused,
+-- so a frozen or partitioned holder's late facts never reach the log after a takeover.
+CREATE TABLE IF NOT EXISTS watch_leases (
+    app        VARBINARY(255)  NOT NULL PRIMARY KEY,
+    holder     VARBINARY(255)  NOT NULL,
+    host       VARCHAR(255)    CHARACTER SET utf8mb4 NOT NULL,
+    pid        BIGINT          NOT NULL,
+    fence      BIGINT          NOT NULL,
+    expires_at DATETIME(6)     NOT NULL
+) ENGINE = InnoDB;
+
 -- migration: 4
 
 -- Compatibility: the oldest client (its SCHEMA_VERSION) that may still use this log. A client

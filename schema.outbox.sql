@@ -13,7 +13,25 @@ CREATE TABLE IF NOT EXISTS outbox (
     at      REAL    NOT NULL                          -- recorded_at, kept through the forward
 );
 
-CREATE TABLE IF NOT EXISTS sync_state (                -- pulled_at, error, failed_at, mirror_of
+CREATE TABLE IF NOT EXISTS sync_state (                -- pulled_at, error, failed_at, mirror_of, resumed:<app>
     name    TEXT PRIMARY KEY,
     value   TEXT NOT NULL
+);
+
+-- migration: 2
+-- The watcher's fence (JSON: app, holder, fence) an event was appended under, NULL for the
+-- unfenced (pushes, readers, a watcher without the lease): a fenced event the shared log refuses
+-- (another watcher took the app over) is deleted, never forwarded again.
+ALTER TABLE outbox ADD COLUMN fence TEXT;
+
+-- The fleet's watch leases as the last pull read them: `remaining_s` on the server's clock when
+-- read, `read_at` this machine's time then (so a lease is judged expired on one clock only).
+CREATE TABLE IF NOT EXISTS leases (
+    app         TEXT    PRIMARY KEY,
+    holder      TEXT    NOT NULL,
+    host        TEXT    NOT NULL,
+    pid         INTEGER NOT NULL,
+    fence       INTEGER NOT NULL,
+    remaining_s REAL    NOT NULL,
+    read_at     REAL    NOT NULL
 );

@@ -32,6 +32,7 @@ from tracker.words import count, seconds
 
 if TYPE_CHECKING:
     from tracker.config import ReadSettings, Settings
+    from tracker.log.base import Lease
     from tracker.log.fleet import FleetLog
     from tracker.log.sqlite import RebuildReport
     from tracker.read.stats import Stats
@@ -186,7 +187,7 @@ class Tracker:
         raise UsageError(f"{gitutil.shown(ref)} does not name a commit in {where}")
 
     def status(
-        self, ref: str = "HEAD", *, recent: int = 5, offline: bool = False
+        self, ref: str = "HEAD", *, recent: int = 5, offline: bool = False, resume: bool = True
     ) -> DeploymentStatus:
         """The status of the commit `ref` names, answered from the log alone (no network).
 
@@ -197,7 +198,10 @@ class Tracker:
         In fleet mode (SPEC §10) the answer is from the cache plus the outbox, with one pull
         bounded by `TRACKER_SYNC_DEADLINE` only when it would be 2 or 3 (never with `offline`);
         `shared_log` says as of when, and why the shared log could not be reached. A log path
-        below a missing directory is not pulled into (`_may_pull`)."""
+        below a missing directory is not pulled into (`_may_pull`). There a commit is `stale`
+        when its app's watch lease has expired (not by a pid, meaningful only on its machine),
+        and (with `resume`) an open commit whose lease expired is resumed: a watcher is started
+        here, detached (SPEC §10: any machine's `status` resumes it)."""
         store = self.store
         if isinstance(store, SQLiteLog):
             return self._local_status(ref, recent)
@@ -210,6 +214,8 @@ class Tracker:
                 pulled = store.pull_within(sync_deadline()) is not None
                 if pulled:
                     st = self._local_status(ref, recent)
+        if resume and not offline:
+            self._resume_expired(store, st)
         return dataclasses.replace(
             st, shared_log=store.shared_report(pulled=pulled, offline=offline)
         )
@@ -277,7 +283,7 @@ class Tracker:
 
     def _status_of(self, row: DeploymentRow, recent: list[EventRecord]) -> DeploymentStatus:
         now = self.clock.now()
-        alive = monitor_alive(row.monitor_pid, row.monitor_host)
+        alive = self._monitor_alive(row)
         watched = not may_be_unwatched(row, now, alive) or bool(self._sources())
         found = status_of(row, now, alive, watched, recent)
         if may_be_unreachable(found):
@@ -286,6 +292,62 @@ class Tracker:
                 reason: dict[str, str | None] = {"code": "unreachable", "message": unreachable}
                 return dataclasses.replace(found, reason=reason)
         return found
+
+    def _app_lease(self) -> tuple[str, Lease | None] | None:
+        """Fleet mode: the configured app's lease key and its lease as last read (its time
+        left reckoned to now); None without fleet mode or with settings a watcher refuses."""
+        store = self.store
+        if isinstance(store, SQLiteLog):
+            return None
+        from tracker.monitor.lease import lease_key
+        from tracker.monitor.watcher import app_of
+
+        try:
+            key = lease_key(*app_of(self.settings))
+        except TrackerError:
+            return None
+        return key, store.lease(key)
+
+    def lease_free(self, platform: str, app: str) -> bool:
+        """Whether no watcher holds the app's fleet lease, as last pulled (True without fleet
+        mode, and for a lease never taken): what a follower waits for before it takes over."""
+        store = self.store
+        if isinstance(store, SQLiteLog):
+            return True
+        from tracker.monitor.lease import lease_key
+
+        lease = store.lease(lease_key(platform, app))
+        return lease is None or lease.remaining_s <= 0
+
+    def _monitor_alive(self, row: DeploymentRow) -> bool:
+        """Whether the commit's watcher runs. In fleet mode, once a lease of its app is known:
+        while the lease is unexpired (as last read, reckoned on this machine's clock), or when
+        its holder is a watcher of this machine that still runs (its renewals cannot get
+        through); else (single machine, no lease yet) the monitor's pid on this host."""
+        if row.terminal or row.monitor_pid is None or isinstance(self.store, SQLiteLog):
+            return monitor_alive(row.monitor_pid, row.monitor_host)  # (or it does not matter)
+        found = self._app_lease()
+        lease = found[1] if found is not None else None
+        if lease is None:
+            return monitor_alive(row.monitor_pid, row.monitor_host)
+        if lease.remaining_s > 0:
+            return True
+        return lease.machine == self.store.machine and monitor_alive(lease.pid, lease.host)
+
+    def _resume_expired(self, store: FleetLog, st: DeploymentStatus) -> None:
+        """Fleet mode: start a watcher here, detached, for an open commit whose watcher's
+        lease has expired (`stale`); once per `RESUME_GRACE_S` on this machine whoever asks.
+        (A push never watched yet is left to its confirmer, and to `wait`.)"""
+        if st.state != "stale" or not self._sources():
+            return
+        found = self._app_lease()
+        if found is None or (found[1] is not None and found[1].remaining_s > 0):
+            return
+        try:
+            if self.monitor_ready() and store.claim_resume(found[0], RESUME_GRACE_S):
+                self.start_monitor(st.sha)
+        except (TrackerError, OSError):  # the answer stands: the next reader tries again
+            return
 
     def _sources(self) -> list[str]:
         """The configured sources, by which settings are set: a bad value does not hide one
@@ -422,16 +484,10 @@ class Tracker:
         nothing can watch (`.watched` false: no monitor, no source) returns at once."""
         sha = self.resolve(ref)
         deadline = self.clock.monotonic() + timeout if timeout > 0 else None
-        current = self.status(sha)
+        current = self.status(sha, resume=resume)
         orphan = current.state == "pending" and current.monitor.pid is None and not current.spooled
         resumed: tuple[int, float] | None = None  # the log's last seq and when, at the resume
-        # Its monitor died, or it never had one. A commit whose monitor refused its settings (or
-        # was refused) is resumed once they look right here: the fix its headline asks for, then
-        # `tracker wait`. With a setting still bad here, the headline stands.
-        wanted = resume and (current.state == "stale" or orphan) and bool(self._sources())
-        if wanted and (current.watched or self.monitor_ready()):
-            resumed = (self.store.last_seq(), self.clock.monotonic() + RESUME_GRACE_S)
-            self.start_monitor(sha)
+        resumed = self._resume_stale(sha, current, resume, resumed, orphan=orphan)
         if on_change:
             on_change(current)
         while current.state not in TERMINAL_STATES and current.state != "not_found":
@@ -443,11 +499,38 @@ class Tracker:
                 interval if deadline is None else min(interval, deadline - self.clock.monotonic())
             )
             self.clock.sleep(max(step, 0.0))
-            latest = self.status(sha)
+            latest = self.status(sha, resume=resume)
+            # A watcher that dies while we wait (its lease expired, in fleet mode) is resumed.
+            resumed = self._resume_stale(sha, latest, resume, resumed)
             if on_change and _changed(current, latest):
                 on_change(latest)
             current = latest
         return current
+
+    def _resume_stale(
+        self,
+        sha: str,
+        st: DeploymentStatus,
+        resume: bool,
+        resumed: tuple[int, float] | None,
+        *,
+        orphan: bool = False,
+    ) -> tuple[int, float] | None:
+        """Start a monitor for a commit whose monitor died (or that never had one) unless one
+        was started here less than `RESUME_GRACE_S` ago; the resume's (last seq, grace end).
+        A commit whose monitor refused its settings (or was refused) is resumed once they look
+        right here: the fix its headline asks for, then `tracker wait`. With a setting still bad
+        here, the headline stands. In fleet mode `status` itself resumes (its lease expired)."""
+        if resumed is not None and self.clock.monotonic() < resumed[1]:
+            return resumed
+        if not resume or not (st.state == "stale" or orphan) or not self._sources():
+            return resumed
+        if not (st.watched or self.monitor_ready()):
+            return resumed
+        mark = (self.store.last_seq(), self.clock.monotonic() + RESUME_GRACE_S)
+        if isinstance(self.store, SQLiteLog) or st.state != "stale":
+            self.start_monitor(sha)  # (a stale one in fleet mode: `status` saw to it)
+        return mark
 
     def _resuming(self, sha: str, resumed: tuple[int, float] | None) -> bool:
         """Whether a monitor `wait` started has yet to say anything (within a grace period)."""
@@ -495,7 +578,7 @@ class Tracker:
             self.store.append(full, event, at=now)
         if monitor and self._sources() and not (row is not None and repeat and row.terminal):
             self.start_monitor(full)  # one per commit: a second one leaves at once
-        return dataclasses.replace(self.status(full), already_recorded=repeat)
+        return dataclasses.replace(self.status(full, resume=False), already_recorded=repeat)
 
     def ingest(self, notification: Mapping[str, Any]) -> DeploymentStatus:
         """Append a deployment notification from a webhook system (see `tracker ingest`)."""

@@ -4,6 +4,7 @@
     ├── UsageError               64  bad input: unknown flag, malformed SHA, a ref that is no commit
     ├── SourceUnavailableError   69  a deployment source cannot be reached
     ├── LogError                 74  the log cannot be read or written
+    │   └── LeaseLostError       74  another watcher took the app's fleet lease over (fleet mode)
     ├── LockTimeoutError         75  the lock could not be taken in time
     └── ConfigError              78  the configuration is wrong or incomplete
 
@@ -36,6 +37,15 @@ class LogError(TrackerError):
     """The event log cannot be read or written (corrupt, disk full, permission)."""
 
     exit_code = 74
+
+
+class LeaseLostError(LogError):
+    """Fleet mode: the app's watch lease is another watcher's now (`holder`, `fence`), so this
+    watcher's appends are refused: it stops, appending nothing more (the watcher exits 0)."""
+
+    def __init__(self, holder: str, fence: int) -> None:
+        super().__init__(f"lease lost to {holder} (fence {fence})")
+        self.holder, self.fence = holder, fence
 
 
 class LockTimeoutError(TrackerError):

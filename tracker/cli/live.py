@@ -19,11 +19,14 @@ from tracker.cli.text import (
     unwatched_line,
     verdict,
 )
-from tracker.errors import ConfigError, TrackerError
+from tracker.errors import ConfigError, LeaseLostError, TrackerError
 from tracker.projections import exit_code_of
 from tracker.read.status import DeploymentStatus
+from tracker.words import seconds
 
 if TYPE_CHECKING:
+    from tracker.log.base import Lease
+    from tracker.monitor.lease import AppLease
     from tracker.monitor.lock import AppLock
 
 FOLLOW_EVERY_S = 0.25
@@ -145,7 +148,9 @@ def run_foreground(tracker: Tracker, sha: str, *, watch: bool = False) -> int:
     `watch`, it stays the watcher until no push of the app is open; without, it hands the
     watch to a detached watcher once its commit is decided and others are still open). When
     another process is the watcher, this one follows the commit in the log, and takes over
-    should the watcher die."""
+    should the watcher die. In fleet mode the watcher holds the app's fleet lease too (one
+    watcher per app fleet-wide, `tracker.monitor.lease`): another machine's unexpired lease
+    is followed as a local watcher is; losing the lease stops this watcher (exit 0)."""
     from tracker.monitor.lock import AppLock, app_key
     from tracker.monitor.watcher import app_of, open_pushes
 
@@ -155,31 +160,49 @@ def run_foreground(tracker: Tracker, sha: str, *, watch: bool = False) -> int:
         # its confirmer and a reader that settled its record): nothing left to follow.
         print(f"{sha[:7]} is decided already: {row.state}")
         return exit_code_of(row.state, row.superseded_went_live)
-    lock = AppLock(tracker.db_path.parent, app_key(*app_of(tracker.settings)))
+    app = app_of(tracker.settings)
+    lock = AppLock(tracker.db_path.parent, app_key(*app))
     while True:
         holder = lock.acquire()
         if holder is None:
-            try:
-                _watch(tracker, sha, until=None if watch else sha)
-            finally:
-                lock.release()
-            # A push recorded while we were leaving found the lock still held, and its
-            # confirmer went away: look again, now that the lock is free.
-            left = open_pushes(tracker.store, tracker.clock.now())
-            if left and watch:
-                continue
-            if left:
-                from tracker.procs import spawn_detached
+            watcher = _Watching(tracker, app)
+            other = watcher.take_lease()
+            if other is None:
+                try:
+                    watcher.run(sha, until=None if watch else sha)
+                except LeaseLostError as lost:
+                    say(f"{sha[:7]} {lost}: the watch is theirs now", flush=True)
+                    return 0
+                finally:
+                    watcher.close()
+                    lock.release()
+                # A push recorded while we were leaving found the lock (or the lease) still
+                # held, and its monitor went away: look again, now that both are free.
+                tracker.pull_shared()
+                left = open_pushes(tracker.store, tracker.clock.now())
+                if left and watch:
+                    continue
+                if left:
+                    from tracker.procs import spawn_detached
 
-                spawn_detached(tracker.db_path, left[0], repo=tracker.repo)
-            break
-        if watch:
+                    spawn_detached(tracker.db_path, left[0], repo=tracker.repo)
+                break
+            watcher.close()
+            lock.release()
+            if watch:
+                say(
+                    f"{sha[:7]} is followed by its app's watcher on another machine:"
+                    f" {other.holder} on {other.host} (fence {other.fence}), its lease good for"
+                    f" {seconds(max(other.remaining_s, 0.0))} more"
+                )
+                return 0
+        elif watch:
             say(
                 f"{sha[:7]} is followed by its app's watcher: pid {holder.pid} on {holder.host}"
                 f" since {holder.started_at}"
             )
             return 0
-        if _follow_in_log(tracker, sha, lock):
+        if _follow_in_log(tracker, sha, lock, app):
             break
     row = tracker.store.deployment(sha)
     if row is None:
@@ -187,53 +210,85 @@ def run_foreground(tracker: Tracker, sha: str, *, watch: bool = False) -> int:
     return exit_code_of(row.state, row.superseded_went_live)
 
 
-def _watch(tracker: Tracker, sha: str, *, until: str | None) -> None:
-    """Be the app's watcher until nothing is open (or `until` is decided)."""
-    from tracker.log import open_log
-    from tracker.monitor.loop import build_sources, max_wait_of
-    from tracker.monitor.watcher import Watcher, stop_on_signals
+class _Watching:
+    """This process as the app's watcher: its own log (and, in fleet mode, the app's lease)."""
 
-    # Nobody waits on a watcher: it waits for the log's lock as long as a deployment may take,
-    # rather than die and leave its commits stale (TRACKER_LOCK_TIMEOUT is for the commands
-    # people wait on). Its own log, opened with that patience: the reader's is not touched.
-    settings = tracker.settings
-    patience = max(tracker.read_settings.lock_timeout, max_wait_of(tracker.store, settings))
-    log = open_log(tracker.db_path, clock=tracker.clock, lock_timeout=patience)
-    sources = build_sources(settings, tracker.clock)
+    def __init__(self, tracker: Tracker, app: tuple[str, str]) -> None:
+        from tracker.log import open_log
+        from tracker.log.fleet import FleetLog
+        from tracker.monitor.loop import max_wait_of
 
-    def show(of: str, line: str) -> None:
-        if of == sha or until is None:
-            say(f"{of[:7]} {line}", flush=True)
+        # Nobody waits on a watcher: it waits for the log's lock as long as a deployment may
+        # take, rather than die and leave its commits stale (TRACKER_LOCK_TIMEOUT is for the
+        # commands people wait on). Its own log, opened with that patience: the reader's is
+        # not touched.
+        self.tracker = tracker
+        settings = tracker.settings
+        patience = max(tracker.read_settings.lock_timeout, max_wait_of(tracker.store, settings))
+        self.log = open_log(tracker.db_path, clock=tracker.clock, lock_timeout=patience)
+        self.lease: AppLease | None = None
+        if isinstance(self.log, FleetLog):
+            from tracker.log.mysql_lease import lease_ttl
+            from tracker.monitor.lease import AppLease, lease_key
 
-    watcher = Watcher(
-        log,
-        sources,
-        settings=settings,
-        clock=tracker.clock,
-        repo=tracker.repo,
-        progress=show,
-        asked=[sha],
-    )
-    try:
-        with stop_on_signals(log, watcher):
-            watcher.run(until=until)
-    finally:
-        for source in sources:
-            source.close()
-        log.close()
+            self.lease = AppLease(self.log, lease_key(*app), ttl=lease_ttl())
+
+    def take_lease(self) -> Lease | None:
+        """Fleet mode: take the app's lease; another machine's unexpired lease when it has one
+        (None: ours, degraded, or no fleet mode)."""
+        return self.lease.take() if self.lease is not None else None
+
+    def run(self, sha: str, *, until: str | None) -> None:
+        """Be the app's watcher until nothing is open (or `until` is decided)."""
+        from tracker.log.fleet import FleetLog
+        from tracker.monitor.loop import build_sources
+        from tracker.monitor.watcher import Watcher, stop_on_signals
+
+        machine = self.log.machine if isinstance(self.log, FleetLog) else None
+        sources = build_sources(self.tracker.settings, self.tracker.clock, machine=machine)
+
+        def show(of: str, line: str) -> None:
+            if of == sha or until is None:
+                say(f"{of[:7]} {line}", flush=True)
+
+        if self.lease is not None:
+            self.lease.start()
+        watcher = Watcher(
+            self.log,
+            sources,
+            settings=self.tracker.settings,
+            clock=self.tracker.clock,
+            repo=self.tracker.repo,
+            progress=show,
+            asked=[sha],
+            guard=self.lease.check if self.lease is not None else None,
+        )
+        try:
+            with stop_on_signals(self.log, watcher):
+                watcher.run(until=until)
+        finally:
+            for source in sources:
+                source.close()
+
+    def close(self) -> None:
+        if self.lease is not None:
+            self.lease.release()
+        self.log.close()
 
 
-def _follow_in_log(tracker: Tracker, sha: str, lock: AppLock) -> bool:
+def _follow_in_log(tracker: Tracker, sha: str, lock: AppLock, app: tuple[str, str]) -> bool:
     """Show the commit's progress from the log while another process watches it; True once it
-    is decided, False when the watcher's lock is free and the commit still open (resume it)."""
+    is decided, False when the watcher's lock (and, in fleet mode, its lease) is free and the
+    commit still open (resume it)."""
     after = tracker.store.last_seq()
     while True:
+        tracker.pull_shared()  # fleet mode: the watcher may be another machine's
         for event in tracker.events(sha, after_seq=after):
             say(event_line(event), flush=True)
             after = event.seq
         row = tracker.store.deployment(sha)
         if row is None or row.terminal:
             return True
-        if lock.free():
+        if lock.free() and tracker.lease_free(*app):
             return False
         tracker.clock.sleep(FOLLOW_EVERY_S * 4)

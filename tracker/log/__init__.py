@@ -6,7 +6,8 @@ projection rows are written), `rebuild` (replay and repair), `sqlite_stats` (the
 `sqlite_query` (`tracker query`'s read-only statement); the fleet's shared log: `mysql`
 (`MySQLLog`: append, fold, read, check), `mysql_server` (connect, errors, `migrate --shared`,
 the schema's compatibility), `mysql_probe` (what `tracker doctor` asks the server), `mysql_stats`
-(the stats queries over the folded projections), `mysql_query` (`tracker query`);
+(the stats queries over the folded projections), `mysql_query` (`tracker query`), `mysql_lease`
+(the watchers' leases: one watcher per app fleet-wide);
 `fleet` (`FleetLog`: this machine's SQLite log as a cache of the shared one, plus an outbox).
 """
 

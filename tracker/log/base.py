@@ -32,6 +32,36 @@ class Append:
 
 
 @dataclass(frozen=True)
+class Fence:
+    """Fleet mode: the watch lease an append is made under (SPEC §10). The shared log stores a
+    fenced batch only while `holder` still holds the lease of `app` with this `fence` number."""
+
+    app: str  # `platform:app_id`
+    holder: str  # `machine:pid`: one watcher process
+    fence: int
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Fleet mode: who holds an app's watch lease, and for how long yet on the server's clock
+    when it was read (negative: expired)."""
+
+    app: str
+    holder: str  # `machine:pid`
+    host: str
+    pid: int
+    fence: int
+    remaining_s: float
+
+    @property
+    def machine(self) -> str:
+        return self.holder.rsplit(":", 1)[0]
+
+    def fence_of(self) -> Fence:
+        return Fence(self.app, self.holder, self.fence)
+
+
+@dataclass(frozen=True)
 class RebuildReport:
     """What `rebuild` found: the rows that differed between the inline projection and a replay
     (each was then replaced by the replay's)."""

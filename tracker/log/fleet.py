@@ -24,6 +24,15 @@ log, in global order, plus an outbox of what this machine has not forwarded yet.
 - **Reads** answer from the cache plus the outbox: a commit's row is the cache's row with this
   machine's unsent events folded on top (provisional positions after the cache's last). `events`
   and `last_seq` are the global positions only (the cache): a follower's position stays stable.
+- **The watcher's fence** (`fence`, SPEC §10 one watcher per app): each event appended while it
+  is set waits in the outbox with it, and is forwarded in a batch of its fence alone. The shared
+  log refuses such a batch once another watcher took the app's lease over: the batch is deleted
+  from the outbox (a stale holder's late facts are not facts of the shared log), and in the
+  process whose fence it is, `LeaseLostError` reaches the appender (the watcher stops). Events
+  appended without a fence (pushes, readers) are never refused.
+- **The leases** are read by each pull and kept beside the outbox with the time each had left on
+  the server's clock and this machine's time of reading, so that `status` judges an app's
+  watcher alive on one clock (`lease`) without asking the server.
 """
 
 from __future__ import annotations
@@ -43,10 +52,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tracker.clock import SYSTEM_CLOCK, Clock, iso
-from tracker.errors import LockTimeoutError, LogError, TrackerError
+from tracker.errors import LeaseLostError, LockTimeoutError, LogError, TrackerError
 from tracker.events import Event, event_from
 from tracker.log import lock, rows
-from tracker.log.base import Append, LogCheck, QueryRows, RebuildReport
+from tracker.log.base import Append, Fence, Lease, LogCheck, QueryRows, RebuildReport
 from tracker.log.errors import log_errors
 from tracker.log.rows import PROJECTION
 from tracker.log.schema import migrations, run_pending
@@ -161,6 +170,7 @@ class FleetLog:
         self._outbox: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self._mirror_checked = False
+        self.fence: Fence | None = None  # the watcher's lease, set on its own log (module doc)
 
     @classmethod
     def open(
@@ -224,8 +234,10 @@ class FleetLog:
             return None
         return self.outbox
 
-    def _waiting(self, stream: str | None = None) -> list[tuple[int, str, str, str, str, float]]:
-        sql = "SELECT n, key, stream, type, data, at FROM outbox"
+    def _waiting(
+        self, stream: str | None = None
+    ) -> list[tuple[int, str, str, str, str, float, str | None]]:
+        sql = "SELECT n, key, stream, type, data, at, fence FROM outbox"
         args: list[Any] = []
         if stream is not None:
             sql += " WHERE stream = ?"
@@ -238,7 +250,7 @@ class FleetLog:
         """What waits to be forwarded, oldest first (each with its key and its time)."""
         return [
             Append(stream, event_from(kind, json.loads(data)), key, at)
-            for _, key, stream, kind, data, at in self._waiting()
+            for _, key, stream, kind, data, at, _fence in self._waiting()
         ]
 
     def _note(self, **values: str | None) -> None:
@@ -286,6 +298,8 @@ class FleetLog:
             return written
         try:
             sent = self.forward()
+        except LeaseLostError:  # our own fence refused: the watcher must stop, not go on
+            raise
         except TrackerError as exc:  # in the outbox all the same: said by `status` and `sync`
             self._failed(exc)
             return written
@@ -304,6 +318,7 @@ class FleetLog:
                 known = self.cache.known_keys(keys) if keys else set()
                 views: dict[str, DeploymentRow | None] = {}
                 base = self.cache.last_seq() + self._count()
+                fence = _fence_text(self.fence)
                 for item in batch:
                     key = item.key or f"{self.machine}:{uuid.uuid4().hex}"
                     if (
@@ -319,8 +334,9 @@ class FleetLog:
                     at = self.clock.now() if item.at is None else item.at
                     data = item.event.to_data()
                     conn.execute(
-                        "INSERT INTO outbox (key, stream, type, data, at) VALUES (?, ?, ?, ?, ?)",
-                        (key, item.stream, item.event.TYPE, rows.dumps(data), at),
+                        "INSERT INTO outbox (key, stream, type, data, at, fence)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (key, item.stream, item.event.TYPE, rows.dumps(data), at, fence),
                     )
                     base += 1
                     stored = StoredEvent(base, item.stream, 0, item.event.TYPE, iso(at), data, key)
@@ -337,31 +353,50 @@ class FleetLog:
         return int(self.outbox.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     def forward(self) -> list[StoredEvent] | None:
-        """Send the outbox to the shared log, `FORWARD_BATCH` events a round trip (keyed: a
-        batch sent again after a lost connection is stored once), pulling and deleting what was
-        sent after each. Returns the events the shared log stored now; None when it could not
-        be reached (what was not sent stays in the outbox)."""
+        """Send the outbox to the shared log, `FORWARD_BATCH` events of one fence a round trip
+        (keyed: a batch sent again after a lost connection is stored once), pulling and deleting
+        what was sent after each. A fenced batch refused (its lease taken over) is deleted; when
+        the fence is this log's own, `LeaseLostError` is raised after. Returns the events the
+        shared log stored now; None when it could not be reached (what was not sent stays in
+        the outbox)."""
         self._check_mirror()
         waiting = self._waiting()
         if not waiting:
             return [] if self.pull() is not None else None
         sent: list[StoredEvent] = []
-        for start in range(0, len(waiting), FORWARD_BATCH):
-            chunk = waiting[start : start + FORWARD_BATCH]
+        lost: LeaseLostError | None = None
+        for chunk in _runs(waiting):
+            fence = _fence_of(chunk[0][6])
             batch = [
                 Append(stream, event_from(kind, json.loads(data)), key, at)
-                for _, key, stream, kind, data, at in chunk
+                for _, key, stream, kind, data, at, _ in chunk
             ]
+            self.shared.fence = fence
             try:
                 sent += self.shared.append_all(batch)
+            except LeaseLostError as refused:
+                self._drop([row[0] for row in chunk])  # not facts of the shared log
+                if fence == self.fence:
+                    lost = refused
+                continue
             except (LogError, LockTimeoutError) as exc:
                 self._failed(exc)
                 return None
+            finally:
+                self.shared.fence = None
             if self.pull() is None:
                 return None  # stored, not yet in the cache: kept, and sent again (once) later
-            with log_errors(self.outbox_path, "write"):
-                self.outbox.execute("DELETE FROM outbox WHERE n <= ?", (chunk[-1][0],))
+            self._drop([row[0] for row in chunk])
+        if lost is not None:
+            raise lost
         return sent
+
+    def _drop(self, numbers: Sequence[int]) -> None:
+        with log_errors(self.outbox_path, "write"):
+            for start in range(0, len(numbers), 500):
+                part = list(numbers[start : start + 500])
+                marks = ", ".join("?" for _ in part)
+                self.outbox.execute(f"DELETE FROM outbox WHERE n IN ({marks})", part)
 
     def _failed(self, exc: BaseException) -> None:
         with contextlib.suppress(LogError):
@@ -408,8 +443,85 @@ class FleetLog:
                 count += self.cache.transaction(partial(_mirror_all, found=found))
             if len(found) < page:
                 break
+        try:
+            leases = self.shared.leases()
+        except (LogError, LockTimeoutError) as exc:
+            self._failed(exc)
+            return None
+        self._keep_leases(leases, replace_all=True)
         self._note(pulled_at=repr(self.clock.now()), error=None, failed_at=None, failures=None)
         return count
+
+    def _keep_leases(self, leases: Sequence[Lease], *, replace_all: bool = False) -> None:
+        """Keep the leases as read now (all of them after a pull; a watcher's own as it takes
+        or renews it)."""
+        now = self.clock.now()
+        conn = self.outbox
+        with log_errors(self.outbox_path, "write"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if replace_all:
+                    conn.execute("DELETE FROM leases")
+                for lease in leases:
+                    conn.execute(
+                        "INSERT INTO leases (app, holder, host, pid, fence, remaining_s, read_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (app) DO UPDATE SET"
+                        " holder = excluded.holder, host = excluded.host, pid = excluded.pid,"
+                        " fence = excluded.fence, remaining_s = excluded.remaining_s,"
+                        " read_at = excluded.read_at",
+                        (lease.app, lease.holder, lease.host, lease.pid, lease.fence,
+                         lease.remaining_s, now),
+                    )  # fmt: skip
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+
+    def note_lease(self, lease: Lease) -> None:
+        """Keep a lease as a watcher here just took or renewed it (readers here need no pull)."""
+        self._keep_leases([lease])
+
+    def lease(self, app: str) -> Lease | None:
+        """The lease of `app` as last read (by a pull, or a watcher here), its `remaining_s`
+        reckoned to now on this machine's clock (the server's clock counted only what was left
+        when read); None when none was read."""
+        with log_errors(self.outbox_path, "read"):
+            found = self.outbox.execute(
+                "SELECT holder, host, pid, fence, remaining_s, read_at FROM leases WHERE app = ?",
+                (app,),
+            ).fetchone()
+        if found is None:
+            return None
+        holder, where, pid, fence, left, read_at = found
+        now = self.clock.now()
+        return Lease(app, holder, where, int(pid), int(fence), float(left) - (now - float(read_at)))
+
+    def claim_resume(self, app: str, every: float) -> bool:
+        """Whether this process may start a watcher for `app` now: no process here did in the
+        last `every` seconds (readers that find its lease expired resume it once, not each)."""
+        name = f"resumed:{app}"
+        now = self.clock.now()
+        conn = self.outbox
+        with log_errors(self.outbox_path, "write"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                found = conn.execute(
+                    "SELECT value FROM sync_state WHERE name = ?", (name,)
+                ).fetchone()
+                free = found is None or not 0 <= now - float(found[0]) < every
+                if free:
+                    conn.execute(
+                        "INSERT INTO sync_state (name, value) VALUES (?, ?) ON CONFLICT (name)"
+                        " DO UPDATE SET value = excluded.value",
+                        (name, repr(now)),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        return free
 
     @contextmanager
     def local_appends(self) -> Iterator[None]:
@@ -421,25 +533,30 @@ class FleetLog:
         finally:
             self.forward_on_append = saved
 
+    def twin(self, seconds: float) -> FleetLog:
+        """The same fleet log on connections of its own (for another thread: a bounded pull, a
+        watcher's lease renewals), each wait and retry bounded by `seconds`."""
+        from tracker.log.mysql import MySQLLog
+
+        return FleetLog(
+            SQLiteLog(self.cache.path, clock=self.clock, lock_timeout=seconds),
+            MySQLLog(
+                self.shared.settings, clock=self.clock, lock_timeout=seconds,
+                origin=self.machine, retry_for=0.0, io_timeout=seconds,
+            ),
+            machine=self.machine,
+            keep_id=self._keep_id,
+        )  # fmt: skip
+
     def pull_within(self, seconds: float) -> int | None:
         """One pull that gives up after `seconds` (`status`'s bounded pull): run on connections
         of its own in a thread left behind if the shared log does not answer in time (it then
         finishes or fails on its own; the cache takes a pull whole or not at all). None when it
         could not pull in time; the reason is kept for `sync_state`."""
-        from tracker.log.mysql import MySQLLog
-
         done: list[int | None] = []
 
         def work() -> None:
-            other = FleetLog(
-                SQLiteLog(self.cache.path, clock=self.clock, lock_timeout=seconds),
-                MySQLLog(
-                    self.shared.settings, clock=self.clock, lock_timeout=seconds,
-                    origin=self.machine, retry_for=0.0, io_timeout=seconds,
-                ),
-                machine=self.machine,
-                keep_id=self._keep_id,
-            )  # fmt: skip
+            other = self.twin(seconds)
             try:
                 done.append(other.pull())
             except TrackerError as exc:
@@ -508,7 +625,7 @@ class FleetLog:
             return row
         known = self.cache.known_keys([w[1] for w in waiting])
         base = self.cache.last_seq()
-        for n, (_, key, stream, kind, text, at) in enumerate(waiting, start=1):
+        for n, (_, key, stream, kind, text, at, _fence) in enumerate(waiting, start=1):
             if key in known:
                 continue  # pulled already: folded in the cache
             event = event_from(kind, json.loads(text))
@@ -666,6 +783,33 @@ def _mirror(conn: sqlite3.Connection, stored: StoredEvent) -> None:
         " WHERE excluded.last_seq > projection_checkpoints.last_seq",
         (PROJECTION, stored.seq),
     )
+
+
+def _fence_text(fence: Fence | None) -> str | None:
+    if fence is None:
+        return None
+    return json.dumps({"app": fence.app, "holder": fence.holder, "fence": fence.fence})
+
+
+def _fence_of(text: str | None) -> Fence | None:
+    if text is None:
+        return None
+    data = json.loads(text)
+    return Fence(str(data["app"]), str(data["holder"]), int(data["fence"]))
+
+
+def _runs(
+    waiting: Sequence[tuple[int, str, str, str, str, float, str | None]],
+) -> Iterator[list[tuple[int, str, str, str, str, float, str | None]]]:
+    """The outbox in order, cut into batches of one fence each, `FORWARD_BATCH` at most."""
+    run: list[tuple[int, str, str, str, str, float, str | None]] = []
+    for row in waiting:
+        if run and (row[6] != run[0][6] or len(run) >= FORWARD_BATCH):
+            yield run
+            run = []
+        run.append(row)
+    if run:
+        yield run
 
 
 def outbox_schema_text() -> str:

@@ -39,9 +39,9 @@ from urllib.parse import quote
 
 from tracker.clock import SYSTEM_CLOCK, Clock, iso
 from tracker.config import MySQLSettings, log_settings
-from tracker.errors import LockTimeoutError, LogError, TrackerError
+from tracker.errors import LeaseLostError, LockTimeoutError, LogError, TrackerError
 from tracker.events import Event, event_from
-from tracker.log.base import Append, LogCheck, QueryRows, RebuildReport
+from tracker.log.base import Append, Fence, Lease, LogCheck, QueryRows, RebuildReport
 from tracker.log.mysql_server import (
     LOCK_WAIT,
     RETRY,
@@ -128,6 +128,9 @@ class MySQLLog:
         self.io_timeout = io_timeout  # a server silent this long is a lost connection
         self._conn: Connection | None = None
         self._pid = os.getpid()
+        # Fleet mode: the watch lease appends are made under (`tracker.log.mysql_lease`); a
+        # fenced batch is written only while its holder still holds it (else LeaseLostError).
+        self.fence: Fence | None = None
         self._fold = _Fold.empty()
         self._measures = MeasureCache()  # each commit's measure rows, for the stats snapshots
         # What appends met (diagnostics, and what the tests and bench/ count): connections lost
@@ -333,7 +336,7 @@ class MySQLLog:
 
     def _round_trip(self, plan: _Plan, txn: bytes) -> list[StoredEvent] | None:
         """The one-round-trip batch: the events written, or None when its check failed."""
-        sql, args, streams = _batch(plan, txn, self.origin)
+        sql, args, streams = _batch(plan, txn, self.origin, self.fence)
         try:
             cur = self.conn.cursor()
             try:
@@ -351,10 +354,12 @@ class MySQLLog:
             raise LogError(explain(self.settings, "append to", exc)) from exc
         if result is None:
             raise LogError(f"the shared log {self._where()} did not say whether it appended")
-        ok, floor, head, *bases = result
+        ok, floor, fenced, holder, fence, head, *bases = result
         if not ok and floor is not None and int(floor) > SCHEMA_VERSION:
             self._drop()  # a migration raised the floor since we connected: the next open says it
             raise LogError(too_new(self._where(), int(floor)))
+        if not fenced:  # another watcher holds the lease now: not a conflict to replan
+            raise LeaseLostError(_text(holder) if holder is not None else "nobody", int(fence or 0))
         if not ok:
             return None
         base = {s: int(b) for s, b in zip(streams, bases, strict=True)}
@@ -502,6 +507,13 @@ class MySQLLog:
         rows = self._read(f"SELECT ikey FROM events WHERE ikey IN ({marks})", wanted)
         return {_text(r[0]) for r in rows}
 
+    def leases(self) -> list[Lease]:
+        """Every app's watch lease now (`tracker.log.mysql_lease`), each with the time it has
+        left on the server's clock."""
+        from tracker.log.mysql_lease import LEASE_COLUMNS, lease_of
+
+        return [lease_of(r) for r in self._read(f"SELECT {LEASE_COLUMNS} FROM watch_leases")]
+
     def api_calls_by_window(self, now: float) -> tuple[int, int]:
         """API calls recorded in the minute and the hour up to `now` (fleet-wide: every
         machine's monitors append to this log)."""
@@ -636,11 +648,19 @@ class _Plan:
     expected: dict[str, int]
 
 
-def _batch(plan: _Plan, txn: bytes, origin: str | None) -> tuple[str, list[Any], list[str]]:
+def _batch(
+    plan: _Plan, txn: bytes, origin: str | None, fence: Fence | None = None
+) -> tuple[str, list[Any], list[str]]:
     """The multi-statement append (design/fleet.md §2.1, `locked1`): values bound by the driver,
     names constant. Its last statement selects whether it was written, the compatibility floor,
-    the head before it and each stream's version before it (the streams, in that order, are
-    returned too)."""
+    whether its fence held (TRUE when unfenced) and the lease's holder and fence then, the head
+    before it and each stream's version before it (the streams, in that order, are returned too).
+
+    A fenced batch is written only while (holder, fence) still holds the app's lease: refused
+    once another watcher took it over. Not refused for having expired alone: while nobody took
+    over, the holder's tenure goes on (its renewals may have been cut off by an outage) and what
+    it learnt meanwhile is the only word on the app. The lease is read after the head is locked:
+    a takeover's first append comes after every append the old tenure had made."""
     # Every stream written, and every judged one (a verdict dropped there is checked too).
     streams = list(dict.fromkeys([*(s.stream for s in plan.events), *plan.expected]))
     sql = [
@@ -656,6 +676,15 @@ def _batch(plan: _Plan, txn: bytes, origin: str | None) -> tuple[str, list[Any],
             f"SELECT coalesce(max(version), 0) INTO @tracker_v{n} FROM events WHERE stream = %s"
         )
         args.append(stream)
+    if fence is None:
+        sql.append("SET @tracker_fenced = TRUE, @tracker_lh = NULL, @tracker_lf = NULL")
+    else:
+        sql.append(
+            "SET @tracker_lh = (SELECT holder FROM watch_leases WHERE app = %s),"
+            " @tracker_lf = (SELECT fence FROM watch_leases WHERE app = %s)"
+        )
+        sql.append("SET @tracker_fenced = coalesce(@tracker_lh = %s AND @tracker_lf = %s, FALSE)")
+        args += [fence.app, fence.app, fence.holder, fence.fence]
     checks = [f"@tracker_floor <= {int(SCHEMA_VERSION)}"]
     for n, stream in enumerate(streams):
         if stream in plan.expected:
@@ -666,6 +695,7 @@ def _batch(plan: _Plan, txn: bytes, origin: str | None) -> tuple[str, list[Any],
         marks = ", ".join(["%s"] * len(keys))
         checks.append(f"NOT EXISTS (SELECT 1 FROM events WHERE ikey IN ({marks}))")
         args += keys
+    checks.append("@tracker_fenced")
     sql.append(f"SET @tracker_ok = ({' AND '.join(checks)})")
     counts = dict.fromkeys(streams, 0)
     for i, stored in enumerate(plan.events, 1):
@@ -682,8 +712,8 @@ def _batch(plan: _Plan, txn: bytes, origin: str | None) -> tuple[str, list[Any],
         f"UPDATE log_head SET last_seq = @tracker_head + {len(plan.events)}"
         " WHERE id = 1 AND @tracker_ok",
         "COMMIT",
-        "SELECT @tracker_ok, @tracker_floor, @tracker_head, "
-        + ", ".join(f"@tracker_v{n}" for n in range(len(streams))),
+        "SELECT @tracker_ok, @tracker_floor, @tracker_fenced, @tracker_lh, @tracker_lf,"
+        " @tracker_head, " + ", ".join(f"@tracker_v{n}" for n in range(len(streams))),
     ]
     return ";\n".join(sql), args, streams
 

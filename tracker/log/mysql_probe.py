@@ -27,6 +27,7 @@ GRANTS: Mapping[str, frozenset[str]] = {
     "log_head": frozenset({"SELECT", "UPDATE"}),
     "schema_migrations": frozenset({"SELECT"}),
     "schema_compat": frozenset({"SELECT"}),
+    "watch_leases": frozenset({"SELECT", "INSERT", "UPDATE"}),
 }
 # What a table-level ALL PRIVILEGES stands for (what could change or delete an event).
 ALL_TABLE = frozenset(

@@ -306,8 +306,11 @@ def max_wait_of(log: EventLog, settings: Settings) -> float:
     return max_wait_for(settings, history_of(log, settings))
 
 
-def build_sources(settings: Settings, clock: Clock) -> list[DeploymentSource]:
-    """The configured sources, the cheap database first."""
+def build_sources(
+    settings: Settings, clock: Clock, *, machine: str | None = None
+) -> list[DeploymentSource]:
+    """The configured sources, the cheap database first; `machine` (fleet mode) goes in the
+    API's User-Agent."""
     sources: list[DeploymentSource] = []
     if settings.mysql is not None:
         from tracker.monitor.sources.mysql import MySQLSource
@@ -323,6 +326,7 @@ def build_sources(settings: Settings, clock: Clock) -> list[DeploymentSource]:
                 app_id=settings.do.app_id,
                 clock=clock,
                 timeout=settings.http_timeout,
+                machine=machine,
             )
         )
     return sources

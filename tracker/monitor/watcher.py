@@ -132,8 +132,12 @@ class Watcher:
         progress: Callable[[str, str], None] | None = None,
         asked: Iterable[str] = (),
         lookback_s: float = LOOKBACK_S,
+        guard: Callable[[], None] | None = None,
     ) -> None:
         self.log, self.sources = log, list(sources)
+        # Called before each tick and as the watcher waits; raises to stop it (fleet mode: the
+        # app's lease lost to another watcher, `tracker.monitor.lease`).
+        self.guard = guard or (lambda: None)
         self.settings, self.clock, self.rand, self.repo = settings, clock, rand, repo
         self.progress = progress or (lambda _sha, _line: None)
         self.asked = {sha.lower() for sha in asked}
@@ -232,11 +236,13 @@ class Watcher:
             if left <= 0:
                 return True
             self.clock.sleep(min(left, CHECK_EVERY_S))
+            self.guard()
             if self.refresh():
                 return False
 
     def tick(self) -> None:
         """One round of each source for every open push, recorded, judged, rescheduled."""
+        self.guard()
         self.ticks += 1
         follows = list(self.follows.values())
         seen: dict[str, list[Observation]] = {f.sha: [] for f in follows}

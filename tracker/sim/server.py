@@ -90,6 +90,7 @@ class SimRequest:
     authorization: bool  # whether an Authorization header was sent
     fault: str | None = None
     at: float = 0.0  # the simulator's clock when the request arrived (for rate windows)
+    user_agent: str | None = None  # who asked (the tracker names its machine there)
 
 
 @dataclass
@@ -314,6 +315,7 @@ class SimulatedPlatform:
                     has_auth,
                     fault.kind if fault else None,
                     self.clock.now(),
+                    handler.headers.get("User-Agent"),
                 )
             )
         try:

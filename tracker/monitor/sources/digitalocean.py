@@ -45,6 +45,15 @@ MAX_TEXT_CHARS = 1000  # reasons, step paths, phases, log lines: kept, but bound
 USER_AGENT = "deploy-tracker (+https://github.com/)"
 
 
+def user_agent(machine: str | None) -> str:
+    """Our User-Agent; with the machine's id when one is known (fleet mode: which machine of the
+    fleet asked, for whoever reads the platform's logs; an id is no secret)."""
+    if not machine:
+        return USER_AGENT
+    safe = re.sub(r"[^A-Za-z0-9._:-]", "_", machine)[:64]
+    return f"{USER_AGENT} machine/{safe}"
+
+
 class _Failure(Exception):
     """Why one request of a poll went wrong; turned into an `Observation` at the edge."""
 
@@ -123,8 +132,10 @@ class DigitalOceanSource:
         max_pages: int = 10,
         lookback_s: float = 6 * 3600.0,
         max_body_bytes: int = MAX_BODY_BYTES,
+        machine: str | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
+        self.user_agent = user_agent(machine)
         self.app_id = app_id
         self.timeout = timeout
         self.per_page, self.max_pages, self.lookback_s = per_page, max_pages, lookback_s
@@ -456,7 +467,7 @@ class DigitalOceanSource:
         headers = {
             "Authorization": f"Bearer {self._token}",
             "Accept": "application/json",
-            "User-Agent": USER_AGENT,
+            "User-Agent": self.user_agent,
         }
         if tally.until <= SYSTEM_CLOCK.monotonic():
             raise _Failure("timeout", f"timed out after {self.timeout:g}s (the whole poll)")
@@ -542,7 +553,9 @@ class DigitalOceanSource:
             raise _Failure("malformed", "archive URL is not http(s)")
         size = 0
         try:
-            with self._archive.stream("GET", url, headers={"User-Agent": USER_AGENT}) as response:
+            with self._archive.stream(
+                "GET", url, headers={"User-Agent": self.user_agent}
+            ) as response:
                 if response.status_code != 200:
                     raise _Failure("client_error", f"HTTP {response.status_code}")
                 for line in response.iter_lines():
