@@ -16,7 +16,7 @@ from tracker.errors import LockTimeoutError, LogError
 if TYPE_CHECKING:
     from pymysql.connections import Connection
 
-SCHEMA_VERSION = 1  # the newest migration of schema.mysql.sql this client knows
+SCHEMA_VERSION = 3  # the newest migration of schema.mysql.sql this client knows
 MIGRATE_LOCK = "tracker:migrate"
 _MIGRATION = re.compile(r"^-- migration: (\d+)\s*$", re.MULTILINE)
 # No server, server gone, lost mid-query, lost while reading, killed, shutting down.
@@ -38,6 +38,15 @@ def migrations(text: str | None = None) -> list[tuple[int, list[str]]]:
     """The numbered migrations of `schema.mysql.sql`, each as its statements, in order."""
     parts = _MIGRATION.split(schema_text() if text is None else text)
     return [(int(parts[i]), _statements(parts[i + 1])) for i in range(1, len(parts), 2)]
+
+
+def pending(found: set[int], text: str | None = None) -> list[int]:
+    """The migrations of `schema.mysql.sql` not among `found` (those a server has applied).
+
+    Numbers are taken as they are, gaps and all: migrations are numbered ahead per change, so a
+    release may carry 1 and 3 before 2 arrives, and a server may have run them in any order
+    (each is additive and idempotent)."""
+    return [number for number, _ in migrations(text) if number not in found]
 
 
 def _statements(sql: str) -> list[str]:
