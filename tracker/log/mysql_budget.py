@@ -44,16 +44,10 @@ def _reserve_sql(token_id: str, n: int, per_minute: int, per_hour: int) -> tuple
     """The reservation batch: values bound by the driver, names and numbers constant (the numbers
     are checked ints). Its last statement selects whether it reserved, the server's time, and
     the oldest bucket of each window whose leaving would let `n` more calls in."""
+    m, h = MINUTE_BUCKETS, HOUR_BUCKETS
     sums = (
-        "SELECT coalesce(sum(IF(bucket >= @tb_b - {m}, calls, 0)), 0), coalesce(sum(calls), 0)"
-        " INTO @tb_m, @tb_h FROM api_calls WHERE token_id = %s AND bucket >= @tb_b - {h}"
-    ).format(m=MINUTE_BUCKETS, h=HOUR_BUCKETS)
-    fits = (
-        "SELECT min(bucket) INTO @tb_f{w} FROM ("
-        " SELECT bucket, coalesce(sum(calls) OVER (ORDER BY bucket DESC"
-        " ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS newer"
-        " FROM api_calls WHERE token_id = %s AND bucket >= @tb_b - {back} AND NOT @tb_ok"
-        ") AS w WHERE newer + {n} <= {limit}"
+        f"SELECT coalesce(sum(IF(bucket >= @tb_b - {m}, calls, 0)), 0), coalesce(sum(calls), 0)"
+        f" INTO @tb_m, @tb_h FROM api_calls WHERE token_id = %s AND bucket >= @tb_b - {h}"
     )
     sql = [
         "START TRANSACTION",
@@ -70,12 +64,26 @@ def _reserve_sql(token_id: str, n: int, per_minute: int, per_hour: int) -> tuple
         f" WHERE @tb_ok ON DUPLICATE KEY UPDATE calls = calls + {n}",
         f"UPDATE api_budget_head SET reserved = reserved + IF(@tb_ok, {n}, 0),"
         " refused = refused + IF(@tb_ok, 0, 1) WHERE token_id = %s",
-        fits.format(w="m", back=MINUTE_BUCKETS, n=n, limit=per_minute),
-        fits.format(w="h", back=HOUR_BUCKETS, n=n, limit=per_hour),
+        _fits("m", m, n, per_minute),
+        _fits("h", h, n, per_hour),
         "COMMIT",
         "SELECT @tb_ok, @tb_now, @tb_m, @tb_h, @tb_fm, @tb_fh",
     ]
-    return ";\n".join(sql), [token_id] * 7
+    text = ";\n".join(sql)
+    return text, [token_id] * text.count("%s")  # the token's id is the only value bound
+
+
+def _fits(window: str, back: int, n: int, limit: int) -> str:
+    """Into `@tb_f<window>`: the oldest bucket of the window such that the calls of the buckets
+    newer than it, plus `n`, are within `limit` (a running sum, newest first); run only when
+    the reservation was refused."""
+    return (
+        f"SELECT min(bucket) INTO @tb_f{window} FROM ("
+        " SELECT bucket, coalesce(sum(calls) OVER (ORDER BY bucket DESC"
+        " ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS newer"
+        f" FROM api_calls WHERE token_id = %s AND bucket >= @tb_b - {back} AND NOT @tb_ok"
+        f") AS w WHERE newer + {n} <= {limit}"
+    )
 
 
 def reserve(conn: Any, token_id: str, n: int, per_minute: int, per_hour: int) -> float:
