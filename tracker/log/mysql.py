@@ -541,22 +541,21 @@ class MySQLLog:
         (and the reason in `budget_error`) when it could not be done."""
         for _ in range(2):
             try:
-                found = work(self.conn)
-            except ValueError:
-                raise  # a caller's mistake (a token instead of its id, n over a limit)
-            except _Lost as exc:
-                self.budget_error = str(exc)
-                continue
-            except LogError as exc:  # no schema, an older one: not this client's to fix
+                conn = self.conn
+            except LogError as exc:  # cannot connect now, no schema, an older one: degraded
                 self.budget_error = str(exc)
                 return None
+            try:
+                found = work(conn)
+            except ValueError:
+                raise  # a caller's mistake (a token instead of its id, n over a limit)
             except Exception as exc:
                 self.budget_error = explain(self.settings, "reserve API calls in", exc)
-                if is_lost(exc):
+                if is_lost(exc):  # a connection that broke: once more, on a new one
                     self._drop()
                     continue
                 try:  # refused (privileges, the head's lock waited for too long): roll back
-                    with self.conn.cursor() as cur:
+                    with conn.cursor() as cur:
                         cur.execute("ROLLBACK")
                 except Exception:
                     self._drop()
