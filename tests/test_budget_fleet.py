@@ -25,6 +25,9 @@ from tracker.events import PushRecorded
 from tracker.log.fleet import FleetLog
 from tracker.log.mysql import MySQLLog, migrate
 from tracker.log.sqlite import SQLiteLog
+from tracker.monitor.decide import BUDGET_JITTER_S
+from tracker.monitor.loop import build_sources
+from tracker.monitor.watcher import Watcher
 from tracker.sim.server import SimulatedPlatform
 
 MACHINES = 8
@@ -176,3 +179,110 @@ def test_eight_machines_watchers_never_pass_the_fleet_budget_which_their_own_log
     with SimulatedPlatform(token=SIM_TOKEN, limit_per_minute=100_000) as alone:
         run_machines(tmp_path / "alone", alone, None)
         assert alone.max_in_window(60) > LIMIT
+
+
+# -- one watcher in simulated time ---------------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(start=time.time())
+
+
+def fleet_log(tmp_path: Path, url: str, clock: FakeClock) -> FleetLog:
+    return FleetLog.open(
+        tmp_path / "m0" / "events.db", url, clock=clock, env={"TRACKER_MACHINE_ID": "m0"},
+        retry_for=0.2, io_timeout=2.0, lock_timeout=2.0,
+    )  # fmt: skip
+
+
+def watcher(log: FleetLog, settings: Settings, clock: FakeClock, sha: str) -> Watcher:
+    lines: list[str] = []
+    found = Watcher(
+        log, build_sources(settings, clock), settings=settings, clock=clock, rand=lambda: 0.5,
+        asked=[sha], progress=lambda _sha, line: lines.append(line),
+    )  # fmt: skip
+    found.lines = lines  # type: ignore[attr-defined]
+    return found
+
+
+@pytest.mark.mysql
+def test_a_refused_reservation_holds_the_watcher_as_said_and_no_request_goes_past_the_deadline(
+    url: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    with SimulatedPlatform(clock=clock, token=SIM_TOKEN) as sim:
+        sha = sha_of(7)
+        sim.add_deployment(sha, **LONG)
+        settings = fleet_settings(
+            sim, sim.app_id, TRACKER_POLL_POLICY="fixed", TRACKER_POLL_INTERVAL="1",
+            TRACKER_MAX_WAIT="200", TRACKER_API_BUDGET_PER_MINUTE="2",
+        )  # fmt: skip
+        log = fleet_log(tmp_path, url, clock)
+        said: list[float | None] = []
+        reserve = log.reserve_api_calls
+
+        def recorded(token: str, n: int, per_minute: int, per_hour: int) -> float | None:
+            said.append(reserve(token, n, per_minute, per_hour))
+            return said[-1]
+
+        log.reserve_api_calls = recorded  # type: ignore[method-assign]
+        try:
+            push(log, sha, clock.now())
+            w = watcher(log, settings, clock, sha)
+            started = clock.now()
+            w.run()
+            assert w.budget_mode == "fleet"
+            row = log.deployment(sha)
+            assert row is not None and row.state == "timed_out"
+            polls = [e.data for e in log.events(stream=sha) if e.type == "DeploymentPolled"]
+        finally:
+            log.close()
+        assert sim.api_requests == 2  # the budget: two a minute, and the server's minute is real
+        assert said[:2] == [0.0, 0.0] and all(s is not None and 0 < s <= 61 for s in said[2:])
+        # each refusal slept as long as the server said plus the jitter, but never past the
+        # deadline; the last one, at the deadline, made no request
+        pauses = [s for s in clock.sleeps if s > 1.0]
+        deadline = started + 200
+        assert pauses[:-1] == pytest.approx([w + BUDGET_JITTER_S * 0.5 for w in said[2:-2]])
+        assert pauses[-1] < said[-2] + BUDGET_JITTER_S * 0.5  # cut at the deadline
+        assert clock.now() == pytest.approx(deadline, abs=1.5)
+        assert [p["api_calls"] for p in polls] == [1, 1, 0]
+        assert polls[-1]["error_kind"] == "rate_limited" and "no request" in polls[-1]["error"]
+        assert {p["budget"] for p in polls} == {"fleet"}
+
+
+@pytest.mark.mysql
+def test_with_the_shared_log_down_the_watcher_runs_degraded_on_the_platforms_own_limits(
+    url: str, tmp_path: Path, clock: FakeClock, mariadb: PrivateMariaDB
+) -> None:
+    with SimulatedPlatform(clock=clock, token=SIM_TOKEN) as sim:
+        sha = sha_of(8)
+        sim.add_deployment(sha, appear_after_s=5, build_s=60, deploy_s=30)
+        sim.inject("429", times=1, after=2, retry_after=45)
+        sim.inject("exhausted", times=1, after=5, reset_in_s=30)
+        settings = fleet_settings(
+            sim, sim.app_id, TRACKER_POLL_POLICY="fixed", TRACKER_POLL_INTERVAL="5",
+            TRACKER_API_BUDGET_PER_MINUTE="100",
+        )  # fmt: skip
+        log = fleet_log(tmp_path, url, clock)
+        mariadb.stop()
+        try:
+            push(log, sha, clock.now())  # waits in the outbox
+            w = watcher(log, settings, clock, sha)
+            assert w.run() == {sha: "succeeded"}  # nothing raised
+            polls = [e.data for e in log.events(stream=sha)]  # the cache: nothing pulled
+            assert polls == []
+            shown = [
+                e.event.to_data() for e in log.outbox_events() if e.event.TYPE == "DeploymentPolled"
+            ]
+        finally:
+            log.close()
+            mariadb.start()
+        assert w.budget_mode == "degraded"
+        assert any("degraded" in line for line in w.lines)  # type: ignore[attr-defined]
+        assert shown and {p["budget"] for p in shown} == {"degraded"}
+        api = [r for r in sim.requests if r.api]
+        [limited] = [i for i, r in enumerate(api) if r.fault == "429"]
+        [exhausted] = [i for i, r in enumerate(api) if r.fault == "exhausted"]
+        assert api[limited + 1].at - api[limited].at >= 45 - 1e-6  # retry-after honoured
+        assert api[exhausted + 1].at - api[exhausted].at >= 30 - 1e-6  # and no call left
