@@ -15,10 +15,11 @@ import pytest
 
 from tests.support.mariadb_private import PrivateMariaDB
 from tests.test_log_mysql import grants
+from tracker.errors import LogError
 from tracker.log.fleet import FleetLog
 from tracker.log.mysql import MySQLLog, migrate
 from tracker.log.mysql_budget import PURGE_LIMIT, add, reserve, used
-from tracker.log.mysql_server import connect
+from tracker.log.mysql_server import connect, migrations, pending
 from tracker.monitor.decide import token_id
 
 pytestmark = pytest.mark.mysql
@@ -239,3 +240,38 @@ def test_the_readme_grants_suffice_for_the_budget(
     finally:
         with mariadb.admin() as admin, admin.cursor() as cur:
             cur.execute(f"DROP USER IF EXISTS {user}")
+
+
+def test_migrations_are_taken_by_number_so_a_gap_in_the_numbers_is_fine(
+    mariadb: PrivateMariaDB, fresh_database: str
+) -> None:
+    numbered = "-- migration: 1\nSELECT 1;\n-- migration: 3\nSELECT 3;\n"
+    assert [n for n, _ in migrations(numbered)] == [1, 3]
+    assert pending({1, 3}, numbered) == [] and pending({1}, numbered) == [3]
+    assert pending({1, 3}, numbered.replace("-- migration: 3", "-- migration: 2\nSELECT 2;\n"
+                                            "-- migration: 3")) == [2]  # fmt: skip
+    target = mariadb.url(fresh_database)
+    known = [n for n, _ in migrations()]
+    assert 3 in known and known == sorted(known)
+    assert migrate(target, env={}) == known
+    log = MySQLLog.from_url(target, env={})
+    try:
+        assert log.reserve_api_calls(TOKEN, 1, 5, 5) == 0.0  # the schema check passed
+    finally:
+        log.close()
+    with mariadb.admin(fresh_database) as admin, admin.cursor() as cur:
+        cur.execute("DELETE FROM schema_migrations WHERE version = 3")  # as if never run
+    log = MySQLLog.from_url(target, env={})
+    try:
+        with pytest.raises(LogError, match=r"has not run migration 3 .* migrate --shared"):
+            log.last_seq()
+        assert log.reserve_api_calls(TOKEN, 1, 5, 5) is None  # degraded, not raised
+        assert log.budget_error and "migration 3" in log.budget_error
+    finally:
+        log.close()
+    assert migrate(target, env={}) == [3]  # the missing one alone, run again idempotently
+    log = MySQLLog.from_url(target, env={})
+    try:
+        assert log.reserve_api_calls(TOKEN, 1, 5, 5) == 0.0
+    finally:
+        log.close()
