@@ -5,7 +5,8 @@ migrate, append, read), `schema` (schema.sql and its migrations), `lock` (the fl
 projection rows are written), `rebuild` (replay and repair), `sqlite_stats` (the stats queries),
 `sqlite_query` (`tracker query`'s read-only statement); the fleet's shared log: `mysql`
 (`MySQLLog`: append, fold, read, check), `mysql_server` (connect, errors, `migrate --shared`),
-`mysql_stats` (the stats queries over the folded projections), `mysql_query` (`tracker query`);
+`mysql_stats` (the stats queries over the folded projections), `mysql_query` (`tracker query`),
+`mysql_budget` (the fleet-wide API budget: a token's calls reserved in one round trip);
 `fleet` (`FleetLog`: this machine's SQLite log as a cache of the shared one, plus an outbox).
 """
 

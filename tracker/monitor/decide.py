@@ -1,6 +1,6 @@
 """The watcher's decisions, pure: what a poll means (`judge`), the event it makes (`polled`),
-and when to ask again (`next_delay`, `retry_delay`, `backoff`, `budget_wait`). No clock, no I/O:
-the loop (`tracker.monitor.loop`) does the asking and the appending.
+and when to ask again (`next_delay`, `retry_delay`, `backoff`, `budget_wait`, `budget_pause`).
+No clock, no I/O: the loop (`tracker.monitor.loop`) does the asking and the appending.
 """
 
 from __future__ import annotations
