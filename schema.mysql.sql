@@ -67,6 +67,28 @@ CREATE TABLE IF NOT EXISTS watch_leases (
     expires_at DATETIME(6)     NOT NULL
 ) ENGINE = InnoDB;
 
+-- migration: 3
+
+-- The fleet-wide API budget (design/fleet.md §2.4): DigitalOcean counts a token's calls across
+-- every machine, so the calls are counted here, per token and per second of the server's clock.
+-- `token_id` is the first 16 hex digits of the token's SHA-256, made by the client: never the
+-- token. A reservation (`tracker.log.mysql_budget.reserve`) locks the token's head row FOR
+-- UPDATE, so reservations of one token take turns, sums the last 60 and 3,600 buckets (a PK
+-- range scan) and adds to the current bucket only when both limits still hold. It also deletes a
+-- bounded number of buckets older than the hour: no purge job is needed.
+CREATE TABLE IF NOT EXISTS api_budget_head (
+    token_id    VARBINARY(64) NOT NULL PRIMARY KEY,
+    reserved    BIGINT        NOT NULL DEFAULT 0,  -- calls reserved so far (diagnostics)
+    refused     BIGINT        NOT NULL DEFAULT 0   -- reservations refused so far (diagnostics)
+) ENGINE = InnoDB;
+
+CREATE TABLE IF NOT EXISTS api_calls (
+    token_id    VARBINARY(64) NOT NULL,
+    bucket      BIGINT        NOT NULL,            -- floor(unix seconds), the server's clock
+    calls       INT           NOT NULL,
+    PRIMARY KEY (token_id, bucket)
+) ENGINE = InnoDB;
+
 -- migration: 4
 
 -- Compatibility: the oldest client (its SCHEMA_VERSION) that may still use this log. A client

@@ -73,6 +73,8 @@ ENV_NAMES: dict[str, str] = {
     "mysql_status_column": "TRACKER_MYSQL_STATUS_COLUMN",
     "mysql_time_column": "TRACKER_MYSQL_TIME_COLUMN",
     "mysql_connect_timeout": "TRACKER_MYSQL_CONNECT_TIMEOUT",
+    "api_budget_per_minute": "TRACKER_API_BUDGET_PER_MINUTE",
+    "api_budget_per_hour": "TRACKER_API_BUDGET_PER_HOUR",
 }
 # Where a secret goes and whether TLS protects it: the environment or a flag, never a file. The
 # values are what a file's key is refused in favour of (`mysql_url` and `log_url` name the URL
@@ -149,6 +151,10 @@ class Settings:
     http_timeout: float = 10.0
     lock_timeout: float = 10.0
     synchronous: str = "FULL"
+    # The token's API calls every monitor of it may make (fleet-wide in fleet mode, SPEC §10);
+    # None: the platform's limits times `tracker.monitor.decide.BUDGET_SHARE`.
+    api_budget_per_minute: int | None = None
+    api_budget_per_hour: int | None = None
     do: DigitalOceanSettings | None = None
     mysql: MySQLSettings | None = None
     notes: tuple[str, ...] = ()  # half-configured sources and weakened TLS, for doctor
@@ -186,6 +192,8 @@ _SCALAR_KEYS = (
     "http_timeout",
     "lock_timeout",
     "synchronous",
+    "api_budget_per_minute",
+    "api_budget_per_hour",
 )
 
 
@@ -666,7 +674,26 @@ def _scalar(key: str, value: object, origin: str) -> Any:
         return _choice(value, origin, ("informed", "fixed", "stepped"))
     if key == "synchronous":
         return _choice(value, origin, ("FULL", "NORMAL"))
+    if key in ("api_budget_per_minute", "api_budget_per_hour"):
+        return _count(value, origin)
     return _branch(value, origin)
+
+
+MAX_BUDGET = 10**7  # calls per window: far above any platform's limit
+
+
+def _count(value: object, origin: str) -> int:
+    """A whole number of calls, at least 1."""
+    problem = f"must be a whole number of calls from 1 to {MAX_BUDGET}"
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise _bad(origin, problem, value)
+    try:
+        found = int(str(value).strip())
+    except ValueError:
+        raise _bad(origin, problem, value) from None
+    if not 1 <= found <= MAX_BUDGET:
+        raise _bad(origin, problem, value)
+    return found
 
 
 def is_loopback(host: str) -> bool:

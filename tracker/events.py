@@ -126,6 +126,10 @@ class DeploymentPolled(Event):
     steps_total: int | None = None
     platform_at: str | None = None  # UTC ISO-8601: the platform's own time of the phase
     attempt: int | None = None  # the push this poll was made for (None: the newest)
+    # Fleet mode: the API call was reserved in the fleet's budget (`fleet`), or the shared log
+    # was unreachable and the call went by this machine's count and the platform's rate-limit
+    # headers (`degraded`). None: a single machine, or not an API poll.
+    budget: str | None = None
 
 
 @registered

@@ -7,7 +7,8 @@ projection rows are written), `rebuild` (replay and repair), `sqlite_stats` (the
 (`MySQLLog`: append, fold, read, check), `mysql_server` (connect, errors, `migrate --shared`,
 the schema's compatibility), `mysql_probe` (what `tracker doctor` asks the server), `mysql_stats`
 (the stats queries over the folded projections), `mysql_query` (`tracker query`), `mysql_lease`
-(the watchers' leases: one watcher per app fleet-wide);
+(the watchers' leases: one watcher per app fleet-wide), `mysql_budget` (the fleet-wide API
+budget: a token's calls reserved in one round trip);
 `fleet` (`FleetLog`: this machine's SQLite log as a cache of the shared one, plus an outbox).
 """
 

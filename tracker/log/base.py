@@ -190,3 +190,22 @@ class EventLog(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class BudgetLog(Protocol):
+    """A log that also keeps the fleet's API budget per token (fleet mode: `FleetLog`, and
+    `MySQLLog`; SPEC §10). A single machine's log has none: its monitors count the calls it
+    recorded (`EventLog.api_calls_by_window`)."""
+
+    def reserve_api_calls(
+        self, token_id: str, n: int, per_minute: int, per_hour: int
+    ) -> float | None:
+        """Reserve `n` calls of the token `token_id` (a hash, never the token) in one round
+        trip: 0 when reserved, else the seconds until they would fit under both limits; None
+        when the budget cannot be reached (the caller runs degraded)."""
+        ...
+
+    def add_api_calls(self, token_id: str, n: int) -> bool:
+        """Count `n` calls made beyond those reserved, unconditionally; False when unreachable."""
+        ...

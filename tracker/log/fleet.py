@@ -706,6 +706,29 @@ class FleetLog:
     def api_calls_by_window(self, now: float) -> tuple[int, int]:
         return self.cache.api_calls_by_window(now)
 
+    def reserve_api_calls(
+        self, token_id: str, n: int, per_minute: int, per_hour: int
+    ) -> float | None:
+        """Reserve `n` API calls of the token in the fleet's budget (`MySQLLog`, one round
+        trip): 0 when reserved, else the seconds until they would fit; None when the shared log
+        is unreachable (the caller runs degraded) or failed less than `FORWARD_BACKOFF_S` ago
+        (not tried again yet: a poll is not held up by a server that does not answer)."""
+        if self._backing_off():
+            return None
+        found = self.shared.reserve_api_calls(token_id, n, per_minute, per_hour)
+        if found is None:
+            self._failed(LogError(self.shared.budget_error or "the API budget was not reserved"))
+        return found
+
+    def add_api_calls(self, token_id: str, n: int) -> bool:
+        """Count `n` calls made beyond those reserved (`MySQLLog.add_api_calls`)."""
+        if self._backing_off():
+            return False
+        done = self.shared.add_api_calls(token_id, n)
+        if not done:
+            self._failed(LogError(self.shared.budget_error or "the API calls were not counted"))
+        return done
+
     def stats_queries(self) -> AbstractContextManager[StatsQueries]:
         return self.cache.stats_queries()
 

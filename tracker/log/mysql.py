@@ -31,7 +31,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -136,6 +136,7 @@ class MySQLLog:
         # What appends met (diagnostics, and what the tests and bench/ count): connections lost
         # mid-append, batches found written after one, batches sent again, plans made again.
         self.retries = {"lost": 0, "found_written": 0, "resent": 0, "replanned": 0}
+        self.budget_error: str | None = None  # why the last budget round trip could not be done
 
     @classmethod
     def from_url(
@@ -519,6 +520,59 @@ class MySQLLog:
         machine's monitors append to this log)."""
         self._catch_up()
         return api_calls_by_window(self._fold.calls.values(), now)
+
+    # -- the fleet-wide API budget (tracker.log.mysql_budget) ---------------------------------
+
+    def reserve_api_calls(
+        self, token_id: str, n: int, per_minute: int, per_hour: int
+    ) -> float | None:
+        """Reserve `n` API calls of the token `token_id` in one round trip: 0 when reserved,
+        else the seconds until they would fit; None when the shared log cannot be reached or
+        refused the reservation (the watcher then runs degraded; `budget_error` says why).
+        A connection lost after the commit and tried again counts the calls twice: too many,
+        never too few."""
+        from tracker.log.mysql_budget import reserve
+
+        return self._budget(lambda conn: reserve(conn, token_id, n, per_minute, per_hour))
+
+    def add_api_calls(self, token_id: str, n: int) -> bool:
+        """Count `n` calls made beyond those reserved, whatever the limits; False when the
+        shared log could not be reached."""
+        from tracker.log.mysql_budget import add
+
+        def work(conn: Connection) -> float:
+            add(conn, token_id, n)
+            return 0.0
+
+        return self._budget(work) is not None
+
+    def _budget(self, work: Callable[[Connection], float]) -> float | None:
+        """Run one budget round trip, once more on a new connection after a lost one; None
+        (and the reason in `budget_error`) when it could not be done."""
+        for _ in range(2):
+            try:
+                conn = self.conn
+            except LogError as exc:  # cannot connect now, no schema, an older one: degraded
+                self.budget_error = str(exc)
+                return None
+            try:
+                found = work(conn)
+            except ValueError:
+                raise  # a caller's mistake (a token instead of its id, n over a limit)
+            except Exception as exc:
+                self.budget_error = explain(self.settings, "reserve API calls in", exc)
+                if is_lost(exc):  # a connection that broke: once more, on a new one
+                    self._drop()
+                    continue
+                try:  # refused (privileges, the head's lock waited for too long): roll back
+                    with conn.cursor() as cur:
+                        cur.execute("ROLLBACK")
+                except Exception:
+                    self._drop()
+                return None
+            self.budget_error = None
+            return found
+        return None
 
     @contextmanager
     def stats_queries(self) -> Iterator[MySQLStatsQueries]:

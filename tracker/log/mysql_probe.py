@@ -28,6 +28,8 @@ GRANTS: Mapping[str, frozenset[str]] = {
     "schema_migrations": frozenset({"SELECT"}),
     "schema_compat": frozenset({"SELECT"}),
     "watch_leases": frozenset({"SELECT", "INSERT", "UPDATE"}),
+    "api_budget_head": frozenset({"SELECT", "INSERT", "UPDATE"}),
+    "api_calls": frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"}),
 }
 # What a table-level ALL PRIVILEGES stands for (what could change or delete an event).
 ALL_TABLE = frozenset(

@@ -43,6 +43,15 @@ def migrations(text: str | None = None) -> list[tuple[int, list[str]]]:
     return [(int(parts[i]), _statements(parts[i + 1])) for i in range(1, len(parts), 2)]
 
 
+def pending(found: set[int], text: str | None = None) -> list[int]:
+    """The migrations of `schema.mysql.sql` not among `found` (those a server has applied).
+
+    Numbers are taken as they are, gaps and all: migrations are numbered ahead per change, so a
+    release may carry 1 and 3 before 2 arrives, and a server may have run them in any order
+    (each is additive and idempotent)."""
+    return [number for number, _ in migrations(text) if number not in found]
+
+
 def _statements(sql: str) -> list[str]:
     """Split on `;` at line ends; comment lines dropped (the file holds no `;` in strings)."""
     lines = [ln for ln in sql.splitlines() if not ln.lstrip().startswith("--")]

@@ -1,10 +1,11 @@
 """The watcher's decisions, pure: what a poll means (`judge`), the event it makes (`polled`),
-and when to ask again (`next_delay`, `retry_delay`, `backoff`, `budget_wait`). No clock, no I/O:
-the loop (`tracker.monitor.loop`) does the asking and the appending.
+and when to ask again (`next_delay`, `retry_delay`, `backoff`, `budget_wait`, `budget_pause`).
+No clock, no I/O: the loop (`tracker.monitor.loop`) does the asking and the appending.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,8 +31,11 @@ MAX_BACKOFF_EXPONENT = 60  # 2**60 base already exceeds every cap; avoids float 
 BUDGET_SHARE = 0.8  # leave a fifth of the token's budget for everything else that uses it
 
 
-def polled(obs: Observation, *, retry: bool, attempt: int | None = None) -> DeploymentPolled:
-    """The event one poll makes (for the commit's push `attempt`)."""
+def polled(
+    obs: Observation, *, retry: bool, attempt: int | None = None, budget: str | None = None
+) -> DeploymentPolled:
+    """The event one poll makes (for the commit's push `attempt`; `budget`: how the API call
+    was held to the token's budget, `fleet` or `degraded`, in fleet mode)."""
     return DeploymentPolled(
         source=obs.source,
         ok=obs.ok,
@@ -51,6 +55,7 @@ def polled(obs: Observation, *, retry: bool, attempt: int | None = None) -> Depl
         steps_total=obs.steps_total,
         platform_at=iso(obs.platform_at) if obs.platform_at is not None else None,
         attempt=attempt,
+        budget=budget,
     )
 
 
@@ -279,12 +284,40 @@ def _usable_wait(seconds: float | None) -> bool:
     return seconds is not None and math.isfinite(seconds) and 0 < seconds <= MAX_HINT_S
 
 
-def budget_wait(used_last_minute: int, used_last_hour: int, rand: float) -> float:
+def budget_wait(
+    used_last_minute: int,
+    used_last_hour: int,
+    rand: float,
+    limits: tuple[float, float] = (LIMIT_PER_MINUTE * BUDGET_SHARE, LIMIT_PER_HOUR * BUDGET_SHARE),
+) -> float:
     """Seconds to hold off before an API poll, given the machine's calls in the last minute and
-    hour: 0 under budget, else a jittered 1 to 5 s so that waiting monitors do not wake together."""
-    if (
-        used_last_minute < LIMIT_PER_MINUTE * BUDGET_SHARE
-        and used_last_hour < LIMIT_PER_HOUR * BUDGET_SHARE
-    ):
+    hour: 0 under budget (`limits`: per minute, per hour), else a jittered 1 to 5 s so that
+    waiting monitors do not wake together."""
+    if used_last_minute < limits[0] and used_last_hour < limits[1]:
         return 0.0
     return 1.0 + 4.0 * min(max(rand, 0.0), 1.0)
+
+
+BUDGET_JITTER_S = 1.0  # a refused reservation asks again up to this much after it would fit
+
+
+def budget_limits(settings: Settings) -> tuple[int, int]:
+    """The token's calls per minute and per hour every monitor of it shares: the settings'
+    (`TRACKER_API_BUDGET_PER_MINUTE`, `_PER_HOUR`), else the platform's limits times
+    `BUDGET_SHARE`."""
+    minute = settings.api_budget_per_minute or int(LIMIT_PER_MINUTE * BUDGET_SHARE)
+    hour = settings.api_budget_per_hour or int(LIMIT_PER_HOUR * BUDGET_SHARE)
+    return minute, max(hour, 1)
+
+
+def budget_pause(wait: float, rand: float, left: float) -> float:
+    """How long to sleep after the fleet's budget refused a call for `wait` seconds: that long
+    and a jittered bit more (refused watchers do not all ask again at once), never past
+    `left` (the follow's deadline)."""
+    return max(0.0, min(wait + BUDGET_JITTER_S * min(max(rand, 0.0), 1.0), left))
+
+
+def token_id(token: str) -> str:
+    """The token's name in the shared budget: the first 16 hex digits of its SHA-256, made here.
+    The token itself goes to no one but the platform; its id cannot be turned back into it."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()[:16]

@@ -39,9 +39,11 @@ from tracker.events import (
     MonitorStopped,
     MonitorTimedOut,
 )
-from tracker.log.base import EventLog
+from tracker.log.base import BudgetLog, EventLog
 from tracker.log.sqlite import Append
 from tracker.monitor.decide import (
+    budget_limits,
+    budget_pause,
     budget_wait,
     db_says_going,
     judge,
@@ -51,6 +53,7 @@ from tracker.monitor.decide import (
     refusal,
     retry_delay,
     seen_of,
+    token_id,
 )
 from tracker.monitor.loop import CHECK_EVERY_S, LOG_LINES, history_of
 from tracker.monitor.sources.base import DeploymentSource, LogTail, Observation, Tick
@@ -157,6 +160,12 @@ class Watcher:
         self._ancestry: dict[tuple[str, str], bool | None] = {}
         self._logs: dict[str, LogTail] = {}  # deployment id -> its logs, fetched once
         self._last_shown: dict[str, str] = {}
+        # The token's API budget: per minute and hour; in fleet mode reserved in the shared log
+        # under the token's id (`budget_mode`: `fleet`, or `degraded` while it is unreachable).
+        self._limits = budget_limits(settings)
+        self._token_id = token_id(settings.do.token) if settings.do is not None else None
+        self.budget_mode: str | None = None
+        self._reserved = False  # the round about to be made reserved its first call
 
     # -- what is open ---------------------------------------------------------------------
 
@@ -258,9 +267,13 @@ class Watcher:
             ]
             if not ask:
                 continue  # the database says every one is still going: the API is not asked
-            if source.name == "digitalocean":
-                self._hold_for_budget(min(f.deadline for f in follows))
-            round_ = self._poll_all(source, ask)
+            api = source.name == "digitalocean"
+            if api and not self._hold_for_budget(min(f.deadline for f in follows)):
+                round_ = _over_budget(source.name, ask)  # no request: the fleet's budget is spent
+            else:
+                round_ = self._poll_all(source, ask)
+                if api and self._reserved:  # further pages: made, so counted
+                    self._spent(_calls(round_) - 1)
             now = self.clock.now()
             answers = dict(round_.observations)
             if round_.cost is not None:
@@ -268,12 +281,16 @@ class Watcher:
                 if len(ask) == 1:  # served one commit: counted on it, as a monitor did
                     answers[ask[0]] = _with_cost(answers[ask[0]], round_.cost)
                 else:
-                    batch.append(Append(self.stream, polled(round_.cost, retry=retry), None, now))
+                    cost = polled(round_.cost, retry=retry, budget=self._mode(source.name))
+                    batch.append(Append(self.stream, cost, None, now))
             for sha in ask:
                 seen[sha].append(answers[sha])
         self._app_failures = self._app_failures + 1 if any(not c.ok for c in costs) else 0
         for f in follows:
-            event = [polled(o, retry=f.failures > 0, attempt=f.attempt) for o in seen[f.sha]]
+            event = [
+                polled(o, retry=f.failures > 0, attempt=f.attempt, budget=self._mode(o.source))
+                for o in seen[f.sha]
+            ]
             batch.extend(Append(f.sha, e, None, now) for e in event)
         self.log.append_all(batch)
         for f in follows:
@@ -427,6 +444,7 @@ class Watcher:
                 deployment_id, api_calls=tail.api_calls, lines=len(tail.lines), error=tail.error
             )
             self.log.append(sha, event, at=self.clock.now())
+            self._spent(tail.api_calls)  # never reserved: counted once made
         return dataclasses.replace(failed, log_tail=list(tail.lines))
 
     def _time_out(self, f: _Follow, elapsed: float, observations: Sequence[Observation]) -> None:
@@ -440,15 +458,62 @@ class Watcher:
         row = self.log.deployment(f.sha)
         self._end(f, row.state if row else "not_found")
 
-    def _hold_for_budget(self, deadline: float) -> None:
-        """Wait while the machine is near the API's rate limit (the token's budget is shared
-        by every watcher and monitor on it)."""
+    def _hold_for_budget(self, deadline: float) -> bool:
+        """Hold the API round back until the token's budget allows it; False when it did not
+        by `deadline` (the round is then not made: the budget is never overdrawn).
+
+        Fleet mode (a log that keeps the fleet's budget, `BudgetLog`): reserve the round's first
+        call in the shared log, every machine's calls counted; refused, sleep until it would fit
+        (with jitter, never past the deadline) and ask again. Calls beyond the first are counted
+        after the round (`_spent`). With the shared log unreachable the watcher runs degraded,
+        as a single machine does: on the calls this machine's log recorded, and on the
+        platform's own 429s and `ratelimit-remaining` (`_app_hold`), which count the token's
+        calls on every machine."""
+        self._reserved = False
+        fleet = self.log if isinstance(self.log, BudgetLog) else None
+        while fleet is not None and self._token_id is not None:
+            wait = fleet.reserve_api_calls(self._token_id, 1, *self._limits)
+            self._set_mode("fleet" if wait is not None else "degraded")
+            if wait is None:
+                break
+            if wait <= 0:
+                self._reserved = True
+                return True
+            now = self.clock.now()
+            if now >= deadline:
+                return False
+            self.clock.sleep(budget_pause(wait, self.rand(), deadline - now))
         while self.clock.now() < deadline:
             now = self.clock.now()
-            pause = budget_wait(*self.log.api_calls_by_window(now), self.rand())
+            pause = budget_wait(*self.log.api_calls_by_window(now), self.rand(), self._limits)
             if pause <= 0:
-                return
+                return True
             self.clock.sleep(min(pause, deadline - now))
+        return True
+
+    def _set_mode(self, mode: str) -> None:
+        """Say when the fleet's budget is lost or found again (`budget` on the polls too)."""
+        if mode == self.budget_mode or (self.budget_mode is None and mode == "fleet"):
+            self.budget_mode = mode
+            return
+        self.budget_mode = mode
+        line = (
+            "the fleet's API budget is unreachable (the shared log): degraded, polling on this"
+            " machine's count and the platform's rate-limit headers"
+            if mode == "degraded"
+            else "the fleet's API budget is reachable again"
+        )
+        for sha in self.follows:
+            self.progress(sha, line)
+
+    def _mode(self, source: str) -> str | None:
+        return self.budget_mode if source == "digitalocean" else None
+
+    def _spent(self, calls: int) -> None:
+        """Count API calls made beyond those reserved in the fleet's budget (in fleet mode)."""
+        fleet = self.log if isinstance(self.log, BudgetLog) else None
+        if calls > 0 and fleet is not None and self.budget_mode == "fleet" and self._token_id:
+            fleet.add_api_calls(self._token_id, calls)
 
     def _raise_if_refused(
         self, follows: Sequence[_Follow], seen: dict[str, list[Observation]]
@@ -489,6 +554,25 @@ def _with_cost(obs: Observation, cost: Observation) -> Observation:
         ratelimit_remaining=cost.ratelimit_remaining,
         ratelimit_reset=cost.ratelimit_reset,
     )
+
+
+def _calls(round_: Tick) -> int:
+    """The API calls a round made (on its cost, else on each commit's own observation)."""
+    if round_.cost is not None:
+        return round_.cost.api_calls
+    return sum(o.api_calls for o in round_.observations.values())
+
+
+def _over_budget(source: str, shas: Sequence[str]) -> Tick:
+    """A round not made: the fleet's budget had no call for it before the deadline."""
+    refused = Observation(
+        source,
+        ok=False,
+        error="the fleet's API budget for the token had no call left before the deadline;"
+        " no request was made",
+        error_kind="rate_limited",
+    )
+    return Tick(None, {sha: refused for sha in shas})
 
 
 class _Stopped(Exception):

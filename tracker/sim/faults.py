@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-FaultKind = Literal["429", "5xx", "malformed", "wrong_shape", "truncated", "huge", "slow", "reset"]
+FaultKind = Literal[
+    "429", "5xx", "malformed", "wrong_shape", "truncated", "huge", "slow", "reset", "exhausted"
+]  # fmt: skip
 
 
 @dataclass

@@ -91,6 +91,7 @@ class SimRequest:
     fault: str | None = None
     at: float = 0.0  # the simulator's clock when the request arrived (for rate windows)
     user_agent: str | None = None  # who asked (the tracker names its machine there)
+    app: str | None = None  # the app id the path names (None: an archive, another path)
 
 
 @dataclass
@@ -151,7 +152,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class SimulatedPlatform:
-    """The App Platform API for one app, served on 127.0.0.1 from a daemon thread."""
+    """The App Platform API for one app (more with `add_app`: one token's apps, sharing its
+    rate limits), served on 127.0.0.1 from a daemon thread."""
 
     def __init__(
         self,
@@ -168,7 +170,8 @@ class SimulatedPlatform:
         self.clock, self.token, self.app_name, self.port = clock, token, app_name, port
         self.app_id = app_id or str(uuid.uuid4())
         self._lock = threading.Lock()
-        self._scripts: list[Script] = []
+        self._scripts: list[Script] = []  # the first app's; every app's in `_apps`
+        self._apps: dict[str, list[Script]] = {self.app_id: self._scripts}
         self._faults: list[Fault] = []
         self._requests: list[SimRequest] = []
         self.over_limit = 0  # requests answered 429 by the rate limits (not injected faults)
@@ -221,6 +224,14 @@ class SimulatedPlatform:
 
     # scripting
 
+    def add_app(self, app_id: str | None = None) -> str:
+        """Serve one more app of the same token (its own deployments; the rate limits are the
+        token's, shared by all its apps, as DigitalOcean counts them); returns its id."""
+        found = app_id or str(uuid.uuid4())
+        with self._lock:
+            self._apps.setdefault(found, [])
+        return found
+
     def add_deployment(
         self,
         sha: str | None,
@@ -235,6 +246,7 @@ class SimulatedPlatform:
         sha_in: ShaIn = "both",
         component: str = "services",
         deployment_id: str | None = None,
+        app_id: str | None = None,
     ) -> str:
         """Script a deployment of `sha` (None: a manual deploy); returns its id.
 
@@ -242,10 +254,12 @@ class SimulatedPlatform:
         `build_s`, waits `pending_deploy_s`, deploys for `deploy_s`, then ends as `outcome`
         (a cancel comes `cancel_after_s` after it appears, by default mid-build), unless a newer
         deployment goes live first (SUPERSEDED). `sha_in` says where the full SHA shows.
+        `app_id`: an app made by `add_app` (default: the first).
         """
         if component not in COMPONENT_KINDS:
             raise ValueError(f"component must be one of {COMPONENT_KINDS}")
         with self._lock:
+            scripts = self._apps[app_id or self.app_id]
             script = Script(
                 id=deployment_id or str(uuid.uuid4()),
                 sha=sha.lower() if sha else None,
@@ -260,10 +274,10 @@ class SimulatedPlatform:
                 ),
                 sha_in=sha_in,
                 component=component,
-                order=len(self._scripts),
+                order=len(scripts),
             )
-            self._scripts.append(script)
-            resolve(self._scripts, self.supersede_on)
+            scripts.append(script)
+            resolve(scripts, self.supersede_on)
             return script.id
 
     def phase(self, deployment_id: str) -> str | None:
@@ -277,7 +291,8 @@ class SimulatedPlatform:
         """Misbehave on the next `times` API requests (after skipping `after` of them).
 
         Options: `after`, `retry_after` (429; omit for a 429 with only `ratelimit-reset`),
-        `reset_in_s` (429), `status` (5xx), `delay_s` (slow: real seconds), `size_bytes`
+        `reset_in_s` (429; `exhausted`: a normal answer saying `ratelimit-remaining: 0` until
+        then), `status` (5xx), `delay_s` (slow: real seconds), `size_bytes`
         (huge), `path` (only requests whose path contains it; may target `/archive/`).
         """
         fault = Fault(kind=kind, times=times, **options)
@@ -298,12 +313,25 @@ class SimulatedPlatform:
         with self._lock:
             return sum(1 for r in self._requests if r.api)
 
+    def max_in_window(self, seconds: float, *, app: str | None = None) -> int:
+        """The most API calls received within any `seconds` (a sliding window over the arrival
+        times: what a rate limit counts), of every app or of `app`; answered 429 or not."""
+        times = sorted(r.at for r in self.requests if r.api and (app is None or r.app == app))
+        most, first = 0, 0
+        for last, at in enumerate(times):
+            while times[first] <= at - seconds:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
+
     # request handling (called from the server's threads)
 
     def _handle(self, handler: _Handler) -> None:
         split = urlsplit(handler.path)
         api = split.path.startswith("/v2/")
         has_auth = handler.headers.get("Authorization") is not None
+        parts = split.path.strip("/").split("/")
+        app = parts[2] if api and len(parts) >= 3 and parts[1] == "apps" else None
         with self._lock:
             fault = self._take_fault(split.path, api)
             self._requests.append(
@@ -316,6 +344,7 @@ class SimulatedPlatform:
                     fault.kind if fault else None,
                     self.clock.now(),
                     handler.headers.get("User-Agent"),
+                    app,
                 )
             )
         try:
@@ -353,6 +382,9 @@ class SimulatedPlatform:
             reply = self._fault_reply(fault)
         elif api:
             reply = self._api(handler, path, parse_qs(query))
+            if fault is not None and fault.kind == "exhausted" and reply.status == 200:
+                reset = math.ceil(self.clock.now() + fault.reset_in_s)  # no call left until then
+                reply.headers.update({"ratelimit-remaining": "0", "ratelimit-reset": str(reset)})
         else:
             reply = self._archive(path, parse_qs(query), handler.headers.get("Authorization"))
         self._send(handler, reply, truncate=fault is not None and fault.kind == "truncated")
@@ -413,16 +445,18 @@ class SimulatedPlatform:
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], now: float) -> _Reply:
         parts = path.strip("/").split("/")
-        if len(parts) < 3 or parts[:2] != ["v2", "apps"] or parts[2] != self.app_id:
+        if len(parts) < 3 or parts[:2] != ["v2", "apps"] or parts[2] not in self._apps:
             return _not_found()
+        app = parts[2]
         if method != "GET":
             return _Reply(405, error_body("method_not_allowed", "Method not allowed"))
         rest = parts[3:]
         if not rest:
-            return _json_reply({"app": self._app_json(now)})
+            return _json_reply({"app": self._app_json(now, app)})
         if rest == ["deployments"]:
-            return self._list(query, now)
-        script = self._script(rest[1]) if len(rest) >= 2 and rest[0] == "deployments" else None
+            return self._list(query, now, app)
+        found = self._script(rest[1]) if len(rest) >= 2 and rest[0] == "deployments" else None
+        script = found if found is not None and found in self._apps[app] else None
         if script is None or script.created_at > now or len(rest) > 3:
             return _not_found()
         if len(rest) == 2:
@@ -431,14 +465,15 @@ class SimulatedPlatform:
             return self._logs(script, query, now)
         return _not_found()
 
-    def _visible(self, now: float) -> list[Script]:
-        shown = [s for s in self._scripts if s.created_at <= now]
+    def _visible(self, now: float, app: str) -> list[Script]:
+        shown = [s for s in self._apps[app] if s.created_at <= now]
         return sorted(shown, key=lambda s: (s.created_at, s.order), reverse=True)
 
     def _script(self, deployment_id: str) -> Script | None:
-        return next((s for s in self._scripts if s.id == deployment_id), None)
+        every = (s for scripts in self._apps.values() for s in scripts)
+        return next((s for s in every if s.id == deployment_id), None)
 
-    def _list(self, query: dict[str, list[str]], now: float) -> _Reply:
+    def _list(self, query: dict[str, list[str]], now: float, app: str) -> _Reply:
         try:
             page = int(query.get("page", ["1"])[0])
             per_page = int(query.get("per_page", ["20"])[0])
@@ -446,17 +481,17 @@ class SimulatedPlatform:
             return _Reply(400, error_body("bad_request", "page and per_page must be integers"))
         if page < 1 or not 1 <= per_page <= 200:
             return _Reply(400, error_body("bad_request", "page >= 1, 1 <= per_page <= 200"))
-        shown = self._visible(now)
+        shown = self._visible(now, app)
         last = max(1, math.ceil(len(shown) / per_page))
         chunk = shown[(page - 1) * per_page : page * per_page]
         body: Json = {"deployments": [deployment_json(s, now, self.app_name) for s in chunk]}
         if last > 1 or page > 1:  # "only the links that make sense"; none on a single page
-            body["links"] = {"pages": self._page_links(page, last, per_page)}
+            body["links"] = {"pages": self._page_links(page, last, per_page, app)}
         body["meta"] = {"total": len(shown)}
         return _json_reply(body)
 
-    def _page_links(self, page: int, last: int, per_page: int) -> dict[str, str]:
-        url = f"{self.base_url}/v2/apps/{self.app_id}/deployments?page={{}}&per_page={per_page}"
+    def _page_links(self, page: int, last: int, per_page: int, app: str) -> dict[str, str]:
+        url = f"{self.base_url}/v2/apps/{app}/deployments?page={{}}&per_page={per_page}"
         links = {}
         if page > 1:
             links["first"] = url.format(1)
@@ -466,12 +501,12 @@ class SimulatedPlatform:
             links["last"] = url.format(last)
         return links
 
-    def _app_json(self, now: float) -> Json:
-        shown = self._visible(now)
+    def _app_json(self, now: float, app_id: str) -> Json:
+        shown = self._visible(now, app_id)
         active = next((s for s in shown if s.phase_at(now) == "ACTIVE"), None)
         going = next((s for s in shown if now < s.end_at), None)
         app: Json = {
-            "id": self.app_id,
+            "id": app_id,
             "owner_uuid": str(uuid.UUID(int=2)),
             "spec": spec_json(self.app_name, "services"),
             "default_ingress": f"https://{self.app_name}-x7k2q.ondigitalocean.app",
