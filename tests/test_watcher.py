@@ -298,3 +298,61 @@ def test_an_ingested_verdict_ends_its_commit_at_once_while_the_watcher_runs(
     row = store.deployment(other)
     assert row is not None and row.state == "succeeded"
     assert api_calls_in_log(store) == platform.api_requests
+
+
+def test_a_watcher_follows_only_pushes_to_its_own_repository(
+    store: SQLiteLog, platform: SimulatedPlatform, clock: FakeClock, tmp_path
+) -> None:
+    """A log may hold another repository's pushes (a `TRACKER_DB` shared by two repositories,
+    the fleet's shared log), deployed by another app: the watcher of this repository's app
+    follows its own pushes and those recorded without a remote, never the other's (which it
+    would poll for in vain and time out)."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(
+        ["git", "-C", str(repo), "remote", "add", "origin", "git@github.com:org/app.git"],
+        check=True,
+    )
+    ours, theirs, by_hand = sha_of(1), sha_of(2), sha_of(3)
+    urls = {ours: "https://github.com/org/app", theirs: "https://github.com/org/other.git"}
+    for sha, url in urls.items():
+        store.append(
+            sha, PushRecorded(sha=sha, branch="main", source="hook", remote_url=url), at=clock.now()
+        )
+        store.append(sha, PushConfirmed(sha=sha), at=clock.now())
+    store.append(by_hand, PushRecorded(sha=by_hand, branch="main", source="api"), at=clock.now())
+    for sha in (ours, by_hand):
+        platform.add_deployment(sha, appear_after_s=5, build_s=30, deploy_s=20)
+    settings = settings_for(platform)
+    sources = build_sources(settings, clock)
+    watcher = Watcher(store, sources, settings=settings, clock=clock, rand=lambda: 0.5, repo=repo)
+    try:
+        assert {r.sha for r in watcher.open_rows()} == {ours, by_hand}
+        results = watcher.run()
+    finally:
+        for source in sources:
+            source.close()
+    assert results == {ours: "succeeded", by_hand: "succeeded"}
+    other = store.deployment(theirs)
+    assert other is not None and other.state == "pending" and other.monitor_pid is None
+    # not one event of the watcher's on it
+    assert [e.type for e in store.events(stream=theirs)] == ["PushRecorded", "PushConfirmed"]
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        ("git@github.com:org/app.git", "github.com/org/app"),
+        ("https://tok@github.com/org/app", "github.com/org/app"),
+        ("https://GitHub.com/org/app.git/", "github.com/org/app"),
+        ("ssh://git@github.com:22/org/app.git", "github.com/org/app"),
+        ("/srv/git/app.git", "/srv/git/app.git"),
+        ("file:///srv/git/app.git", "/srv/git/app.git"),
+    ],
+)
+def test_remote_urls_of_one_repository_have_one_key(url: str, key: str) -> None:
+    from tracker.gitutil import repo_key
+
+    assert repo_key(url) == key

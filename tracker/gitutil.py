@@ -209,3 +209,34 @@ def strip_credentials(url: str) -> str:
         # scp-like `user@host:path`: the user is an account name, not a secret; keep the host
         return url.split("@", 1)[1]
     return url
+
+
+def repo_key(url: str) -> str:
+    """One spelling of the repository a remote URL names, whatever the transport
+    (`git@github.com:org/app.git`, `https://tok@github.com/org/app`, `ssh://git@github.com:22/org/app`
+    → `github.com/org/app`; a local path → its absolute, normalised form): what tells whether two
+    clones push to the same repository."""
+    text = strip_credentials(url.strip())
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        if scheme.lower() == "file":
+            return os.path.normpath(rest)
+        host, _, path = rest.partition("/")
+        host = host.rsplit(":", 1)[0] if host.rsplit(":", 1)[-1].isdigit() else host
+    elif ":" in text and not text.startswith(("/", ".")) and "/" not in text.split(":", 1)[0]:
+        host, path = text.split(":", 1)  # scp-like host:path
+    else:
+        return os.path.normpath(os.path.abspath(text)) if text else ""
+    path = path.strip("/")
+    path = path[: -len(".git")] if path.endswith(".git") else path
+    return f"{host.lower()}/{path.strip('/')}"
+
+
+def remote_keys(cwd: Path | str = ".") -> frozenset[str]:
+    """The `repo_key` of every remote URL (fetch and push) the repository at `cwd` has."""
+    found = git(["config", "--get-regexp", r"^remote\..*\.(push)?url$"], cwd)
+    if not found:
+        return frozenset()
+    return frozenset(
+        repo_key(line.split(None, 1)[1]) for line in found.splitlines() if len(line.split()) > 1
+    )

@@ -179,7 +179,7 @@ def run_foreground(tracker: Tracker, sha: str, *, watch: bool = False) -> int:
                 # A push recorded while we were leaving found the lock (or the lease) still
                 # held, and its monitor went away: look again, now that both are free.
                 tracker.pull_shared()
-                left = open_pushes(tracker.store, tracker.clock.now())
+                left = open_pushes(tracker.store, tracker.clock.now(), repo=tracker.repo)
                 if left and watch:
                     continue
                 if left:

@@ -85,18 +85,35 @@ def app_stream(platform: str, app: str) -> str:
     return f"app:{platform}:{app}"
 
 
-def _open_rows(log: EventLog, now: float, lookback_s: float) -> list[DeploymentRow]:
+def _open_rows(
+    log: EventLog, now: float, lookback_s: float, repos: frozenset[str] = frozenset()
+) -> list[DeploymentRow]:
     return [
         r
         for r in log.deployments(since=now - lookback_s)
-        if r.state in OPEN_STATES and (r.confirmed_at is not None or r.push_source != "hook")
+        if r.state in OPEN_STATES
+        and (r.confirmed_at is not None or r.push_source != "hook")
+        and pushed_to(r, repos)
     ]
 
 
-def open_pushes(log: EventLog, now: float, lookback_s: float = LOOKBACK_S) -> list[str]:
+def pushed_to(row: DeploymentRow, repos: frozenset[str]) -> bool:
+    """Whether the push went to one of `repos` (`gitutil.repo_key` of the watcher's remotes):
+    a log may hold other repositories' pushes (a `TRACKER_DB` shared by two repositories, the
+    fleet's shared log), each deployed by its own app, and a watcher follows only its own. A
+    push that names no remote (recorded by hand), or a watcher that knows none, is followed."""
+    if not repos or not row.remote_url:
+        return True
+    return gitutil.repo_key(row.remote_url) in repos
+
+
+def open_pushes(
+    log: EventLog, now: float, lookback_s: float = LOOKBACK_S, *, repo: Path | None = None
+) -> list[str]:
     """The open pushes a watcher follows: recent ones that reached the remote (a hook's push
-    once confirmed; one recorded by hand at once)."""
-    return [r.sha for r in _open_rows(log, now, lookback_s)]
+    once confirmed; one recorded by hand at once), to the repository at `repo` (any, without)."""
+    repos = gitutil.remote_keys(repo) if repo is not None else frozenset()
+    return [r.sha for r in _open_rows(log, now, lookback_s, repos)]
 
 
 @dataclass
@@ -145,6 +162,8 @@ class Watcher:
         self.progress = progress or (lambda _sha, _line: None)
         self.asked = {sha.lower() for sha in asked}
         self.lookback_s = lookback_s
+        # the repository's remotes: the pushes this app deploys (`pushed_to`)
+        self.repos = gitutil.remote_keys(repo) if repo is not None else frozenset()
         self.policy = policy_from_settings(settings)
         history = history_of(log, settings)
         if isinstance(self.policy, InformedPolicy):
@@ -171,7 +190,8 @@ class Watcher:
 
     def open_rows(self) -> list[DeploymentRow]:
         """The app's open pushes in the log (`open_pushes`), and any asked for by name."""
-        rows = {r.sha: r for r in _open_rows(self.log, self.clock.now(), self.lookback_s)}
+        now = self.clock.now()
+        rows = {r.sha: r for r in _open_rows(self.log, now, self.lookback_s, self.repos)}
         for sha in self.asked - rows.keys():
             row = self.log.deployment(sha)
             if row is not None and row.state in OPEN_STATES:
