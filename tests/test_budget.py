@@ -263,7 +263,7 @@ def test_migrations_are_taken_by_number_so_a_gap_in_the_numbers_is_fine(
         cur.execute("DELETE FROM schema_migrations WHERE version = 3")  # as if never run
     log = MySQLLog.from_url(target, env={})
     try:
-        with pytest.raises(LogError, match=r"has not run migration 3 .* migrate --shared"):
+        with pytest.raises(LogError, match=r"lacks migration 3 .* migrate --shared"):
             log.last_seq()
         assert log.reserve_api_calls(TOKEN, 1, 5, 5) is None  # degraded, not raised
         assert log.budget_error and "migration 3" in log.budget_error

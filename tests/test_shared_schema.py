@@ -65,7 +65,8 @@ def test_a_log_missing_a_known_migration_below_an_applied_higher_one_says_migrat
         "INSERT INTO schema_migrations (version) VALUES (1), (9)",
     )  # fmt: skip
     log = shared(url)
-    with pytest.raises(LogError, match=r"lacks migration 4 .*run `tracker migrate --shared`$"):
+    missing = r"lacks migration (\d+, )*4 .*run `tracker migrate --shared`$"
+    with pytest.raises(LogError, match=missing):
         log.append(A, PushRecorded(sha=A, branch="main"))
     log.close()
     assert migrate(url, env={}) == sorted(known() - {1})  # only what is missing; 9 left alone
