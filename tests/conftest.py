@@ -18,7 +18,12 @@ import pytest
 pytest.register_assert_rewrite("tests.support")  # the helpers' asserts explain themselves too
 
 from tests.support.gitrepo import Repo, make_repo, tracker_python  # noqa: E402
-from tests.support.mariadb_private import fresh_database, mariadb, private_mariadb  # noqa: E402, F401
+from tests.support.mariadb_private import (  # noqa: E402, F401
+    fresh_database,
+    mariadb,
+    private_mariadb,
+    url,
+)
 from tests.support.simulated import SIM_TOKEN  # noqa: E402
 from tracker.clock import FakeClock  # noqa: E402
 from tracker.config import Settings, load_settings  # noqa: E402

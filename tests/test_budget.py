@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pymysql
 import pytest
 
-from tests.support.mariadb_private import PrivateMariaDB
-from tests.test_log_mysql import grants
+from tests.support.mariadb_private import PrivateMariaDB, readme_user
 from tracker.errors import LogError
 from tracker.log.fleet import FleetLog
 from tracker.log.mysql import MySQLLog, migrate
@@ -25,13 +23,6 @@ from tracker.monitor.decide import token_id
 pytestmark = pytest.mark.mysql
 
 TOKEN = token_id("dop_v1_not-a-real-token")
-
-
-@pytest.fixture
-def url(mariadb: PrivateMariaDB, fresh_database: str) -> str:
-    found = mariadb.url(fresh_database)
-    migrate(found, env={})
-    return found
 
 
 @pytest.fixture
@@ -212,16 +203,9 @@ def test_the_fleet_log_reserves_and_says_none_while_the_server_is_away(
 def test_the_readme_grants_suffice_for_the_budget(
     mariadb: PrivateMariaDB, fresh_database: str, url: str
 ) -> None:
-    name = f"tracker_{uuid.uuid4().hex[:8]}"
-    password = uuid.uuid4().hex
-    user = f"'{name}'@'127.0.0.1'"
-    with mariadb.admin() as admin, admin.cursor() as cur:
-        cur.execute(f"CREATE USER {user} IDENTIFIED BY %s", (password,))
-        for statement in grants(fresh_database, user):
-            cur.execute(statement)
-    try:
-        target = f"mysql://{name}@127.0.0.1:{mariadb.port}/{fresh_database}"
-        log = MySQLLog.from_url(target, env={"TRACKER_LOG_PASSWORD": password})
+    with readme_user(mariadb, fresh_database) as user:
+        target = user.url
+        log = MySQLLog.from_url(target, env=user.env)
         try:
             with mariadb.admin(fresh_database) as admin, admin.cursor() as cur:
                 cur.execute(
@@ -237,9 +221,6 @@ def test_the_readme_grants_suffice_for_the_budget(
         with mariadb.admin(fresh_database) as admin, admin.cursor() as cur:
             cur.execute("SELECT sum(calls), count(*) FROM api_calls")
             assert cur.fetchone() == (3, 1)
-    finally:
-        with mariadb.admin() as admin, admin.cursor() as cur:
-            cur.execute(f"DROP USER IF EXISTS {user}")
 
 
 def test_migrations_are_taken_by_number_so_a_gap_in_the_numbers_is_fine(

@@ -23,7 +23,7 @@ from tracker.clock import FakeClock, iso
 from tracker.config import Settings, load_settings
 from tracker.events import PushRecorded
 from tracker.log.fleet import FleetLog
-from tracker.log.mysql import MySQLLog, migrate
+from tracker.log.mysql import MySQLLog
 from tracker.log.sqlite import SQLiteLog
 from tracker.monitor.decide import BUDGET_JITTER_S
 from tracker.monitor.loop import build_sources
@@ -38,13 +38,6 @@ OLD = 7 * 3600.0  # pushed before the watchers' lookback: each follows only the 
 
 def sha_of(n: int) -> str:
     return f"{n:040x}"
-
-
-@pytest.fixture
-def url(mariadb: PrivateMariaDB, fresh_database: str) -> str:
-    found = mariadb.url(fresh_database)
-    migrate(found, env={})
-    return found
 
 
 def test_the_simulator_counts_calls_per_sliding_window_and_per_app() -> None:

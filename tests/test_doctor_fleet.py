@@ -89,13 +89,6 @@ def fleet_env(repo: Repo, platform: SimulatedPlatform, url: str, **extra: str) -
     return do_env(repo, platform, TRACKER_LOG_URL=url, TRACKER_MACHINE_ID="m1", **extra)
 
 
-@pytest.fixture
-def url(mariadb: PrivateMariaDB, fresh_database: str) -> str:
-    found = mariadb.url(fresh_database)
-    migrate(found, env={})
-    return found
-
-
 def test_the_grants_doctor_expects_are_the_readmes() -> None:
     parsed = [parse_grant(g) for g in readme_grants()]
     assert all(p is not None for p in parsed)

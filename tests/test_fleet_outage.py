@@ -39,7 +39,7 @@ from tracker.clock import FakeClock
 from tracker.events import DeploymentPolled, DeploymentSucceeded, PushRecorded
 from tracker.log.base import Append
 from tracker.log.fleet import FORWARD_BACKOFF_S, FleetLog, SyncState, machine_id
-from tracker.log.mysql import MySQLLog, migrate
+from tracker.log.mysql import MySQLLog
 from tracker.log.rows import MEASURE_COLUMNS
 from tracker.projections import StoredEvent
 from tracker.push.install import install
@@ -103,13 +103,6 @@ class Proxy:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
-
-
-@pytest.fixture
-def url(mariadb: PrivateMariaDB, fresh_database: str) -> str:
-    found = mariadb.url(fresh_database)
-    migrate(found, env={})
-    return found
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from tests.support.mariadb_private import PrivateMariaDB
 from tests.test_log_fleet import dump
 from tests.test_push_races import sim_env
 from tracker.log.fleet import FleetLog
-from tracker.log.mysql import migrate
 from tracker.procs import process_alive
 from tracker.push.install import install
 from tracker.sim.server import SimulatedPlatform
@@ -35,13 +34,6 @@ TOKEN = "sim-token-fleet-watch"
 TTL = "2"  # TRACKER_LEASE_TTL: renewed every 0.67 s
 VERDICTS = {"DeploymentSucceeded", "DeploymentFailed", "DeploymentSuperseded"}
 SETTLE_S = 240.0
-
-
-@pytest.fixture
-def url(mariadb: PrivateMariaDB, fresh_database: str) -> str:
-    found = mariadb.url(fresh_database)
-    migrate(found, env={})
-    return found
 
 
 @pytest.fixture

@@ -26,20 +26,13 @@ from tracker.events import DeploymentFailed, DeploymentPolled, DeploymentSucceed
 from tracker.log import EventLog
 from tracker.log.base import Append
 from tracker.log.fleet import FleetLog, machine_id
-from tracker.log.mysql import MySQLLog, migrate
+from tracker.log.mysql import MySQLLog
 
 pytestmark = pytest.mark.mysql
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
 
 Machine = Callable[[str], FleetLog]
-
-
-@pytest.fixture
-def url(mariadb: PrivateMariaDB, fresh_database: str) -> str:
-    found = mariadb.url(fresh_database)
-    migrate(found, env={})
-    return found
 
 
 @pytest.fixture

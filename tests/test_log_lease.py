@@ -11,13 +11,13 @@ import pymysql
 import pytest
 
 from tests.support.gitrepo import wait_until
-from tests.support.mariadb_private import PrivateMariaDB
+from tests.support.mariadb_private import PrivateMariaDB, readme_user
 from tracker.clock import FakeClock
 from tracker.errors import LeaseLostError
 from tracker.events import DeploymentPolled, PushRecorded
 from tracker.log.base import Fence
 from tracker.log.fleet import FleetLog
-from tracker.log.mysql import MySQLLog, migrate
+from tracker.log.mysql import MySQLLog
 from tracker.log.mysql_lease import LeaseLink
 
 pytestmark = pytest.mark.mysql
@@ -25,13 +25,6 @@ pytestmark = pytest.mark.mysql
 A = "a" * 40
 APP = "digitalocean:app-1"
 POLL = DeploymentPolled(source="digitalocean", ok=True, found=True, phase="BUILDING")
-
-
-@pytest.fixture
-def url(mariadb: PrivateMariaDB, fresh_database: str) -> str:
-    found = mariadb.url(fresh_database)
-    migrate(found, env={})
-    return found
 
 
 @pytest.fixture
@@ -208,20 +201,9 @@ def test_the_lease_table_has_a_primary_key_and_is_migration_2(url: str) -> None:
 def test_the_readme_grants_suffice_to_take_renew_release_and_fence(
     mariadb: PrivateMariaDB, fresh_database: str, url: str, tmp_path: Path
 ) -> None:
-    import uuid
-
-    from tests.test_log_mysql import grants
-
-    name = f"tracker_{uuid.uuid4().hex[:8]}"
-    password = uuid.uuid4().hex
-    user = f"'{name}'@'127.0.0.1'"
-    with mariadb.admin() as admin, admin.cursor() as cur:
-        cur.execute(f"CREATE USER {user} IDENTIFIED BY %s", (password,))
-        for statement in grants(fresh_database, user):
-            cur.execute(statement)
-    try:
-        target = f"mysql://{name}@127.0.0.1:{mariadb.port}/{fresh_database}"
-        env = {"TRACKER_LOG_PASSWORD": password}
+    with readme_user(mariadb, fresh_database) as user:
+        target = user.url
+        env = user.env
         limited = LeaseLink(MySQLLog.from_url(target, env=env).settings)
         try:
             mine = limited.take(APP, "a:1", "host-a", 1, ttl=30)
@@ -240,6 +222,3 @@ def test_the_readme_grants_suffice_to_take_renew_release_and_fence(
             assert found is not None and found.remaining_s <= 0
         finally:
             limited.close()
-    finally:
-        with mariadb.admin() as admin, admin.cursor() as cur:
-            cur.execute(f"DROP USER IF EXISTS {user}")

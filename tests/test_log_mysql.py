@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import pymysql
 import pytest
 
 from tests.support.gitrepo import wait_until
-from tests.support.mariadb_private import PrivateMariaDB, free_port
+from tests.support.mariadb_private import PrivateMariaDB, free_port, readme_user
 from tracker.clock import FakeClock, iso
 from tracker.errors import ConfigError, LockTimeoutError, LogError, UsageError
 from tracker.events import (
@@ -51,13 +50,6 @@ A, B, C = "a" * 40, "b" * 40, "c" * 40
 T = 1_800_000_000.0
 SUPPORT = Path(__file__).resolve().parent / "support"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def url(mariadb: PrivateMariaDB, fresh_database: str) -> str:
-    found = mariadb.url(fresh_database)
-    migrate(found, env={})
-    return found
 
 
 @pytest.fixture
@@ -655,31 +647,12 @@ def test_a_check_of_a_server_that_is_not_there_reports_it_and_raises_nothing() -
 # -- the tracker user's privileges --------------------------------------------------------------
 
 
-def grants(database: str, user: str) -> list[str]:
-    """The README's GRANTs for the `tracker` user (append-only), for this database and user."""
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("<!-- fleet-grants -->", 2)[1]
-    lines = [ln.strip() for ln in block.splitlines() if ln.strip().upper().startswith("GRANT")]
-    assert lines, "the README's fleet section lists no GRANT"
-    return [
-        ln.rstrip(";").replace("tracker.", f"`{database}`.").replace("'tracker'@'%'", user)
-        for ln in lines
-    ]
-
-
 def test_the_readme_grants_suffice_to_append_and_read_and_refuse_changing_an_event(
     mariadb: PrivateMariaDB, fresh_database: str, url: str
 ) -> None:
-    name = f"tracker_{uuid.uuid4().hex[:8]}"
-    password = uuid.uuid4().hex
-    user = f"'{name}'@'127.0.0.1'"
-    with mariadb.admin() as admin, admin.cursor() as cur:
-        cur.execute(f"CREATE USER {user} IDENTIFIED BY %s", (password,))
-        for statement in grants(fresh_database, user):
-            cur.execute(statement)
-    try:
-        target = f"mysql://{name}@127.0.0.1:{mariadb.port}/{fresh_database}"
-        env = {"TRACKER_LOG_PASSWORD": password}
+    with readme_user(mariadb, fresh_database) as user:
+        target = user.url
+        env = user.env
         log = MySQLLog.from_url(target, env=env, clock=FakeClock(start=1_800_000_000.0))
         log.append(A, PushRecorded(sha=A, branch="main", source="hook"), key="push:a")
         log.append_all(
@@ -696,7 +669,7 @@ def test_the_readme_grants_suffice_to_append_and_read_and_refuse_changing_an_eve
             assert [tuple(r) for r in found.rows] == [(2,)]
         log.close()
         with pymysql.connect(
-            host="127.0.0.1", port=mariadb.port, user=name, password=password,
+            host="127.0.0.1", port=mariadb.port, user=user.name, password=user.password,
             database=fresh_database, autocommit=True,
         ) as conn, conn.cursor() as cur:  # fmt: skip
             for forbidden in (
@@ -709,6 +682,3 @@ def test_the_readme_grants_suffice_to_append_and_read_and_refuse_changing_an_eve
                 with pytest.raises(pymysql.err.OperationalError) as refused:
                     cur.execute(forbidden)
                 assert refused.value.args[0] in (1142, 1044), forbidden  # command denied
-    finally:
-        with mariadb.admin() as admin, admin.cursor() as cur:
-            cur.execute(f"DROP USER IF EXISTS {user}")

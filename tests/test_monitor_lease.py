@@ -18,7 +18,7 @@ from tracker.errors import LeaseLostError
 from tracker.events import DeploymentPolled, PushRecorded
 from tracker.log.base import Lease
 from tracker.log.fleet import FleetLog
-from tracker.log.mysql import MySQLLog, migrate
+from tracker.log.mysql import MySQLLog
 from tracker.log.mysql_lease import LeaseLink, lease_ttl
 from tracker.monitor.lease import AppLease, lease_key
 
@@ -28,13 +28,6 @@ A = "a" * 40
 APP = lease_key("digitalocean", "app-1")
 lease_of_nobody = Lease(APP, "", "", 0, 0, 1.0)
 POLL = DeploymentPolled(source="digitalocean", ok=True, found=True, phase="BUILDING")
-
-
-@pytest.fixture
-def url(mariadb: PrivateMariaDB, fresh_database: str) -> str:
-    found = mariadb.url(fresh_database)
-    migrate(found, env={})
-    return found
 
 
 @pytest.fixture

@@ -19,12 +19,14 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pymysql
 import pytest
 
-from tests.support.gitrepo import wait_until
+from tests.support.gitrepo import ROOT, wait_until
 
 Connection = pymysql.connections.Connection
 
@@ -205,3 +207,46 @@ def fresh_database(mariadb: PrivateMariaDB) -> Iterator[str]:
     name = create_database(mariadb)
     yield name
     drop_database(mariadb, name)
+
+
+@pytest.fixture
+def url(mariadb: PrivateMariaDB, fresh_database: str) -> str:
+    """The shared log's URL on a fresh database of the private server, its schema migrated (as
+    `tracker migrate --shared` does); the password-less root, as `mariadb.url` gives."""
+    from tracker.log.mysql import migrate
+
+    found = mariadb.url(fresh_database)
+    migrate(found, env={})
+    return found
+
+
+@dataclass(frozen=True)
+class ReadmeUser:
+    name: str
+    password: str
+    url: str  # the shared log's URL as this user (no password)
+    env: dict[str, str]  # the environment that carries the password
+
+
+@contextmanager
+def readme_user(db: PrivateMariaDB, database: str) -> Iterator[ReadmeUser]:
+    """A `tracker` user of its own holding exactly the README's GRANTs on `database` (the test
+    that they suffice runs as it); dropped afterwards."""
+    name = f"tracker_{uuid.uuid4().hex[:8]}"
+    password = uuid.uuid4().hex
+    user = f"'{name}'@'127.0.0.1'"
+    block = (ROOT / "README.md").read_text().split("<!-- fleet-grants -->", 2)[1]
+    lines = [ln.strip() for ln in block.splitlines() if ln.strip().upper().startswith("GRANT")]
+    assert lines, "the README's fleet section lists no GRANT"
+    with db.admin() as admin, admin.cursor() as cur:
+        cur.execute(f"CREATE USER {user} IDENTIFIED BY %s", (password,))
+        for ln in lines:
+            cur.execute(
+                ln.rstrip(";").replace("tracker.", f"`{database}`.").replace("'tracker'@'%'", user)
+            )
+    try:
+        target = f"mysql://{name}@127.0.0.1:{db.port}/{database}"
+        yield ReadmeUser(name, password, target, {"TRACKER_LOG_PASSWORD": password})
+    finally:
+        with db.admin() as admin, admin.cursor() as cur:
+            cur.execute(f"DROP USER IF EXISTS {user}")
