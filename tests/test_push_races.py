@@ -83,22 +83,35 @@ def monitors_alive(db: Path) -> list[int]:
     return [pid for pid in pids if process_alive(pid)]
 
 
-def settled(db: Path, accepted: list[str], refused: list[str]) -> bool:
-    """Every accepted push confirmed with a verdict, every refused one rejected, the spool
-    empty and no monitor left running."""
-    if record_paths(db.parent / "spool"):
-        return False
+def unsettled(db: Path, accepted: list[str], refused: list[str]) -> str | None:
+    """What is not settled yet (None once every accepted push is confirmed with a verdict,
+    every refused one rejected, the spool empty and no monitor left running)."""
+    spooled = record_paths(db.parent / "spool")
+    if spooled:
+        return f"{len(spooled)} records still in the spool: {[p.name for p in spooled][:4]}"
     for sha in accepted:
-        if not VERDICTS & set(event_types(db, sha)):
-            return False
+        types = event_types(db, sha)
+        if not VERDICTS & set(types):
+            return f"accepted {sha[:7]} has no verdict: {types}"
     for sha in refused:
-        if "PushRejected" not in event_types(db, sha):
-            return False
-    return not monitors_alive(db)
+        types = event_types(db, sha)
+        if "PushRejected" not in types:
+            return f"refused {sha[:7]} is not rejected: {types}"
+    alive = monitors_alive(db)
+    return f"monitors still running: {alive}" if alive else None
 
 
 def check(db: Path, accepted: list[str], refused: list[str]) -> None:
-    wait_until(lambda: settled(db, accepted, refused), timeout=SETTLE_S)
+    last: list[str | None] = []
+
+    def done() -> bool:
+        last[:] = [unsettled(db, accepted, refused)]
+        return last[0] is None
+
+    try:
+        wait_until(done, timeout=SETTLE_S)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {last[0]}") from None
     for sha in accepted:
         types = event_types(db, sha)
         assert types.count("PushRecorded") == 1, (sha, types)
@@ -114,7 +127,8 @@ def check(db: Path, accepted: list[str], refused: list[str]) -> None:
 def test_clones_pushing_in_turns_by_url_and_by_name_get_their_right_verdicts(
     tmp_path: Path, sim: SimulatedPlatform, count: int
 ) -> None:
-    """50 pushes. A clone behind the remote is refused (`fetch first`), pulls with rebase (so
+    """50 pushes. A clone behind the remote is refused (`fetch first`, or `non-fast-forward`
+    before the hook runs when it has the remote's tip), pulls with rebase (so
     the refused commit never reaches main) and pushes again at once; each push goes by the
     remote's name or by its path, at random; a reader takes the spool in after every push."""
     made = clones(tmp_path, sim, count)
@@ -123,13 +137,14 @@ def test_clones_pushing_in_turns_by_url_and_by_name_get_their_right_verdicts(
     chooser = random.Random(count)
     accepted: list[str] = []
     refused: list[str] = []
+    unoffered: list[str] = []  # refused by git before the hook ran: never offered to it
     ways: set[tuple[str, bool]] = set()
     turn = 0
-    while len(accepted) + len(refused) < 50:
+    while len(accepted) + len(refused) + len(unoffered) < 50:
         clone = made[turn % count]
         turn += 1
         clone.commit(f"turn {turn}")
-        while len(accepted) + len(refused) < 50:
+        while len(accepted) + len(refused) + len(unoffered) < 50:
             how = chooser.choice(["name", "url"])
             sha = clone.git("rev-parse", "HEAD").stdout.strip()
             done = clone.push("origin" if how == "name" else url, "HEAD:main")
@@ -139,13 +154,20 @@ def test_clones_pushing_in_turns_by_url_and_by_name_get_their_right_verdicts(
                 accepted.append(sha)
                 sim.add_deployment(sha, **PHASES)
                 break
-            # "fetch first", or "non-fast-forward" once a confirmer fetched the remote's tip
-            assert "fetch first" in done.stderr or "non-fast-forward" in done.stderr, done.stderr
-            refused.append(sha)
+            # "fetch first": the hook is given the line, and the push ends rejected. Or
+            # "non-fast-forward", once the clone has the remote's tip (a watcher fetched it to
+            # tell a superseded commit): git refuses before the hook and never gives it the
+            # line (reference/git-hooks.md), so nothing is recorded, as nothing was pushed.
+            if "non-fast-forward" in done.stderr:
+                unoffered.append(sha)
+            else:
+                assert "fetch first" in done.stderr, done.stderr
+                refused.append(sha)
             clone.git("pull", "-q", "--rebase", "origin", "main")
     assert ways == {("name", True), ("name", False), ("url", True), ("url", False)}
-    assert len(refused) >= 10
+    assert len(refused) >= 5
     check(db, accepted, refused)
+    assert all(event_types(db, sha) == [] for sha in unoffered)
     assert made[0].remote_head() == accepted[-1]
 
 
